@@ -1,0 +1,33 @@
+# The two commands of the README are `make run` and `make test`; everything else is a building block.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make run     bring up the whole stack (Slurm, database, Prefect, served flows, Django)"
+	@echo "make test    install what is missing, start the services the tests need, run the suite"
+	@echo "make slurm-up | slurm-down | slurm-status   the single-node Slurm cluster"
+	@echo "make lint    ruff"
+
+install:
+	scripts/bootstrap.sh
+
+run:
+	scripts/run_stack.sh
+
+test:
+	scripts/test.sh
+
+slurm-up:
+	scripts/slurm.sh up
+
+slurm-down:
+	scripts/slurm.sh down
+
+slurm-status:
+	scripts/slurm.sh status
+
+lint: install
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+.PHONY: help install run test slurm-up slurm-down slurm-status lint

@@ -1,0 +1,131 @@
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from analyses.models import Analysis, Assembly, AssemblyAnalysisRequest, Biome, Run, Sample, Study
+from analyses.services import RequestAlreadyFinished, cancel_assembly_analysis_request
+
+
+@admin.register(Biome)
+class BiomeAdmin(admin.ModelAdmin):
+    list_display = ["lineage", "name"]
+    search_fields = ["lineage", "name"]
+
+
+class RunInline(admin.TabularInline):
+    model = Run
+    fields = ["accession", "library_strategy", "library_layout", "qa_status", "qa_reason"]
+    readonly_fields = fields
+    extra = 0
+    show_change_link = True
+    can_delete = False
+
+
+@admin.register(Study)
+class StudyAdmin(admin.ModelAdmin):
+    list_display = ["accession", "ena_accession", "title", "biome", "last_synced_with_ena", "created"]
+    list_filter = ["biome", "created"]
+    search_fields = ["accession", "ena_accession", "secondary_ena_accession", "title"]
+    readonly_fields = ["accession", "last_synced_with_ena", "created", "updated"]
+    autocomplete_fields = ["biome"]
+    inlines = [RunInline]
+
+
+@admin.register(Sample)
+class SampleAdmin(admin.ModelAdmin):
+    list_display = ["accession", "secondary_accession", "study", "created"]
+    search_fields = ["accession", "secondary_accession", "study__accession", "study__ena_accession"]
+    list_select_related = ["study"]
+    raw_id_fields = ["study"]
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    list_display = [
+        "accession",
+        "study",
+        "sample",
+        "library_strategy",
+        "library_layout",
+        "qa_status",
+        "created",
+    ]
+    list_filter = ["qa_status", "library_strategy", "library_layout", "instrument_platform"]
+    search_fields = ["accession", "sample__accession", "study__accession", "study__ena_accession"]
+    list_select_related = ["study", "sample"]
+    raw_id_fields = ["study", "sample"]
+
+
+@admin.register(Assembly)
+class AssemblyAdmin(admin.ModelAdmin):
+    list_display = ["id", "study", "assembler", "status", "directory", "created"]
+    list_filter = ["status", "assembler"]
+    search_fields = ["study__accession", "study__ena_accession", "runs__accession", "ena_accession"]
+    list_select_related = ["study"]
+    raw_id_fields = ["study"]
+    filter_horizontal = ["runs"]
+
+
+@admin.register(Analysis)
+class AnalysisAdmin(admin.ModelAdmin):
+    list_display = ["accession", "study", "run", "assembly", "pipeline_version", "status", "created"]
+    list_filter = ["status", "pipeline_version"]
+    search_fields = ["accession", "study__accession", "study__ena_accession", "run__accession"]
+    list_select_related = ["study", "run"]
+    raw_id_fields = ["study", "run", "assembly", "request"]
+    readonly_fields = ["accession", "created", "updated"]
+
+
+@admin.register(AssemblyAnalysisRequest)
+class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
+    list_display = ["id", "study_accession", "requester", "status", "flow_run_id", "created", "updated"]
+    list_filter = ["status", "created"]
+    search_fields = ["study_accession", "requester__username", "study__accession"]
+    list_select_related = ["requester", "study"]
+    actions = ["cancel_requests"]
+
+    def get_fields(self, request: HttpRequest, obj: AssemblyAnalysisRequest | None = None) -> list[str]:
+        if obj is None:
+            return ["study_accession"]
+        return [
+            "study_accession",
+            "study",
+            "requester",
+            "status",
+            "status_detail",
+            "flow_run_id",
+            "request_metadata",
+            "cancelled_at",
+            "cancelled_by",
+            "created",
+            "updated",
+        ]
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: AssemblyAnalysisRequest | None = None
+    ) -> list[str]:
+        if obj is None:
+            return []
+        # A saved request is driven by its workflow; editing it by hand would desynchronise the two.
+        return self.get_fields(request, obj)
+
+    @admin.display(description="Flow run")
+    def flow_run_id(self, obj: AssemblyAnalysisRequest) -> str:
+        return obj.flow_run_id or "—"
+
+    def save_model(self, request: HttpRequest, obj: AssemblyAnalysisRequest, form, change: bool) -> None:
+        if not change:
+            obj.requester = request.user
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Cancel selected requests")
+    def cancel_requests(self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest]) -> None:
+        cancelled = 0
+        for obj in queryset:
+            try:
+                cancel_assembly_analysis_request(obj, by=request.user, reason="Cancelled from the admin.")
+                cancelled += 1
+            except RequestAlreadyFinished as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        if cancelled:
+            self.message_user(request, f"Cancelled {cancelled} request(s).", messages.SUCCESS)

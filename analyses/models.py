@@ -1,0 +1,272 @@
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import Q
+
+from analyses.accessions import (
+    format_accession,
+    validate_ena_analysis_accession,
+    validate_ena_run_accession,
+    validate_ena_sample_accession,
+    validate_ena_study_accession,
+    validate_mgya_accession,
+    validate_mgys_accession,
+)
+
+
+class AccessionCounter(models.Model):
+    """Last number handed out per accession prefix; a row lock makes allocation safe under concurrency."""
+
+    prefix = models.CharField(max_length=8, primary_key=True)
+    last_number = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}: {self.last_number}"
+
+
+def allocate_accession(prefix: str) -> str:
+    with transaction.atomic():
+        AccessionCounter.objects.get_or_create(prefix=prefix)
+        counter = AccessionCounter.objects.select_for_update().get(prefix=prefix)
+        counter.last_number += 1
+        counter.save(update_fields=["last_number"])
+        return format_accession(prefix, counter.last_number)
+
+
+class TimestampedModel(models.Model):
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class Biome(models.Model):
+    """A GOLD-style biome lineage such as ``root:Environmental:Aquatic:Marine``."""
+
+    lineage = models.CharField(max_length=255, unique=True)
+    name = models.CharField(max_length=255, help_text="Last element of the lineage, for display.")
+
+    class Meta:
+        ordering = ["lineage"]
+
+    def __str__(self) -> str:
+        return self.lineage
+
+    def save(self, *args, **kwargs) -> None:
+        if not self.name:
+            self.name = self.lineage.rsplit(":", 1)[-1]
+        super().save(*args, **kwargs)
+
+
+class Study(TimestampedModel):
+    accession = models.CharField(
+        max_length=12,
+        unique=True,
+        editable=False,
+        validators=[validate_mgys_accession],
+        help_text="MGnify accession, allocated by the service.",
+    )
+    ena_accession = models.CharField(
+        "ENA study accession",
+        max_length=20,
+        unique=True,
+        validators=[validate_ena_study_accession],
+        help_text="ENA project (PRJEB…, PRJNA…, PRJDB…) or study (ERP…, SRP…, DRP…) accession.",
+    )
+    secondary_ena_accession = models.CharField(
+        max_length=20,
+        blank=True,
+        validators=[validate_ena_study_accession],
+        help_text="The other ENA accession of the same study (ERP… for a PRJEB…), as ENA reports it.",
+    )
+    title = models.CharField(max_length=500, blank=True)
+    description = models.TextField(blank=True)
+    biome = models.ForeignKey(Biome, null=True, blank=True, on_delete=models.PROTECT, related_name="studies")
+    last_synced_with_ena = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name_plural = "studies"
+
+    def __str__(self) -> str:
+        return f"{self.accession} ({self.ena_accession})"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self.accession:
+            self.accession = allocate_accession("MGYS")
+        super().save(*args, **kwargs)
+
+
+class Sample(TimestampedModel):
+    accession = models.CharField(max_length=20, unique=True, validators=[validate_ena_sample_accession])
+    secondary_accession = models.CharField(max_length=20, blank=True)
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="samples")
+    title = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["accession"]
+
+    def __str__(self) -> str:
+        return self.accession
+
+
+class Run(TimestampedModel):
+    class LibraryLayout(models.TextChoices):
+        SINGLE = "SINGLE"
+        PAIRED = "PAIRED"
+
+    class QaStatus(models.TextChoices):
+        PENDING = "pending"
+        PASSED = "passed"
+        FAILED = "failed"
+
+    accession = models.CharField(max_length=20, unique=True, validators=[validate_ena_run_accession])
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="runs")
+    sample = models.ForeignKey(Sample, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    instrument_platform = models.CharField(max_length=100, blank=True)
+    instrument_model = models.CharField(max_length=100, blank=True)
+    library_strategy = models.CharField(max_length=50, blank=True, db_index=True)
+    library_source = models.CharField(max_length=50, blank=True)
+    library_layout = models.CharField(max_length=10, choices=LibraryLayout.choices, blank=True)
+    fastq_urls = models.JSONField(
+        default=list, blank=True, help_text="Where the FASTQ files are fetched from."
+    )
+    fastq_md5 = models.JSONField(
+        default=list, blank=True, help_text="MD5 of each FASTQ file, in the same order."
+    )
+    read_count = models.PositiveBigIntegerField(null=True, blank=True)
+    base_count = models.PositiveBigIntegerField(null=True, blank=True)
+    qa_status = models.CharField(
+        max_length=10, choices=QaStatus.choices, default=QaStatus.PENDING, db_index=True
+    )
+    qa_reason = models.TextField(blank=True, help_text="Why the run was not usable, when QA failed.")
+
+    class Meta:
+        ordering = ["accession"]
+
+    def __str__(self) -> str:
+        return self.accession
+
+
+class ProcessingStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class Assembly(TimestampedModel):
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="assemblies")
+    runs = models.ManyToManyField(Run, related_name="assemblies")
+    ena_accession = models.CharField(
+        max_length=20,
+        blank=True,
+        validators=[validate_ena_analysis_accession],
+        help_text="ENA accession once the assembly is submitted (ERZ…).",
+    )
+    assembler = models.CharField(max_length=50, default="megahit")
+    status = models.CharField(
+        max_length=10, choices=ProcessingStatus.choices, default=ProcessingStatus.PENDING, db_index=True
+    )
+    directory = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name_plural = "assemblies"
+
+    def __str__(self) -> str:
+        runs = ",".join(run.accession for run in self.runs.all()) if self.pk else ""
+        return f"Assembly {self.pk} of {runs or self.study.ena_accession}"
+
+
+class Analysis(TimestampedModel):
+    accession = models.CharField(
+        max_length=12,
+        unique=True,
+        editable=False,
+        validators=[validate_mgya_accession],
+        help_text="MGnify analysis accession, allocated by the service.",
+    )
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="analyses")
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE, related_name="analyses")
+    assembly = models.ForeignKey(
+        Assembly, null=True, blank=True, on_delete=models.CASCADE, related_name="analyses"
+    )
+    request = models.ForeignKey(
+        "AssemblyAnalysisRequest", null=True, blank=True, on_delete=models.SET_NULL, related_name="analyses"
+    )
+    pipeline_version = models.CharField(max_length=20, default="1.0")
+    status = models.CharField(
+        max_length=10, choices=ProcessingStatus.choices, default=ProcessingStatus.PENDING, db_index=True
+    )
+    results_directory = models.CharField(max_length=500, blank=True)
+    summary = models.JSONField(default=dict, blank=True, help_text="Summary figures, e.g. contigs and N50.")
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name_plural = "analyses"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(run__isnull=False) | Q(assembly__isnull=False),
+                name="analysis_of_run_or_assembly",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.accession
+
+    def save(self, *args, **kwargs) -> None:
+        if not self.accession:
+            self.accession = allocate_accession("MGYA")
+        super().save(*args, **kwargs)
+
+
+class AssemblyAnalysisRequest(TimestampedModel):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+    requester = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="assembly_analysis_requests",
+    )
+    study_accession = models.CharField(
+        "ENA study accession",
+        max_length=20,
+        db_index=True,
+        validators=[validate_ena_study_accession],
+        help_text="ENA project (PRJEB…, PRJNA…, PRJDB…) or study (ERP…, SRP…, DRP…) accession to assemble and analyse.",
+    )
+    study = models.ForeignKey(
+        Study, null=True, blank=True, on_delete=models.SET_NULL, related_name="assembly_analysis_requests"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    status_detail = models.TextField(blank=True, help_text="Why the request failed or was cancelled.")
+    request_metadata = models.JSONField(default=dict, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [models.Index(fields=["requester", "status"])]
+
+    def __str__(self) -> str:
+        return f"Request {self.pk} for {self.study_accession}"
+
+    @property
+    def flow_run_id(self) -> str | None:
+        return (self.request_metadata or {}).get("flow_run_id")
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL_STATUSES

@@ -1,0 +1,120 @@
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from analyses.models import Analysis, AssemblyAnalysisRequest, Run, Study
+
+
+class RejectUnknownFieldsMixin:
+    """A typo in a field name, or a read-only field sent, is a 400 naming it rather than silently ignored."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            errors = {
+                name: ["This field is read-only."] if name in self.fields else ["Unknown field."]
+                for name in data
+                if name not in self.fields or self.fields[name].read_only
+            }
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
+
+
+class RunSummarySerializer(serializers.ModelSerializer):
+    sample_accession = serializers.CharField(source="sample.accession", default=None, read_only=True)
+
+    class Meta:
+        model = Run
+        fields = [
+            "accession",
+            "sample_accession",
+            "instrument_model",
+            "library_strategy",
+            "library_layout",
+            "read_count",
+            "qa_status",
+            "qa_reason",
+        ]
+
+
+class AnalysisSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Analysis
+        fields = ["accession", "status", "pipeline_version", "summary"]
+
+
+class StudySerializer(serializers.ModelSerializer):
+    biome = serializers.CharField(source="biome.lineage", default=None, read_only=True)
+    runs_count = serializers.IntegerField(read_only=True)
+    analyses_count = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Study
+        fields = [
+            "accession",
+            "ena_accession",
+            "secondary_ena_accession",
+            "title",
+            "biome",
+            "runs_count",
+            "analyses_count",
+            "last_synced_with_ena",
+            "created",
+            "updated",
+        ]
+
+
+class StudyDetailSerializer(StudySerializer):
+    runs = RunSummarySerializer(many=True, read_only=True)
+    analyses = AnalysisSummarySerializer(many=True, read_only=True)
+
+    class Meta(StudySerializer.Meta):
+        fields = [*StudySerializer.Meta.fields, "description", "runs", "analyses"]
+
+
+class AnalysisSerializer(serializers.ModelSerializer):
+    study = serializers.CharField(source="study.accession", read_only=True)
+    run = serializers.CharField(source="run.accession", default=None, read_only=True)
+    assembly = serializers.IntegerField(source="assembly_id", default=None, read_only=True)
+    request = serializers.IntegerField(source="request_id", default=None, read_only=True)
+
+    class Meta:
+        model = Analysis
+        fields = [
+            "accession",
+            "study",
+            "run",
+            "assembly",
+            "request",
+            "pipeline_version",
+            "status",
+            "results_directory",
+            "summary",
+            "created",
+            "updated",
+        ]
+
+
+class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
+    flow_run_id = serializers.SerializerMethodField()
+    study = serializers.CharField(source="study.accession", default=None, read_only=True)
+    requester = serializers.CharField(source="requester.get_username", default=None, read_only=True)
+
+    class Meta:
+        model = AssemblyAnalysisRequest
+        fields = [
+            "id",
+            "study_accession",
+            "study",
+            "status",
+            "status_detail",
+            "flow_run_id",
+            "requester",
+            "created",
+            "updated",
+            "cancelled_at",
+        ]
+        read_only_fields = ["status", "status_detail", "cancelled_at"]
+
+    @extend_schema_field(serializers.UUIDField(allow_null=True))
+    def get_flow_run_id(self, obj: AssemblyAnalysisRequest) -> str | None:
+        return obj.flow_run_id

@@ -1,0 +1,27 @@
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+
+class RequestBodyLimitMiddleware:
+    """Refuse oversize bodies with 413 before anything reads them.
+
+    Django applies DATA_UPLOAD_MAX_MEMORY_SIZE only to form parsing; DRF's JSON parser reads the raw stream and
+    would accept any size.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return JsonResponse({"detail": "Invalid Content-Length header."}, status=400)
+        if limit is not None and length > limit:
+            return JsonResponse(
+                {"detail": f"Request body of {length} bytes exceeds the limit of {limit} bytes."}, status=413
+            )
+        return self.get_response(request)

@@ -1,0 +1,23 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from analyses.views import AnalysisViewSet, AssemblyAnalysisRequestViewSet, StudyViewSet
+from emgapi.health import healthz
+
+router = DefaultRouter()
+router.register("studies", StudyViewSet, basename="study")
+router.register("analyses", AnalysisViewSet, basename="analysis")
+router.register(
+    "assembly-analysis-requests", AssemblyAnalysisRequestViewSet, basename="assembly-analysis-request"
+)
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/auth/", include("rest_framework.urls")),
+    path("api/", include(router.urls)),
+    path("healthz", healthz, name="healthz"),
+]

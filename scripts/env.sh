@@ -1,0 +1,11 @@
+# Shared defaults for the dev/test scripts; every value can be overridden from the environment.
+# shellcheck shell=bash
+export DATABASE_URL=${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/emgapi}
+export SECRET_KEY=${SECRET_KEY:-dev-and-test-only-secret-key-$(hostname)}
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export PREFECT_HOME=${PREFECT_HOME:-$PWD/var/prefect}
+export PREFECT_SERVER_API_PORT=${PREFECT_SERVER_API_PORT:-4200}
+export PREFECT_API_URL=${PREFECT_API_URL:-http://127.0.0.1:$PREFECT_SERVER_API_PORT/api}
+export PREFECT_SERVER_DATABASE_URL=${PREFECT_SERVER_DATABASE_URL:-postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/prefect}
+export PREFECT_RUNNER_POLL_FREQUENCY=${PREFECT_RUNNER_POLL_FREQUENCY:-1}
+export JOBS_ROOT=${JOBS_ROOT:-$PWD/var/jobs}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# `make test`: install what is missing, bring up the services the suite needs, run the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/env.sh
+
+scripts/bootstrap.sh
+scripts/ensure_postgres.sh
+scripts/slurm.sh up
+scripts/prefect_server.sh up
+
+.venv/bin/python manage.py makemigrations --check --dry-run >/dev/null || {
+  echo "Migrations are out of date: run 'python manage.py makemigrations'" >&2; exit 1; }
+.venv/bin/ruff check .
+exec .venv/bin/pytest "$@"

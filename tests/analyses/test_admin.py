@@ -1,0 +1,83 @@
+import pytest
+from django.urls import reverse
+
+from analyses.models import Analysis, Assembly, AssemblyAnalysisRequest, Biome, Run, Sample, Study
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client_logged_in(client, superuser):
+    client.force_login(superuser)
+    return client
+
+
+@pytest.fixture
+def populated():
+    biome = Biome.objects.create(lineage="root:Environmental:Aquatic")
+    study = Study.objects.create(ena_accession="PRJEB30001", title="t", biome=biome)
+    sample = Sample.objects.create(accession="SAMEA3000001", study=study)
+    run = Run.objects.create(accession="ERR3000001", study=study, sample=sample)
+    assembly = Assembly.objects.create(study=study)
+    assembly.runs.add(run)
+    Analysis.objects.create(study=study, assembly=assembly)
+    AssemblyAnalysisRequest.objects.create(study_accession="PRJEB30001", study=study)
+
+
+@pytest.mark.parametrize(
+    "model", ["biome", "study", "sample", "run", "assembly", "analysis", "assemblyanalysisrequest"]
+)
+def test_admin_changelist_and_add_pages_load(admin_client_logged_in, populated, model):
+    for view in ("changelist", "add"):
+        response = admin_client_logged_in.get(reverse(f"admin:analyses_{model}_{view}"))
+        assert response.status_code == 200, (model, view)
+    response = admin_client_logged_in.get(reverse(f"admin:analyses_{model}_changelist"), {"q": "PRJEB30001"})
+    assert response.status_code == 200
+
+
+def test_admin_change_pages_load(admin_client_logged_in, populated):
+    for obj in [
+        Study.objects.get(),
+        Run.objects.get(),
+        Analysis.objects.get(),
+        AssemblyAnalysisRequest.objects.get(),
+    ]:
+        url = reverse(f"admin:analyses_{obj._meta.model_name}_change", args=[obj.pk])
+        assert admin_client_logged_in.get(url).status_code == 200
+
+
+def test_admin_creates_study_through_validation(admin_client_logged_in):
+    url = reverse("admin:analyses_study_add")
+    bad = admin_client_logged_in.post(
+        url, {"ena_accession": "PRJ1", "title": "x", "runs-TOTAL_FORMS": 0, "runs-INITIAL_FORMS": 0}
+    )
+    assert bad.status_code == 200
+    assert "ena_accession" in bad.context["adminform"].form.errors
+    assert not Study.objects.exists()
+    good = admin_client_logged_in.post(
+        url, {"ena_accession": "PRJEB30002", "title": "x", "runs-TOTAL_FORMS": 0, "runs-INITIAL_FORMS": 0}
+    )
+    assert good.status_code == 302
+    assert Study.objects.get().accession.startswith("MGYS")
+
+
+def test_admin_creates_request_through_validation(admin_client_logged_in, superuser):
+    url = reverse("admin:analyses_assemblyanalysisrequest_add")
+    bad = admin_client_logged_in.post(url, {"study_accession": "not-an-accession"})
+    assert bad.status_code == 200
+    assert "study_accession" in bad.context["adminform"].form.errors
+    good = admin_client_logged_in.post(url, {"study_accession": "PRJEB30003"})
+    assert good.status_code == 302
+    request = AssemblyAnalysisRequest.objects.get()
+    assert request.requester == superuser and request.status == "pending"
+
+
+def test_admin_cancel_action(admin_client_logged_in, populated):
+    request = AssemblyAnalysisRequest.objects.get()
+    response = admin_client_logged_in.post(
+        reverse("admin:analyses_assemblyanalysisrequest_changelist"),
+        {"action": "cancel_requests", "_selected_action": [request.pk]},
+    )
+    assert response.status_code == 302
+    request.refresh_from_db()
+    assert request.status == "cancelled"

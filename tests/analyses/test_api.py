@@ -1,0 +1,277 @@
+import json
+
+import pytest
+from django.test import override_settings
+
+from analyses.models import Analysis, AssemblyAnalysisRequest, Biome, Run, Sample, Study
+
+pytestmark = pytest.mark.django_db
+
+REQUESTS_URL = "/api/assembly-analysis-requests/"
+
+
+@pytest.fixture
+def marine_study():
+    biome = Biome.objects.create(lineage="root:Environmental:Aquatic:Marine")
+    study = Study.objects.create(
+        ena_accession="PRJEB20001",
+        secondary_ena_accession="ERP200001",
+        title="Ocean sampling day",
+        biome=biome,
+    )
+    sample = Sample.objects.create(accession="SAMEA2000001", study=study)
+    run = Run.objects.create(
+        accession="ERR2000001", study=study, sample=sample, library_strategy="WGS", library_layout="PAIRED"
+    )
+    Analysis.objects.create(study=study, run=run, status="completed", summary={"n50": 1200})
+    return study
+
+
+@pytest.fixture
+def soil_study():
+    biome = Biome.objects.create(lineage="root:Environmental:Terrestrial:Soil")
+    return Study.objects.create(ena_accession="SRP200002", title="Forest soil", biome=biome)
+
+
+# --- studies -------------------------------------------------------------------------------------------------
+
+
+def test_study_list_is_public_and_paginated(api_client, marine_study, soil_study):
+    response = api_client.get("/api/studies/")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["count"] == 2
+    assert {s["accession"] for s in body["results"]} == {marine_study.accession, soil_study.accession}
+    marine = next(s for s in body["results"] if s["accession"] == marine_study.accession)
+    assert marine["runs_count"] == 1 and marine["analyses_count"] == 1
+    assert marine["biome"] == "root:Environmental:Aquatic:Marine"
+
+
+def test_study_list_filters(api_client, marine_study, soil_study):
+    by_ena = api_client.get("/api/studies/", {"ena_accession": "PRJEB20001"}).json()
+    assert [s["accession"] for s in by_ena["results"]] == [marine_study.accession]
+    by_secondary = api_client.get("/api/studies/", {"ena_accession": "ERP200001"}).json()
+    assert [s["accession"] for s in by_secondary["results"]] == [marine_study.accession]
+    by_biome = api_client.get("/api/studies/", {"biome": "root:Environmental:Terrestrial"}).json()
+    assert [s["accession"] for s in by_biome["results"]] == [soil_study.accession]
+    by_title = api_client.get("/api/studies/", {"search": "ocean"}).json()
+    assert [s["accession"] for s in by_title["results"]] == [marine_study.accession]
+
+
+def test_study_detail_summarises_runs_and_analyses(api_client, marine_study):
+    response = api_client.get(f"/api/studies/{marine_study.accession}/")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ena_accession"] == "PRJEB20001"
+    assert body["runs"][0]["accession"] == "ERR2000001"
+    assert body["runs"][0]["sample_accession"] == "SAMEA2000001"
+    assert body["analyses"][0]["summary"] == {"n50": 1200}
+
+
+def test_unknown_study_is_404(api_client):
+    assert api_client.get("/api/studies/MGYS99999999/").status_code == 404
+
+
+def test_studies_are_read_only(user_client):
+    assert user_client.post("/api/studies/", {"ena_accession": "PRJEB1"}, format="json").status_code == 405
+
+
+# --- analyses ------------------------------------------------------------------------------------------------
+
+
+def test_analysis_list_filters_by_study_and_status(api_client, marine_study, soil_study):
+    body = api_client.get("/api/analyses/", {"study": marine_study.accession}).json()
+    assert body["count"] == 1
+    analysis = body["results"][0]
+    assert analysis["study"] == marine_study.accession and analysis["run"] == "ERR2000001"
+    assert api_client.get("/api/analyses/", {"status": "failed"}).json()["count"] == 0
+    assert api_client.get("/api/analyses/", {"study": soil_study.accession}).json()["count"] == 0
+    detail = api_client.get(f"/api/analyses/{analysis['accession']}/")
+    assert detail.status_code == 200 and detail.json()["status"] == "completed"
+
+
+def test_analysis_filter_rejects_unknown_status_naming_the_field(api_client):
+    response = api_client.get("/api/analyses/", {"status": "exploded"})
+    assert response.status_code == 400
+    assert "status" in response.json()
+
+
+# --- assembly-analysis requests ------------------------------------------------------------------------------
+
+
+def test_create_request(user_client, user):
+    response = user_client.post(REQUESTS_URL, {"study_accession": "PRJEB12345"}, format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["study_accession"] == "PRJEB12345"
+    assert body["status"] == "pending"
+    assert body["flow_run_id"] is None
+    assert body["id"] and body["created"]
+    saved = AssemblyAnalysisRequest.objects.get(pk=body["id"])
+    assert saved.requester == user
+
+
+def test_session_auth_works_for_the_browsable_api(api_client, user):
+    api_client.login(username="alice", password="alice-password")
+    response = api_client.post(REQUESTS_URL, {"study_accession": "ERP123456"}, format="json")
+    assert response.status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"study_accession": "PRJEB"}, "study_accession"),
+        ({"study_accession": "ERR1234567"}, "study_accession"),
+        ({"study_accession": "PRJEB1234; rm -rf /"}, "study_accession"),
+        ({}, "study_accession"),
+        ({"study_accession": 12345}, "study_accession"),
+        ({"study_accession": ["PRJEB12345"]}, "study_accession"),
+        ({"study_accession": None}, "study_accession"),
+        ({"study_accession": "PRJEB12345", "priority": "high"}, "priority"),
+        ({"study_accession": "PRJEB12345", "status": "completed"}, "status"),
+    ],
+)
+def test_create_request_rejects_bad_input_naming_the_field(user_client, payload, field):
+    response = user_client.post(REQUESTS_URL, payload, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()
+    assert not AssemblyAnalysisRequest.objects.exists()
+
+
+def test_create_request_rejects_malformed_json(user_client):
+    response = user_client.post(REQUESTS_URL, data="{not json", content_type="application/json")
+    assert response.status_code == 400
+    assert "detail" in response.json()
+
+
+def test_create_request_rejects_a_non_object_body(user_client):
+    response = user_client.post(
+        REQUESTS_URL, data=json.dumps(["PRJEB12345"]), content_type="application/json"
+    )
+    assert response.status_code == 400
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1024)
+def test_oversize_body_is_413(user_client):
+    payload = {"study_accession": "PRJEB12345", "padding": "x" * 2048}
+    response = user_client.post(REQUESTS_URL, payload, format="json")
+    assert response.status_code == 413
+    assert not AssemblyAnalysisRequest.objects.exists()
+
+
+def test_anonymous_write_is_401(api_client):
+    response = api_client.post(REQUESTS_URL, {"study_accession": "PRJEB12345"}, format="json")
+    assert response.status_code == 401
+    assert response.has_header("WWW-Authenticate")
+
+
+def test_anonymous_cannot_list_requests(api_client):
+    assert api_client.get(REQUESTS_URL).status_code == 401
+
+
+def test_users_see_their_own_requests_and_staff_see_all(
+    user_client, other_client, staff_client, user, other_user
+):
+    mine = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB1111", requester=user)
+    theirs = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB2222", requester=other_user)
+    assert [r["id"] for r in user_client.get(REQUESTS_URL).json()["results"]] == [mine.id]
+    assert user_client.get(f"{REQUESTS_URL}{mine.id}/").status_code == 200
+    assert user_client.get(f"{REQUESTS_URL}{theirs.id}/").status_code == 404
+    assert {r["id"] for r in staff_client.get(REQUESTS_URL).json()["results"]} == {mine.id, theirs.id}
+
+
+def test_request_list_filters_by_status(user_client, user):
+    AssemblyAnalysisRequest.objects.create(study_accession="PRJEB1111", requester=user, status="failed")
+    AssemblyAnalysisRequest.objects.create(study_accession="PRJEB2222", requester=user)
+    body = user_client.get(REQUESTS_URL, {"status": "failed"}).json()
+    assert [r["study_accession"] for r in body["results"]] == ["PRJEB1111"]
+    assert user_client.get(REQUESTS_URL, {"status": "bogus"}).status_code == 400
+
+
+def test_non_numeric_request_id_is_404(user_client):
+    assert user_client.get(f"{REQUESTS_URL}abc/").status_code == 404
+
+
+def test_owner_cancels_request(user_client, user):
+    request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB1111", requester=user)
+    response = user_client.post(f"{REQUESTS_URL}{request.id}/cancel/")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    request.refresh_from_db()
+    assert request.status == "cancelled" and request.cancelled_by == user and request.cancelled_at
+
+
+def test_staff_cancels_any_request(staff_client, user):
+    request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB1111", requester=user)
+    assert staff_client.post(f"{REQUESTS_URL}{request.id}/cancel/").status_code == 200
+
+
+def test_other_user_cannot_cancel(other_client, user):
+    request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB1111", requester=user)
+    assert other_client.post(f"{REQUESTS_URL}{request.id}/cancel/").status_code == 404
+    request.refresh_from_db()
+    assert request.status == "pending"
+
+
+def test_cancel_finished_request_is_409(user_client, user):
+    request = AssemblyAnalysisRequest.objects.create(
+        study_accession="PRJEB1111", requester=user, status="completed"
+    )
+    response = user_client.post(f"{REQUESTS_URL}{request.id}/cancel/")
+    assert response.status_code == 409
+    request.refresh_from_db()
+    assert request.status == "completed"
+
+
+def test_anonymous_cancel_is_401(api_client, user):
+    request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB1111", requester=user)
+    assert api_client.post(f"{REQUESTS_URL}{request.id}/cancel/").status_code == 401
+
+
+# --- schema, docs, health ------------------------------------------------------------------------------------
+
+
+def test_openapi_schema_generates_without_warnings(capsys):
+    from django.core.management import call_command
+
+    call_command("spectacular", "--fail-on-warn", "--validate", "--file", "/dev/null")
+    captured = capsys.readouterr()
+    assert "Warning" not in captured.err and "Error" not in captured.err
+
+
+def test_schema_documents_every_endpoint(api_client):
+    response = api_client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    for path in [
+        "/api/studies/",
+        "/api/studies/{accession}/",
+        "/api/analyses/",
+        "/api/analyses/{accession}/",
+        "/api/assembly-analysis-requests/",
+        "/api/assembly-analysis-requests/{id}/",
+        "/api/assembly-analysis-requests/{id}/cancel/",
+    ]:
+        assert path in paths, path
+
+
+def test_swagger_ui_is_served(api_client):
+    response = api_client.get("/api/docs/")
+    assert response.status_code == 200
+    assert b"swagger" in response.content.lower()
+
+
+def test_healthz_reports_the_database(api_client):
+    response = api_client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["checks"]["database"] == {"ok": True, "vendor": "postgresql"}
+
+
+def test_healthz_is_503_when_a_check_fails(api_client, monkeypatch):
+    from emgapi import health
+
+    monkeypatch.setitem(health.CHECKS, "database", lambda: {"ok": False, "error": "connection refused"})
+    response = api_client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["status"] == "unhealthy"
