@@ -5,6 +5,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from analyses.models import AssemblyAnalysisRequest
+from analyses.signals import request_cancelled
 
 
 class RequestAlreadyFinished(Exception):
@@ -33,4 +34,5 @@ def cancel_assembly_analysis_request(
         locked.cancelled_by = by if by is not None and by.is_authenticated else None
         locked.status_detail = reason or "Cancelled by user."
         locked.save(update_fields=["status", "cancelled_at", "cancelled_by", "status_detail", "updated"])
+        request_cancelled.send(sender=AssemblyAnalysisRequest, request=locked)
     return locked

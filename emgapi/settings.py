@@ -1,5 +1,6 @@
 """Settings read from the environment (twelve-factor): nothing here is specific to one machine."""
 
+import json
 import os
 from pathlib import Path
 
@@ -158,3 +159,11 @@ SLURM_MAX_ACTIVE_JOBS = int(os.environ.get("SLURM_MAX_ACTIVE_JOBS", "100"))
 SLURM_SUBMIT_RATE_PER_MINUTE = float(os.environ.get("SLURM_SUBMIT_RATE_PER_MINUTE", "600"))
 SLURM_POLL_MIN_SECONDS = float(os.environ.get("SLURM_POLL_MIN_SECONDS", "1"))
 SLURM_POLL_MAX_SECONDS = float(os.environ.get("SLURM_POLL_MAX_SECONDS", "60"))
+WORKFLOWS_HEARTBEAT_SECONDS = float(os.environ.get("WORKFLOWS_HEARTBEAT_SECONDS", "10"))
+WORKFLOWS_ZOMBIE_AFTER_SECONDS = float(os.environ.get("WORKFLOWS_ZOMBIE_AFTER_SECONDS", "90"))
+WORKFLOWS_MAX_RESCHEDULES = int(os.environ.get("WORKFLOWS_MAX_RESCHEDULES", "5"))
+# Deployment name -> how many of its flow runs may run at once, e.g. {"Assemble and analyse a study/...": 4}.
+WORKFLOWS_CONCURRENCY_LIMITS = json.loads(os.environ.get("WORKFLOWS_CONCURRENCY_LIMITS", "{}"))
+WORKFLOWS_DISPATCH_INTERVAL_SECONDS = float(os.environ.get("WORKFLOWS_DISPATCH_INTERVAL_SECONDS", "5"))
+# Per-step resources and options of the pipeline (see workflows.pipeline.PipelineConfig), as JSON.
+PIPELINE_CONFIG = json.loads(os.environ.get("PIPELINE_CONFIG", "{}"))

@@ -55,3 +55,11 @@ def other_client(other_user) -> APIClient:
 @pytest.fixture
 def staff_client(staff_user) -> APIClient:
     return token_client(staff_user)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The real single-node cluster, brought up (idempotently) by the repository's own script."""
+    from tests.slurm_support import slurm
+
+    slurm("up")

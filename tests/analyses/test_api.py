@@ -266,6 +266,7 @@ def test_healthz_reports_the_database(api_client):
     assert response.status_code == 200
     body = response.json()
     assert body["checks"]["database"] == {"ok": True, "vendor": "postgresql"}
+    assert {"prefect", "slurm", "dispatcher", "poller"} <= set(body["checks"])
 
 
 def test_healthz_is_503_when_a_check_fails(api_client, monkeypatch):

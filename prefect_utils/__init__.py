@@ -1,0 +1,1 @@
+"""Everything about Slurm: the scheduler client, job specs, idempotent submission, the shared status poller."""

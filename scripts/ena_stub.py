@@ -1,0 +1,411 @@
+"""A local stand-in for ENA's portal API and FASTQ server, for the demo and the tests.
+
+It answers ``GET /ena/portal/api/search`` for ``result=study``, ``read_study`` and ``read_run`` in the
+portal API's own shape (a JSON list of objects whose values are all strings; ``format=tsv`` too), from
+fixture files in a data directory:
+
+* ``<PRIMARY_ACCESSION>.study.json``: a one-element list, the study row as ``result=study`` returns it;
+* ``<PRIMARY_ACCESSION>.read_run.json``: the study's runs as ``result=read_run`` rows (optional).
+
+and serves FASTQ files under ``GET /fastq/<file name>`` from a FASTQ directory.
+
+For every run whose ``fastq_ftp`` lists files, the stub serves files of those names, generating them with
+:func:`make_demo_reads.make_reads` when they are missing, and rewrites ``fastq_ftp`` to its own URLs. The
+fields ``fastq_md5``, ``fastq_bytes``, ``read_count`` and ``base_count`` are computed from the files when the
+fixture holds the placeholder ``"@stub"``; any other value is served as written, so a fixture can carry a
+wrong md5 or a missing one on purpose. A run with ``"fastq_ftp": ""`` is served as ENA serves a run without
+FASTQ.
+
+Like ENA, an accession it does not know gets ``200 []``, an unknown field or result gets a ``400`` with a JSON
+body whose ``message`` explains it.
+
+Usage::
+
+    python scripts/ena_stub.py --data-dir demo/ena --port 0 --port-file /tmp/ena-stub.port
+
+It prints the portal API base URL (``http://127.0.0.1:<port>/ena/portal/api``) once it is ready, and
+writes the bound port to ``--port-file`` at that moment (write then rename, so a reader never sees a
+partial file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import signal
+import tempfile
+import threading
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qs, quote, urlsplit
+
+if __package__:
+    from .make_demo_reads import make_reads
+else:
+    from make_demo_reads import make_reads
+
+logger = logging.getLogger("ena_stub")
+
+API_PATH = "/ena/portal/api"
+SEARCH_PATH = f"{API_PATH}/search"
+FASTQ_PATH = "/fastq/"
+PLACEHOLDER = "@stub"
+DEFAULT_FASTQ_DIR = Path(tempfile.gettempdir()) / "emgapi-ena-stub" / "fastq"
+
+_TERM_RE = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
+_STUDY_KEYS = ("study_accession", "secondary_study_accession")
+_ACCESSION_FIELD = {"study": "study_accession", "read_study": "study_accession", "read_run": "run_accession"}
+
+# Fields ENA's portal API can return (a subset of its returnFields). A field the fixture lacks is served as "",
+# as ENA serves a field with no value; a field outside these and the fixtures gets ENA's 400.
+KNOWN_FIELDS: dict[str, frozenset[str]] = {
+    "study": frozenset(
+        "breed broker_name center_name cultivar datahub description first_public geo_accession isolate keywords "
+        "last_updated parent_study_accession project_name scientific_name secondary_study_accession "
+        "secondary_study_alias secondary_study_center_name status strain study_accession study_alias "
+        "study_description study_name study_title submission_tool tag tax_division tax_id tax_lineage".split()
+    ),
+    "read_run": frozenset(
+        "run_accession study_accession secondary_study_accession sample_accession secondary_sample_accession "
+        "experiment_accession submission_accession tax_id scientific_name instrument_platform instrument_model "
+        "library_name library_layout library_strategy library_source library_selection nominal_length read_count "
+        "base_count center_name first_public last_updated experiment_title study_title sample_alias sample_title "
+        "fastq_ftp fastq_md5 fastq_bytes fastq_aspera submitted_ftp submitted_md5 submitted_bytes "
+        "submitted_format sra_ftp sra_md5 sra_bytes host_tax_id host_scientific_name lat lon location "
+        "collection_date country".split()
+    ),
+}
+KNOWN_FIELDS["read_study"] = KNOWN_FIELDS["study"]
+
+FastqScheme = Literal["http", "file"]
+
+
+@dataclass
+class StubData:
+    """The fixtures, with the FASTQ fields already filled in for the files being served."""
+
+    studies: list[dict[str, str]] = field(default_factory=list)
+    runs: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    fastq_files: dict[str, Path] = field(default_factory=dict)
+
+    def study_for(self, accessions: set[str]) -> dict[str, str] | None:
+        for study in self.studies:
+            own = {study.get("study_accession", "")} | set(
+                study.get("secondary_study_accession", "").split(";")
+            )
+            if own & accessions:
+                return study
+        return None
+
+
+def load_stub_data(
+    data_dir: Path, fastq_dir: Path, server_root: str, fastq_scheme: FastqScheme = "http"
+) -> StubData:
+    """Read the fixtures in ``data_dir`` and prepare the FASTQ files they name in ``fastq_dir``."""
+    data = StubData()
+    for study_file in sorted(Path(data_dir).glob("*.study.json")):
+        rows = json.loads(study_file.read_text())
+        if not isinstance(rows, list) or len(rows) != 1:
+            raise ValueError(f"{study_file} must hold a JSON list with exactly one study row")
+        study = _stringly(rows[0])
+        primary = study_file.name.removesuffix(".study.json")
+        if study.get("study_accession") != primary:
+            raise ValueError(f"{study_file}: study_accession {study.get('study_accession')!r} != {primary!r}")
+        data.studies.append(study)
+        run_file = study_file.with_name(f"{primary}.read_run.json")
+        runs = [_stringly(row) for row in json.loads(run_file.read_text())] if run_file.exists() else []
+        data.runs[primary] = [
+            _prepare_run(run, Path(fastq_dir), server_root, fastq_scheme, data) for run in runs
+        ]
+    return data
+
+
+def _stringly(row: dict[str, Any]) -> dict[str, str]:
+    # ENA's JSON never carries numbers or nulls; a fixture that does is a fixture bug.
+    for key, value in row.items():
+        if not isinstance(value, str):
+            raise ValueError(f"fixture field {key}={value!r} is not a string, unlike everything ENA returns")
+    return dict(row)
+
+
+def _prepare_run(
+    run: dict[str, str], fastq_dir: Path, server_root: str, fastq_scheme: FastqScheme, data: StubData
+) -> dict[str, str]:
+    names = [path.rsplit("/", 1)[-1] for path in run.get("fastq_ftp", "").split(";") if path]
+    if not names:
+        return run
+    accession = run["run_accession"]
+    paths = [fastq_dir / name for name in names]
+    if not all(path.exists() for path in paths):
+        generated = {
+            p.name: p
+            for p in make_reads(fastq_dir, run_accession=accession, seed=zlib.crc32(accession.encode()))
+        }
+        missing = [name for name in names if name not in generated]
+        if missing:
+            raise ValueError(
+                f"{accession}: the stub can only generate {sorted(generated)}, the fixture names {missing}"
+            )
+    for path in paths:
+        data.fastq_files[path.name] = path
+    filled = dict(run)
+    if fastq_scheme == "file":
+        filled["fastq_ftp"] = ";".join(path.resolve().as_uri() for path in paths)
+    else:
+        filled["fastq_ftp"] = ";".join(f"{server_root}{FASTQ_PATH}{quote(path.name)}" for path in paths)
+    computed = _measure(paths)
+    for key, value in computed.items():
+        if filled.get(key) == PLACEHOLDER:
+            filled[key] = value
+    return filled
+
+
+def _measure(paths: list[Path]) -> dict[str, str]:
+    md5s, sizes = [], []
+    first_file_reads = 0
+    bases = 0
+    for index, path in enumerate(paths):
+        raw = path.read_bytes()
+        md5s.append(hashlib.md5(raw).hexdigest())
+        sizes.append(str(len(raw)))
+        lines = gzip.decompress(raw).decode().splitlines()
+        bases += sum(len(line) for line in lines[1::4])
+        if index == 0:
+            # ENA's read_count counts fragments: the reads of the first mate file.
+            first_file_reads = len(lines) // 4
+    return {
+        "fastq_md5": ";".join(md5s),
+        "fastq_bytes": ";".join(sizes),
+        "read_count": str(first_file_reads),
+        "base_count": str(bases),
+    }
+
+
+class StubServer(ThreadingHTTPServer):
+    daemon_threads = True
+    data: StubData
+
+    @property
+    def root_url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.root_url}{API_PATH}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: StubServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.info("%s %s", self.address_string(), format % args)
+
+    def do_HEAD(self) -> None:
+        self._dispatch(send_body=False)
+
+    def do_GET(self) -> None:
+        self._dispatch(send_body=True)
+
+    def _dispatch(self, send_body: bool) -> None:
+        url = urlsplit(self.path)
+        if url.path.rstrip("/") == SEARCH_PATH:
+            status, content_type, body = self._search(parse_qs(url.query, keep_blank_values=True))
+        elif url.path.startswith(FASTQ_PATH):
+            self._send_fastq(url.path.removeprefix(FASTQ_PATH), send_body)
+            return
+        else:
+            status, content_type, body = _error(HTTPStatus.NOT_FOUND, f"No endpoint {url.path}", url.path)
+        self._send(status, content_type, body, send_body)
+
+    def _search(self, params: dict[str, list[str]]) -> tuple[int, str, bytes]:
+        def param(name: str, default: str = "") -> str:
+            return params.get(name, [default])[-1]
+
+        result = param("result")
+        if result not in _ACCESSION_FIELD:
+            return _error(HTTPStatus.BAD_REQUEST, f"Invalid result: {result!r}", SEARCH_PATH)
+        terms = _TERM_RE.findall(param("query"))
+        if not terms:
+            return _error(HTTPStatus.BAD_REQUEST, f"Invalid query: {param('query')!r}", SEARCH_PATH)
+        try:
+            limit = int(param("limit", "0") or "0")
+        except ValueError:
+            return _error(HTTPStatus.BAD_REQUEST, f"Invalid limit: {param('limit')!r}", SEARCH_PATH)
+
+        accessions = {value for key, value in terms if key in _STUDY_KEYS}
+        rows = self._rows(result, accessions)
+        available = self._available_fields(result)
+        requested = [f for f in param("fields").split(",") if f] or [_ACCESSION_FIELD[result]]
+        unknown = [f for f in requested if f not in available]
+        if unknown:
+            return _error(
+                HTTPStatus.BAD_REQUEST, f"Invalid fieldName(s) supplied: {','.join(unknown)}", SEARCH_PATH
+            )
+        # ENA always includes the result's accession field, whatever was asked for.
+        columns = list(dict.fromkeys([_ACCESSION_FIELD[result], *requested]))
+        selected = [{column: row.get(column, "") for column in columns} for row in rows]
+        if limit > 0:
+            selected = selected[:limit]
+        if param("format", "tsv").lower() == "json":
+            return HTTPStatus.OK, "application/json", json.dumps(selected).encode()
+        return HTTPStatus.OK, "text/plain", _tsv(columns, selected)
+
+    def _rows(self, result: str, accessions: set[str]) -> list[dict[str, str]]:
+        study = self.server.data.study_for(accessions)
+        if study is None:
+            return []
+        runs = self.server.data.runs.get(study["study_accession"], [])
+        if result == "study":
+            return [study]
+        if result == "read_study":
+            # read_study has a row per study and run: a study without reads is not in it.
+            return [study for _ in runs]
+        return runs
+
+    def _available_fields(self, result: str) -> set[str]:
+        data = self.server.data
+        if result == "read_run":
+            in_fixtures = {key for runs in data.runs.values() for run in runs for key in run}
+        else:
+            in_fixtures = {key for study in data.studies for key in study}
+        return set(KNOWN_FIELDS[result]) | in_fixtures
+
+    def _send_fastq(self, name: str, send_body: bool) -> None:
+        path = self.server.data.fastq_files.get(name)
+        if path is None:
+            self._send(*_error(HTTPStatus.NOT_FOUND, f"No FASTQ file {name}", FASTQ_PATH + name), send_body)
+            return
+        self._send(HTTPStatus.OK, "application/octet-stream", path.read_bytes(), send_body)
+
+    def _send(self, status: int, content_type: str, body: bytes, send_body: bool) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+
+def _error(status: HTTPStatus, message: str, path: str) -> tuple[int, str, bytes]:
+    body = {
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "status": int(status),
+        "error": status.phrase,
+        "message": message,
+        "path": path,
+    }
+    return status, "application/json", json.dumps(body).encode()
+
+
+def _tsv(columns: list[str], rows: list[dict[str, str]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter="\t", lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([row[c] for c in columns] for row in rows)
+    return out.getvalue().encode()
+
+
+def make_server(
+    data_dir: Path | str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    fastq_dir: Path | str | None = None,
+    fastq_scheme: FastqScheme = "http",
+) -> StubServer:
+    """Bind the stub and load its data; the caller runs ``serve_forever``."""
+    server = StubServer((host, port), _Handler)
+    try:
+        server.data = load_stub_data(
+            Path(data_dir), Path(fastq_dir) if fastq_dir else DEFAULT_FASTQ_DIR, server.root_url, fastq_scheme
+        )
+    except BaseException:
+        server.server_close()
+        raise
+    return server
+
+
+def serve_in_thread(
+    data_dir: Path | str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    fastq_dir: Path | str | None = None,
+    fastq_scheme: FastqScheme = "http",
+) -> tuple[StubServer, str]:
+    """Start the stub on a daemon thread; returns the server and the portal API base URL.
+
+    Stop it with ``server.shutdown(); server.server_close()``.
+    """
+    server = make_server(data_dir, host, port, fastq_dir=fastq_dir, fastq_scheme=fastq_scheme)
+    # A short poll interval keeps shutdown() quick; the server is otherwise idle-waiting in select().
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="ena-stub", daemon=True
+    )
+    thread.start()
+    return server, server.api_url
+
+
+def _write_port_file(path: Path, port: int) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"{port}\n")
+    tmp.replace(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Local stand-in for ENA's portal API and FASTQ server.")
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(__file__).resolve().parent.parent / "demo" / "ena"
+    )
+    parser.add_argument("--fastq-dir", type=Path, default=DEFAULT_FASTQ_DIR)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port-file", type=Path)
+    parser.add_argument(
+        "--fastq-scheme",
+        choices=["http", "file"],
+        default="http",
+        help="serve FASTQ URLs from this server (http) or as file:// paths to --fastq-dir",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    server = make_server(
+        args.data_dir, args.host, args.port, fastq_dir=args.fastq_dir, fastq_scheme=args.fastq_scheme
+    )
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        if args.port_file:
+            _write_port_file(args.port_file, server.server_address[1])
+        print(server.api_url, flush=True)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        if args.port_file:
+            args.port_file.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,137 @@
+"""Seeded synthetic paired-end reads that MEGAHIT assembles in seconds.
+
+Two random "organisms" (a genome of ``genome_len`` bases and one of half that) are sampled at roughly equal
+coverage, so a correct assembly is a handful of long contigs whose total length is close to
+``1.5 * genome_len``. Random sequence has no repeats, which is what keeps the assembly trivial.
+
+The gzip streams are written with a fixed mtime and no embedded file name, so the same arguments always
+produce byte-identical files and therefore the same md5s: the ENA stub can regenerate them at any time
+without invalidating an md5 that a flow already recorded.
+
+Usage: python scripts/make_demo_reads.py OUT_DIR [--run-accession ERR9000001] [--seed 1] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import random
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+_COMPLEMENT = str.maketrans("ACGT", "TGCA")
+_BASES = "ACGT"
+# Phred 40 everywhere: the errors are injected into the bases, and fastp must not trim the demo reads away.
+_QUALITY_CHAR = "I"
+_INSERT_SD_FRACTION = 0.1
+
+
+def _reverse_complement(seq: str) -> str:
+    return seq.translate(_COMPLEMENT)[::-1]
+
+
+def _random_genome(rng: random.Random, length: int) -> str:
+    return "".join(rng.choices(_BASES, k=length))
+
+
+def _with_errors(rng: random.Random, seq: str, error_rate: float) -> str:
+    if error_rate <= 0:
+        return seq
+    bases = list(seq)
+    for i, base in enumerate(bases):
+        if rng.random() < error_rate:
+            bases[i] = rng.choice([b for b in _BASES if b != base])
+    return "".join(bases)
+
+
+def _fragment(rng: random.Random, genome: str, insert: int, read_len: int) -> str:
+    size = max(read_len, min(len(genome), round(rng.gauss(insert, insert * _INSERT_SD_FRACTION))))
+    start = rng.randrange(0, len(genome) - size + 1)
+    fragment = genome[start : start + size]
+    return fragment if rng.random() < 0.5 else _reverse_complement(fragment)
+
+
+def make_reads(
+    out_dir: Path | str,
+    *,
+    run_accession: str = "ERR9000001",
+    seed: int = 1,
+    genome_len: int = 20000,
+    n_pairs: int = 4000,
+    read_len: int = 100,
+    insert: int = 300,
+    error_rate: float = 0.002,
+) -> list[Path]:
+    """Write ``<run_accession>_1.fastq.gz`` and ``_2.fastq.gz`` into ``out_dir`` and return their paths."""
+    if insert < read_len:
+        raise ValueError(f"insert ({insert}) must be at least read_len ({read_len})")
+    if genome_len // 2 < insert:
+        raise ValueError(f"genome_len ({genome_len}) must be at least twice the insert size ({insert})")
+    rng = random.Random(seed)
+    genomes = [_random_genome(rng, genome_len), _random_genome(rng, genome_len // 2)]
+    # Picking an organism in proportion to its length gives both the same depth of coverage.
+    weights = [len(g) for g in genomes]
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{run_accession}_1.fastq.gz", out / f"{run_accession}_2.fastq.gz"]
+    quality = _QUALITY_CHAR * read_len
+    with _deterministic_gzip(paths[0]) as r1, _deterministic_gzip(paths[1]) as r2:
+        for n in range(1, n_pairs + 1):
+            genome = rng.choices(genomes, weights=weights)[0]
+            fragment = _fragment(rng, genome, insert, read_len)
+            mate1 = _with_errors(rng, fragment[:read_len], error_rate)
+            mate2 = _with_errors(rng, _reverse_complement(fragment)[:read_len], error_rate)
+            r1.write(f"@{run_accession}.{n} {n}/1\n{mate1}\n+\n{quality}\n".encode())
+            r2.write(f"@{run_accession}.{n} {n}/2\n{mate2}\n+\n{quality}\n".encode())
+    return paths
+
+
+@contextmanager
+def _deterministic_gzip(path: Path) -> Iterator[gzip.GzipFile]:
+    """A gzip writer whose bytes depend only on the content (no timestamp, no file name in the header)."""
+    # A private temporary name: two processes may generate the same demo files at once.
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+            yield gz
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.chmod(0o644)
+    # Rename last, so a reader never sees a half-written file under the final name.
+    tmp.replace(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--run-accession", default="ERR9000001")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--genome-len", type=int, default=20000)
+    parser.add_argument("--n-pairs", type=int, default=4000)
+    parser.add_argument("--read-len", type=int, default=100)
+    parser.add_argument("--insert", type=int, default=300)
+    parser.add_argument("--error-rate", type=float, default=0.002)
+    args = parser.parse_args(argv)
+    paths = make_reads(
+        args.out_dir,
+        run_accession=args.run_accession,
+        seed=args.seed,
+        genome_len=args.genome_len,
+        n_pairs=args.n_pairs,
+        read_len=args.read_len,
+        insert=args.insert,
+        error_rate=args.error_rate,
+    )
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

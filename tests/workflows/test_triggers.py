@@ -1,0 +1,133 @@
+"""Signals -> outbox -> Prefect, against the real Prefect server that `make test` starts."""
+
+import uuid
+
+import pytest
+from django.utils import timezone
+from prefect import flow
+from prefect.client.orchestration import get_client
+
+from analyses.models import AssemblyAnalysisRequest, Study
+from workflows import deployments
+from workflows.dispatch import dispatch_pending_triggers, dispatch_trigger
+from workflows.models import Trigger
+
+UNREACHABLE_PREFECT = "http://127.0.0.1:9/api"
+
+
+@flow(name="emgapi-test-noop")
+def noop(request_id: int = 0, study_id: int = 0) -> None:
+    """A deployment nobody serves: its flow runs are created and never executed."""
+
+
+@pytest.fixture(scope="module")
+def test_deployment() -> str:
+    noop.to_deployment(name="unit-tests").apply()
+    return "emgapi-test-noop/unit-tests"
+
+
+@pytest.fixture
+def route_to_test_deployment(monkeypatch, test_deployment):
+    monkeypatch.setattr(deployments, "ASSEMBLY_ANALYSIS", test_deployment)
+    monkeypatch.setattr(deployments, "STUDY_SYNC", test_deployment)
+    yield test_deployment
+    with get_client(sync_client=True) as client:
+        for trigger in Trigger.objects.exclude(flow_run_id=""):
+            client.delete_flow_run(uuid.UUID(trigger.flow_run_id))
+
+
+@pytest.mark.django_db
+def test_created_request_writes_exactly_one_trigger(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB40001")
+    trigger = Trigger.objects.get()
+    assert trigger.deployment_name == deployments.ASSEMBLY_ANALYSIS
+    assert trigger.parameters == {"request_id": request.pk}
+    assert trigger.status == Trigger.Status.PENDING
+    assert str(request.pk) in trigger.idempotency_key
+    assert len(callbacks) == 1
+
+    request.status = AssemblyAnalysisRequest.Status.RUNNING
+    request.save()
+    assert Trigger.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_created_study_writes_a_sync_trigger(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        study = Study.objects.create(ena_accession="PRJEB40002")
+    trigger = Trigger.objects.get()
+    assert trigger.deployment_name == deployments.STUDY_SYNC and trigger.parameters == {"study_id": study.pk}
+
+
+@pytest.mark.django_db
+def test_rolled_back_save_leaves_no_trigger():
+    from django.db import transaction
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        AssemblyAnalysisRequest.objects.create(study_accession="PRJEB40003")
+        raise RuntimeError("the caller's transaction fails")
+    assert not Trigger.objects.exists()
+
+
+@pytest.mark.django_db
+def test_on_commit_dispatch_records_the_flow_run(route_to_test_deployment, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB40004")
+    trigger = Trigger.objects.get()
+    request.refresh_from_db()
+    assert trigger.status == Trigger.Status.DISPATCHED and trigger.attempts == 1
+    assert request.flow_run_id == trigger.flow_run_id
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(uuid.UUID(trigger.flow_run_id))
+    assert flow_run.parameters == {"request_id": request.pk}
+    assert flow_run.idempotency_key == trigger.idempotency_key
+
+
+@pytest.mark.django_db
+def test_prefect_down_keeps_trigger_pending_then_one_flow_run(
+    route_to_test_deployment, django_capture_on_commit_callbacks, settings, user_client
+):
+    settings.PREFECT_API_URL = UNREACHABLE_PREFECT
+    with django_capture_on_commit_callbacks(execute=True):
+        response = user_client.post("/api/assembly-analysis-requests/", {"study_accession": "PRJEB40005"},
+                                    format="json")
+    assert response.status_code == 201
+    assert response.json()["flow_run_id"] is None
+    trigger = Trigger.objects.get()
+    assert trigger.status == Trigger.Status.PENDING and trigger.attempts == 1
+    assert trigger.last_error and trigger.next_attempt_at > timezone.now()
+    assert dispatch_pending_triggers() == 0  # not due yet: backoff
+
+    settings.PREFECT_API_URL = ""  # back to the real server
+    Trigger.objects.update(next_attempt_at=timezone.now())
+    assert dispatch_pending_triggers() == 1
+    trigger.refresh_from_db()
+    first_run = trigger.flow_run_id
+    assert trigger.status == Trigger.Status.DISPATCHED and first_run
+    request = AssemblyAnalysisRequest.objects.get()
+    assert request.flow_run_id == first_run
+
+    # A dispatcher that died after Prefect created the run but before recording it sends again: same run.
+    Trigger.objects.update(status=Trigger.Status.PENDING, flow_run_id="")
+    again = dispatch_trigger(trigger.pk)
+    assert again.flow_run_id == first_run
+    assert dispatch_pending_triggers() == 0
+
+
+@pytest.mark.django_db
+def test_dispatched_trigger_is_not_sent_again(route_to_test_deployment, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        AssemblyAnalysisRequest.objects.create(study_accession="PRJEB40006")
+    trigger = Trigger.objects.get()
+    assert dispatch_trigger(trigger.pk) is None
+    trigger.refresh_from_db()
+    assert trigger.attempts == 1
+
+
+def test_deployment_names_come_from_the_registry():
+    from workflows.flows import FLOWS
+
+    assert deployments.ASSEMBLY_ANALYSIS == "Assemble and analyse a study/assembly_analysis_request_deployment"
+    for full_name, (flow_fn, deployment_name) in FLOWS.items():
+        assert full_name == f"{flow_fn.name}/{deployment_name}"

@@ -1,0 +1,98 @@
+"""The trigger outbox: enqueue in the caller's transaction, dispatch after commit, retry with backoff."""
+
+import logging
+from datetime import timedelta
+
+from django.db import models, transaction
+from django.utils import timezone
+
+from workflows import prefect_api
+from workflows.models import Trigger
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF = timedelta(minutes=5)
+
+
+def source_label(obj: models.Model) -> str:
+    return f"{obj._meta.label_lower}:{obj.pk}"
+
+
+def enqueue_trigger(
+    obj: models.Model, *, deployment: str, parameters: dict, generation: int = 1, dispatch_on_commit: bool = True
+) -> Trigger:
+    """Write the trigger row now (same transaction as `obj`) and dispatch it once that transaction commits.
+
+    The idempotency key is derived from the row, so however often the dispatch is retried, Prefect creates
+    one flow run; `generation` makes a deliberate re-trigger a new key (Prefect never forgets one).
+    """
+    key = f"{source_label(obj)}:{deployment}:gen{generation}"
+    trigger, _ = Trigger.objects.get_or_create(
+        idempotency_key=key,
+        defaults={"deployment_name": deployment, "parameters": parameters, "source": source_label(obj)},
+    )
+    if dispatch_on_commit:
+        transaction.on_commit(lambda: dispatch_trigger(trigger.pk))
+    return trigger
+
+
+def backoff(attempts: int) -> timedelta:
+    return min(timedelta(seconds=2**attempts), MAX_BACKOFF)
+
+
+def dispatch_trigger(trigger_id: int) -> Trigger | None:
+    """Send one pending trigger to Prefect; on any failure leave it pending with its next attempt time."""
+    with transaction.atomic():
+        # skip_locked: a dispatcher already sending this trigger owns it; nobody waits behind it.
+        trigger = Trigger.objects.select_for_update(skip_locked=True).filter(
+            pk=trigger_id, status=Trigger.Status.PENDING
+        ).first()
+        if trigger is None:
+            return None
+        trigger.attempts += 1
+        try:
+            flow_run_id = prefect_api.create_flow_run(
+                trigger.deployment_name, trigger.parameters, idempotency_key=trigger.idempotency_key,
+                tags=[trigger.source],
+            )
+        except Exception as exc:  # Prefect down, slow, or not serving the deployment yet: all retried later
+            trigger.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+            trigger.next_attempt_at = timezone.now() + backoff(trigger.attempts)
+            trigger.save(update_fields=["attempts", "last_error", "next_attempt_at"])
+            logger.warning("Dispatch of %s failed (attempt %d): %s", trigger, trigger.attempts, trigger.last_error)
+            return trigger
+        trigger.flow_run_id = flow_run_id
+        trigger.status = Trigger.Status.DISPATCHED
+        trigger.dispatched_at = timezone.now()
+        trigger.last_error = ""
+        trigger.save(update_fields=["attempts", "flow_run_id", "status", "dispatched_at", "last_error"])
+        _record_flow_run_on_source(trigger)
+    logger.info("Dispatched %s as flow run %s", trigger, flow_run_id)
+    return trigger
+
+
+def _record_flow_run_on_source(trigger: Trigger) -> None:
+    from analyses.models import AssemblyAnalysisRequest
+
+    label, _, pk = trigger.source.rpartition(":")
+    if label == AssemblyAnalysisRequest._meta.label_lower:
+        request = AssemblyAnalysisRequest.objects.select_for_update().filter(pk=pk).first()
+        if request is not None:
+            request.request_metadata = {**request.request_metadata, "flow_run_id": trigger.flow_run_id}
+            request.save(update_fields=["request_metadata", "updated"])
+
+
+def due_triggers():
+    now = timezone.now()
+    return Trigger.objects.filter(status=Trigger.Status.PENDING).filter(
+        models.Q(next_attempt_at__isnull=True) | models.Q(next_attempt_at__lte=now)
+    )
+
+
+def dispatch_pending_triggers(limit: int = 100) -> int:
+    """Dispatch every due trigger; returns how many reached Prefect."""
+    sent = 0
+    for trigger_id in due_triggers().order_by("created").values_list("pk", flat=True)[:limit]:
+        trigger = dispatch_trigger(trigger_id)
+        sent += bool(trigger and trigger.status == Trigger.Status.DISPATCHED)
+    return sent

@@ -1,0 +1,76 @@
+"""The few Prefect API calls the web side makes, each with a short timeout and no client-side retries.
+
+A slow or absent Prefect must never hold up a save or an HTTP response: callers treat any error as "try
+again later" (the outbox does exactly that).
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from django.conf import settings
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.settings import (
+    PREFECT_API_REQUEST_TIMEOUT,
+    PREFECT_API_URL,
+    PREFECT_CLIENT_MAX_RETRIES,
+    temporary_settings,
+)
+from prefect.states import Cancelling, Scheduled
+
+
+@contextmanager
+def prefect_client(timeout: float | None = None) -> Iterator[SyncPrefectClient]:
+    timeout = settings.PREFECT_DISPATCH_TIMEOUT_SECONDS if timeout is None else timeout
+    updates = {PREFECT_CLIENT_MAX_RETRIES: 0, PREFECT_API_REQUEST_TIMEOUT: timeout}
+    if settings.PREFECT_API_URL:
+        updates[PREFECT_API_URL] = settings.PREFECT_API_URL
+    with temporary_settings(updates), get_client(sync_client=True, httpx_settings={"timeout": timeout}) as client:
+        yield client
+
+
+def create_flow_run(
+    deployment_name: str, parameters: dict, *, idempotency_key: str, name: str | None = None,
+    tags: list[str] | None = None,
+) -> str:
+    """Create (or, for a key already used, return) the flow run; its id. Never the asgiref trap: plain sync."""
+    with prefect_client() as client:
+        deployment = client.read_deployment_by_name(deployment_name)
+        flow_run = client.create_flow_run_from_deployment(
+            deployment.id, parameters=parameters, idempotency_key=idempotency_key, name=name, tags=tags
+        )
+    return str(flow_run.id)
+
+
+def read_flow_run(flow_run_id: str) -> FlowRun:
+    with prefect_client() as client:
+        return client.read_flow_run(flow_run_id)
+
+
+def cancel_flow_run(flow_run_id: str) -> None:
+    """Ask Prefect to cancel: the serving runner stops the process and runs the flow's on_cancellation hooks."""
+    with prefect_client() as client:
+        flow_run = client.read_flow_run(flow_run_id)
+        if flow_run.state is None or not flow_run.state.is_final():
+            client.set_flow_run_state(flow_run_id, Cancelling(), force=True)
+
+
+def reschedule_flow_run(flow_run_id: str, reason: str) -> None:
+    """Put a crashed run back in the queue under the same id; its rerun reattaches to the jobs it left."""
+    with prefect_client() as client:
+        client.set_flow_run_state(
+            flow_run_id, Scheduled(scheduled_time=datetime.now(UTC), message=reason), force=True
+        )
+
+
+def prefect_healthy() -> dict:
+    try:
+        with prefect_client(timeout=2) as client:
+            client.hello()
+    except Exception as exc:  # every failure here means the same thing to an operator: not reachable
+        return {"ok": False, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+    return {"ok": True}
+
+
+FINAL_STATES = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}

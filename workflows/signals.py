@@ -1,0 +1,42 @@
+"""Model saves become flow runs, through the outbox: never lost, never sent twice."""
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+
+from analyses.models import AssemblyAnalysisRequest, Study
+from analyses.signals import request_cancelled
+from workflows import deployments
+from workflows.dispatch import enqueue_trigger
+
+
+@receiver(post_save, sender=AssemblyAnalysisRequest, dispatch_uid="workflows.request_created")
+def request_created(sender, instance: AssemblyAnalysisRequest, created: bool, raw: bool = False, **kwargs) -> None:
+    if not created or raw:
+        return
+    enqueue_trigger(
+        instance,
+        deployment=deployments.ASSEMBLY_ANALYSIS,
+        parameters={"request_id": instance.pk},
+        dispatch_on_commit=settings.WORKFLOWS_DISPATCH_ON_COMMIT,
+    )
+
+
+@receiver(post_save, sender=Study, dispatch_uid="workflows.study_created")
+def study_created(sender, instance: Study, created: bool, raw: bool = False, **kwargs) -> None:
+    if not created or raw:
+        return
+    enqueue_trigger(
+        instance,
+        deployment=deployments.STUDY_SYNC,
+        parameters={"study_id": instance.pk},
+        dispatch_on_commit=settings.WORKFLOWS_DISPATCH_ON_COMMIT,
+    )
+
+
+@receiver(request_cancelled, dispatch_uid="workflows.request_cancelled")
+def request_was_cancelled(sender, request: AssemblyAnalysisRequest, **kwargs) -> None:
+    from workflows.services import stop_request_workflow
+
+    transaction.on_commit(lambda: stop_request_workflow(request.pk))

@@ -1,0 +1,72 @@
+"""Bring a study's ENA metadata into the archive, and gate its runs before any cluster work (data QA)."""
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from analyses.models import Run, Sample, Study
+from workflows.ena import EnaClient
+from workflows.pipeline import RunInputs, check_run_usable, run_inputs_from_ena
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    study_id: int
+    usable_run_ids: list[int]
+    rejected: dict[str, str]  # run accession -> why it cannot be processed
+
+
+def sync_study(accession: str, client: EnaClient) -> SyncResult:
+    """Create or update the Study, its Samples and Runs from ENA; record QA verdicts on the runs."""
+    ena_study = client.fetch_study(accession)
+    ena_runs = client.fetch_read_runs(ena_study.study_accession)
+    usable: list[int] = []
+    rejected: dict[str, str] = {}
+    with transaction.atomic():
+        study = Study.objects.filter(
+            Q(ena_accession=ena_study.study_accession) | Q(ena_accession=accession)
+            | Q(secondary_ena_accession=accession)
+        ).first() or Study(ena_accession=ena_study.study_accession)
+        study.ena_accession = ena_study.study_accession
+        study.secondary_ena_accession = ena_study.secondary_study_accession or ""
+        study.title = ena_study.title[:500]
+        study.description = ena_study.description
+        study.last_synced_with_ena = timezone.now()
+        study.save()
+        for ena_run in ena_runs:
+            sample = None
+            if ena_run.sample_accession:
+                sample, _ = Sample.objects.update_or_create(
+                    accession=ena_run.sample_accession,
+                    defaults={"study": study, "secondary_accession": ena_run.secondary_sample_accession or ""},
+                )
+            reason = check_run_usable(ena_run)
+            inputs = run_inputs_from_ena(ena_run) if reason is None else None
+            run, _ = Run.objects.update_or_create(
+                accession=ena_run.run_accession,
+                defaults={
+                    "study": study, "sample": sample,
+                    "instrument_platform": ena_run.instrument_platform, "instrument_model": ena_run.instrument_model,
+                    "library_strategy": ena_run.library_strategy, "library_source": ena_run.library_source,
+                    "library_layout": ena_run.library_layout,
+                    "fastq_urls": list(inputs.fastq_urls if inputs else ena_run.fastq_urls),
+                    "fastq_md5": list(inputs.fastq_md5 if inputs else ena_run.fastq_md5),
+                    "read_count": ena_run.read_count, "base_count": ena_run.base_count,
+                    "qa_status": Run.QaStatus.PASSED if reason is None else Run.QaStatus.FAILED,
+                    "qa_reason": reason or "",
+                },
+            )
+            if reason is None:
+                usable.append(run.pk)
+            else:
+                rejected[run.accession] = reason
+    return SyncResult(study.pk, usable, rejected)
+
+
+def run_inputs(run: Run) -> RunInputs:
+    return RunInputs(
+        run_accession=run.accession, library_layout=run.library_layout,
+        fastq_urls=tuple(run.fastq_urls), fastq_md5=tuple(run.fastq_md5),
+    )
