@@ -198,6 +198,12 @@ class StubServer(ThreadingHTTPServer):
     daemon_threads = True
     data: StubData
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Tests clear this to hold FASTQ downloads open: a pipeline job then stays RUNNING until they set it.
+        self.fastq_gate = threading.Event()
+        self.fastq_gate.set()
+
     @property
     def root_url(self) -> str:
         host, port = self.server_address[:2]
@@ -290,6 +296,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path is None:
             self._send(*_error(HTTPStatus.NOT_FOUND, f"No FASTQ file {name}", FASTQ_PATH + name), send_body)
             return
+        self.server.fastq_gate.wait()
         self._send(HTTPStatus.OK, "application/octet-stream", path.read_bytes(), send_body)
 
     def _send(self, status: int, content_type: str, body: bytes, send_body: bool) -> None:

@@ -1,6 +1,5 @@
 # Shared defaults for the dev/test scripts; every value can be overridden from the environment.
 # shellcheck shell=bash
-export DATABASE_URL=${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/emgapi}
 export SECRET_KEY=${SECRET_KEY:-dev-and-test-only-secret-key-$(hostname)}
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export PREFECT_HOME=${PREFECT_HOME:-$PWD/var/prefect}

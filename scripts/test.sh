@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
+export DATABASE_URL=${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/emgapi}
 
 scripts/bootstrap.sh
 scripts/ensure_postgres.sh

@@ -169,10 +169,13 @@ def test_many_waiters_share_one_squeue_per_interval(slurm_cluster, tmp_path):
 
     assert len(iterations) == 10 and all(n >= 1 for n in iterations)
     polls = PollerLease.objects.get(name=POLLER_LEASE).polls
-    assert client.calls["squeue"] == polls
+    # Each poll round (by whichever waiter held the lease) asked Slurm at most once with squeue and sacct ...
+    assert client.calls["squeue"] <= polls
     assert client.calls["sacct"] <= polls
-    # Ten waiters read the ledger on every round, yet Slurm was asked once per round, not once per waiter.
-    assert sum(iterations) >= 5 * polls
+    # ... and the rounds are those of about one waiter (plus a hand-over round as each waiter leaves),
+    # while ten waiters read the ledger on every round of their own.
+    assert client.calls["squeue"] <= max(iterations) + len(threads)
+    assert sum(iterations) >= 5 * client.calls["squeue"]
     assert all(r.state == "COMPLETED" for r in submitter.ledger.records([(r.key, r.attempt) for r in records]))
 
 

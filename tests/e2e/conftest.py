@@ -1,0 +1,103 @@
+"""The whole path: REST API -> outbox -> real Prefect server -> served deployment -> real Slurm -> database."""
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
+
+from tests.conftest import DEMO_ENA_DIR
+from workflows import deployments
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class FlowsServer:
+    """`manage.py serve_flows` in its own process group, which a test may kill -9 and start again."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = open(self.log_dir / f"serve_flows.{self.starts}.log", "w")  # noqa: SIM115 (closed with the process)
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve_flows"], cwd=ROOT, env=self.env, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """What a crash does: the runner and every flow-run process it started die at once."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            self.process = None
+
+
+def _delete_leftover_runs() -> None:
+    """Runs left SCHEDULED by an earlier, interrupted session would be picked up and mistaken for ours."""
+    names = [deployments.ASSEMBLY_ANALYSIS_DEPLOYMENT, deployments.STUDY_SYNC_DEPLOYMENT]
+    with get_client(sync_client=True) as client:
+        leftovers = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=names)),
+            flow_run_filter=FlowRunFilter(),
+        )
+        for flow_run in leftovers:
+            if flow_run.state is None or not flow_run.state.is_final():
+                client.delete_flow_run(flow_run.id)
+
+
+@pytest.fixture
+def gated_stub(ena_stub, stub_fastq_dir):
+    server, base_url = ena_stub.serve_in_thread(DEMO_ENA_DIR, fastq_dir=stub_fastq_dir)
+    try:
+        yield server, base_url
+    finally:
+        server.fastq_gate.set()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def flows_server(transactional_db, slurm_cluster, gated_stub, tmp_path) -> Iterator[FlowsServer]:
+    _, ena_url = gated_stub
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "ENA_PORTAL_API_URL": ena_url,
+        "JOBS_ROOT": str(tmp_path / "jobs"),
+        "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "prefect-results"),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "WORKFLOWS_DISPATCH_INTERVAL_SECONDS": "1",
+        "WORKFLOWS_HEARTBEAT_SECONDS": "1",
+        "WORKFLOWS_ZOMBIE_AFTER_SECONDS": "6",
+        "SLURM_POLL_MIN_SECONDS": "0.5",
+        "SLURM_POLL_MAX_SECONDS": "2",
+    }
+    _delete_leftover_runs()
+    server = FlowsServer(env, tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        _delete_leftover_runs()

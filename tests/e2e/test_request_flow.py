@@ -1,0 +1,104 @@
+import uuid
+
+import pytest
+from prefect.client.orchestration import get_client
+
+from analyses.models import Analysis, AssemblyAnalysisRequest, Run
+from prefect_utils.scheduler import JobState, SlurmClient
+from tests.slurm_support import job_ids_with_comment, poll_until
+from workflows import deployments
+from workflows.models import ClusterJob
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
+
+REQUESTS_URL = "/api/assembly-analysis-requests/"
+
+
+def post_request(client, accession: str) -> AssemblyAnalysisRequest:
+    response = client.post(REQUESTS_URL, {"study_accession": accession}, format="json")
+    assert response.status_code == 201, response.content
+    return AssemblyAnalysisRequest.objects.get(pk=response.json()["id"])
+
+
+def request_status(request: AssemblyAnalysisRequest) -> str:
+    request.refresh_from_db()
+    return request.status
+
+
+def flow_run_of(request: AssemblyAnalysisRequest):
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(uuid.UUID(request.flow_run_id))
+
+
+def assert_one_slurm_job_per_key(request: AssemblyAnalysisRequest) -> None:
+    jobs = list(ClusterJob.objects.filter(request=request))
+    assert jobs
+    for job in jobs:
+        assert job_ids_with_comment(job.submission_key) == {job.slurm_job_id}, job
+
+
+def running_job(request: AssemblyAnalysisRequest) -> ClusterJob | None:
+    return ClusterJob.objects.filter(request=request, state="RUNNING").first()
+
+
+def test_request_is_assembled_and_analysed_on_slurm(flows_server, user_client):
+    request = post_request(user_client, "PRJEB00001")
+    assert request.flow_run_id, "dispatched on commit"
+    flow_run = flow_run_of(request)
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment(flow_run.deployment_id)
+        flow = client.read_flow(flow_run.flow_id)
+    assert f"{flow.name}/{deployment.name}" == deployments.ASSEMBLY_ANALYSIS
+
+    poll_until(lambda: request_status(request) in {"completed", "failed"}, timeout=400, what="the request to finish")
+    assert request.status == "completed", request.status_detail
+    assert set(Run.objects.filter(study=request.study).values_list("qa_status", flat=True)) == {"passed"}
+    analyses = Analysis.objects.filter(request=request)
+    assert analyses.count() == 2
+    for analysis in analyses:
+        assert analysis.summary["contigs"] >= 1 and analysis.summary["n50"] > 1000
+        assert analysis.summary["total_length"] >= analysis.summary["largest_contig"] > 0
+    jobs = ClusterJob.objects.filter(request=request)
+    assert jobs.count() == 8 and set(jobs.values_list("state", flat=True)) == {"COMPLETED"}
+    assert_one_slurm_job_per_key(request)
+    poll_until(lambda: flow_run_of(request).state.is_completed(), timeout=60, what="Prefect to show COMPLETED")
+
+
+def test_killed_flow_server_is_rescheduled_and_reattaches(flows_server, gated_stub, user_client):
+    stub, _ = gated_stub
+    stub.fastq_gate.clear()  # the fetch job blocks in curl: a job that is RUNNING on Slurm when we crash
+    request = post_request(user_client, "PRJEB00002")
+    held = poll_until(lambda: running_job(request), timeout=120, what="the fetch job to run")
+
+    flows_server.kill()
+    assert SlurmClient().job_states([held.slurm_job_id])[held.slurm_job_id].state is JobState.RUNNING
+    flows_server.start()
+    poll_until(lambda: request_status(request) and request.request_metadata.get("reschedules"), timeout=120,
+               what="the dispatcher to reschedule the dead flow run")
+    stub.fastq_gate.set()
+
+    poll_until(lambda: request_status(request) in {"completed", "failed"}, timeout=400, what="the request to finish")
+    assert request.status == "completed", request.status_detail
+    assert "ERR9000004" in request.request_metadata["failed_runs"]  # rejected by data QA, not by Slurm
+    held.refresh_from_db()
+    assert held.state == "COMPLETED" and held.attempt == 1
+    assert not ClusterJob.objects.filter(request=request, attempt__gt=1).exists()
+    assert_one_slurm_job_per_key(request)
+    assert Analysis.objects.filter(request=request).count() == 1
+
+
+def test_cancelling_a_running_request_scancels_its_jobs(flows_server, gated_stub, user_client):
+    stub, _ = gated_stub
+    stub.fastq_gate.clear()
+    request = post_request(user_client, "PRJEB00001")
+    held = poll_until(lambda: running_job(request), timeout=120, what="a job to run")
+
+    response = user_client.post(f"{REQUESTS_URL}{request.pk}/cancel/")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    client = SlurmClient()
+    poll_until(lambda: client.job_states([held.slurm_job_id])[held.slurm_job_id].state is JobState.CANCELLED,
+               timeout=60, what="Slurm to report the job CANCELLED")
+    poll_until(lambda: flow_run_of(request).state.is_cancelled(), timeout=90, what="Prefect to cancel the run")
+    assert request_status(request) == "cancelled"
+    held.refresh_from_db()
+    assert held.reason == "request cancelled"
