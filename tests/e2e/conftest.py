@@ -11,8 +11,10 @@ import pytest
 from django.db import connection
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
+from prefect.exceptions import ObjectNotFound
 
 from tests.conftest import DEMO_ENA_DIR
+from tests.slurm_support import poll_until
 from workflows import deployments
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +67,16 @@ def _delete_leftover_runs() -> None:
                 client.delete_flow_run(flow_run.id)
 
 
+def _deployments_registered() -> bool:
+    with get_client(sync_client=True) as client:
+        try:
+            for name in (deployments.ASSEMBLY_ANALYSIS, deployments.STUDY_SYNC):
+                client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            return False
+    return True
+
+
 @pytest.fixture
 def gated_stub(ena_stub, stub_fastq_dir):
     server, base_url = ena_stub.serve_in_thread(DEMO_ENA_DIR, fastq_dir=stub_fastq_dir)
@@ -96,6 +108,7 @@ def flows_server(transactional_db, slurm_cluster, gated_stub, tmp_path) -> Itera
     _delete_leftover_runs()
     server = FlowsServer(env, tmp_path)
     server.start()
+    poll_until(_deployments_registered, timeout=120, what="serve_flows to register its deployments")
     try:
         yield server
     finally:

@@ -44,6 +44,7 @@ def running_job(request: AssemblyAnalysisRequest) -> ClusterJob | None:
 def test_request_is_assembled_and_analysed_on_slurm(flows_server, user_client):
     request = post_request(user_client, "PRJEB00001")
     assert request.flow_run_id, "dispatched on commit"
+    assert AssemblyAnalysisRequest.objects.get(pk=request.pk).status in {"pending", "running"}
     flow_run = flow_run_of(request)
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment(flow_run.deployment_id)
