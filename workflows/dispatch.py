@@ -1,6 +1,7 @@
 """The trigger outbox: enqueue in the caller's transaction, dispatch after commit, retry with backoff."""
 
 import logging
+import uuid
 from datetime import timedelta
 
 from django.db import models, transaction
@@ -23,13 +24,14 @@ def enqueue_trigger(
 ) -> Trigger:
     """Write the trigger row now (same transaction as `obj`) and dispatch it once that transaction commits.
 
-    The idempotency key is derived from the row, so however often the dispatch is retried, Prefect creates
-    one flow run; `generation` makes a deliberate re-trigger a new key (Prefect never forgets one).
+    The idempotency key is fixed on the trigger row, so however often the dispatch is retried, Prefect creates
+    one flow run. It names the row and carries a random part too: primary keys start again in a new database
+    (a restored backup, a test run) while Prefect never forgets a key, and a reused one would hand back some
+    old flow run. `generation` numbers deliberate re-triggers of the same object.
     """
-    key = f"{source_label(obj)}:{deployment}:gen{generation}"
-    trigger, _ = Trigger.objects.get_or_create(
-        idempotency_key=key,
-        defaults={"deployment_name": deployment, "parameters": parameters, "source": source_label(obj)},
+    key = f"{source_label(obj)}:{deployment}:gen{generation}:{uuid.uuid4().hex}"
+    trigger = Trigger.objects.create(
+        idempotency_key=key, deployment_name=deployment, parameters=parameters, source=source_label(obj)
     )
     if dispatch_on_commit:
         transaction.on_commit(lambda: dispatch_trigger(trigger.pk))

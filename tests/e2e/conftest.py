@@ -70,11 +70,12 @@ def _delete_leftover_runs() -> None:
 def _deployments_registered() -> bool:
     with get_client(sync_client=True) as client:
         try:
-            for name in (deployments.ASSEMBLY_ANALYSIS, deployments.STUDY_SYNC):
-                client.read_deployment_by_name(name)
+            served = [client.read_deployment_by_name(name) for name in (deployments.ASSEMBLY_ANALYSIS,
+                                                                        deployments.STUDY_SYNC)]
         except ObjectNotFound:
             return False
-    return True
+    # A stopped runner leaves its deployments paused; the new one un-pauses them once it is serving.
+    return not any(deployment.paused for deployment in served)
 
 
 @pytest.fixture

@@ -38,7 +38,8 @@ class Command(BaseCommand):
 
         served = [
             flow.to_deployment(
-                name=deployment_name, tags=["emgapi"], description=flow.description,
+                # A runner that stops pauses its deployments; a new one must resume them or nothing runs.
+                name=deployment_name, tags=["emgapi"], description=flow.description, paused=False,
                 concurrency_limit=settings.WORKFLOWS_CONCURRENCY_LIMITS.get(full_name),
             )
             for full_name, (flow, deployment_name) in FLOWS.items()
