@@ -80,7 +80,9 @@ class ResubmitPolicy:
             return None if memory <= previous.memory_mb else replace(previous, memory_mb=memory)
         if outcome.state == "TIMEOUT":
             limit = min(int(previous.time_limit_minutes * self.factor), self.max_time_limit_minutes)
-            return None if limit <= previous.time_limit_minutes else replace(previous, time_limit_minutes=limit)
+            return (
+                None if limit <= previous.time_limit_minutes else replace(previous, time_limit_minutes=limit)
+            )
         return previous
 
 
@@ -151,7 +153,11 @@ class SlurmJobs:
         inputs = dict(inputs or {})
         key = key or job_key(spec, inputs)
         record, created = self.ledger.get_or_create(
-            key, attempt, spec=spec.canonical(), inputs=inputs, labels=dict(labels or {}),
+            key,
+            attempt,
+            spec=spec.canonical(),
+            inputs=inputs,
+            labels=dict(labels or {}),
             previous_attempt=previous_attempt,
         )
         if record.job_id:
@@ -197,7 +203,10 @@ class SlurmJobs:
             if not warned:
                 logger.info(
                     "Throttled: %d active jobs (cap %d), %d submits in the last minute (cap %.0f)",
-                    active, self.throttle.max_active_jobs, recent, self.throttle.submits_per_minute,
+                    active,
+                    self.throttle.max_active_jobs,
+                    recent,
+                    self.throttle.submits_per_minute,
                 )
                 warned = True
             self.sleep(self.throttle.wait_step_seconds)
@@ -206,7 +215,8 @@ class SlurmJobs:
 
     def poll_once(self) -> int:
         """One scheduler round for the whole service: one `job_states` call for every active ledger job."""
-        job_ids = self.ledger.active_job_ids()
+        log_paths = self.ledger.active_jobs()
+        job_ids = list(log_paths)
         if not job_ids:
             self.ledger.record_poll(POLLER_LEASE, ok=True)
             return 0
@@ -219,7 +229,7 @@ class SlurmJobs:
             logger.warning("Slurm controller unavailable, job states are stale: %s", exc)
             return 0
         tails = {
-            job_id: self.client.tail_log(info, self.poll.log_tail_lines)
+            job_id: self.client.tail_log(info.stdout_path or log_paths[job_id], self.poll.log_tail_lines)
             for job_id, info in infos.items()
             if info.state.value not in ("PENDING", "UNKNOWN")
         }
@@ -300,14 +310,23 @@ class SlurmJobs:
                 return record
             logger.info("Resubmitting %s as attempt %d after %s", key[:12], record.attempt + 1, record.state)
             record = self.submit_once(
-                next_spec, inputs, attempt=record.attempt + 1, labels=labels, key=key,
+                next_spec,
+                inputs,
+                attempt=record.attempt + 1,
+                labels=labels,
+                key=key,
                 previous_attempt=record.attempt,
             )
 
     # --- cancellation --------------------------------------------------------------------------------------
 
-    def cancel(self, *, flow_run_id: str | None = None, labels: Mapping[str, Any] | None = None,
-               reason: str = "cancelled") -> list[str]:
+    def cancel(
+        self,
+        *,
+        flow_run_id: str | None = None,
+        labels: Mapping[str, Any] | None = None,
+        reason: str = "cancelled",
+    ) -> list[str]:
         """scancel every non-terminal job of a flow run or of a labelled owner, and record it on the ledger."""
         job_ids = self.ledger.job_ids_for(flow_run_id=flow_run_id, labels=labels)
         if not job_ids:

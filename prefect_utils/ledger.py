@@ -71,14 +71,19 @@ class JobLedger(Protocol):
 
     def records(self, submission_keys: Iterable[tuple[str, int]]) -> list[LedgerRecord]: ...
 
-    def active_job_ids(self) -> list[str]:
-        """Every submitted job that is not terminal, whoever submitted it: the poller's whole work list."""
+    def active_jobs(self) -> dict[str, str]:
+        """Every submitted job that is not terminal, whoever submitted it, with the path of its log.
+
+        The poller's whole work list. The log path comes from the spec, since sacct does not report it.
+        """
 
     def count_active(self) -> int: ...
 
     def count_submitted_since(self, since: datetime) -> int: ...
 
-    def apply_states(self, infos: Mapping[str, JobInfo], log_tails: Mapping[str, str], checked_at: datetime) -> int:
+    def apply_states(
+        self, infos: Mapping[str, JobInfo], log_tails: Mapping[str, str], checked_at: datetime
+    ) -> int:
         """Record polled states; returns how many rows changed state."""
 
     def mark_stale(self, job_ids: Iterable[str]) -> None: ...
@@ -90,6 +95,8 @@ class JobLedger(Protocol):
 
     def record_poll(self, name: str, *, ok: bool, error: str = "") -> None: ...
 
-    def job_ids_for(self, *, flow_run_id: str | None = None, labels: Mapping[str, Any] | None = None) -> list[str]: ...
+    def job_ids_for(
+        self, *, flow_run_id: str | None = None, labels: Mapping[str, Any] | None = None
+    ) -> list[str]: ...
 
     def mark_cancelled(self, job_ids: Iterable[str], reason: str) -> None: ...

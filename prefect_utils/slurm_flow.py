@@ -79,7 +79,12 @@ def _run_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     return f"slurm-run-{key}-{policy.mode}-{policy.max_attempts}-{policy.factor}"
 
 
-@task(name="submit-slurm-job", cache_key_fn=_submit_cache_key, persist_result=True, task_run_name="submit {spec.name}")
+@task(
+    name="submit-slurm-job",
+    cache_key_fn=_submit_cache_key,
+    persist_result=True,
+    task_run_name="submit {spec.name}",
+)
 def submit_once(
     spec: JobSpec,
     inputs: Mapping[str, str] | None = None,
@@ -123,7 +128,9 @@ def run_job(
     labels: Mapping[str, Any] | None = None,
 ) -> LedgerRecord:
     """Submit (or reattach), wait, resubmit by policy; the completed record, or JobFailed."""
-    return jobs_service().run(spec, inputs, policy=policy, labels=_current_labels(labels), on_poll=_log_progress)
+    return jobs_service().run(
+        spec, inputs, policy=policy, labels=_current_labels(labels), on_poll=_log_progress
+    )
 
 
 def cancel_flow_run_jobs(flow_run_id: str, reason: str = "flow run cancelled") -> list[str]:

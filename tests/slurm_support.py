@@ -23,7 +23,9 @@ def job_ids_with_comment(comment: str) -> set[str]:
     ).stdout
     finished = subprocess.run(
         ["sacct", "-X", "-n", "-P", "--starttime", "now-1days", "--format=JobID,Comment"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     ids = set()
     for line in (live + finished).splitlines():
@@ -33,7 +35,9 @@ def job_ids_with_comment(comment: str) -> set[str]:
     return ids
 
 
-def poll_until(check: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.2, what: str = "condition") -> T:
+def poll_until(
+    check: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.2, what: str = "condition"
+) -> T:
     """Poll-with-deadline: the value of `check` once truthy, else AssertionError naming what never happened."""
     deadline = time.monotonic() + timeout
     while True:

@@ -20,7 +20,12 @@ def source_label(obj: models.Model) -> str:
 
 
 def enqueue_trigger(
-    obj: models.Model, *, deployment: str, parameters: dict, generation: int = 1, dispatch_on_commit: bool = True
+    obj: models.Model,
+    *,
+    deployment: str,
+    parameters: dict,
+    generation: int = 1,
+    dispatch_on_commit: bool = True,
 ) -> Trigger:
     """Write the trigger row now (same transaction as `obj`) and dispatch it once that transaction commits.
 
@@ -46,22 +51,28 @@ def dispatch_trigger(trigger_id: int) -> Trigger | None:
     """Send one pending trigger to Prefect; on any failure leave it pending with its next attempt time."""
     with transaction.atomic():
         # skip_locked: a dispatcher already sending this trigger owns it; nobody waits behind it.
-        trigger = Trigger.objects.select_for_update(skip_locked=True).filter(
-            pk=trigger_id, status=Trigger.Status.PENDING
-        ).first()
+        trigger = (
+            Trigger.objects.select_for_update(skip_locked=True)
+            .filter(pk=trigger_id, status=Trigger.Status.PENDING)
+            .first()
+        )
         if trigger is None:
             return None
         trigger.attempts += 1
         try:
             flow_run_id = prefect_api.create_flow_run(
-                trigger.deployment_name, trigger.parameters, idempotency_key=trigger.idempotency_key,
+                trigger.deployment_name,
+                trigger.parameters,
+                idempotency_key=trigger.idempotency_key,
                 tags=[trigger.source],
             )
         except Exception as exc:  # Prefect down, slow, or not serving the deployment yet: all retried later
             trigger.last_error = f"{type(exc).__name__}: {exc}"[:2000]
             trigger.next_attempt_at = timezone.now() + backoff(trigger.attempts)
             trigger.save(update_fields=["attempts", "last_error", "next_attempt_at"])
-            logger.warning("Dispatch of %s failed (attempt %d): %s", trigger, trigger.attempts, trigger.last_error)
+            logger.warning(
+                "Dispatch of %s failed (attempt %d): %s", trigger, trigger.attempts, trigger.last_error
+            )
             return trigger
         trigger.flow_run_id = flow_run_id
         trigger.status = Trigger.Status.DISPATCHED

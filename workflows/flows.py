@@ -45,7 +45,8 @@ def _artifact_key(request_id: int, what: str) -> str:
 
 def _publish_jobs_table(request_id: int) -> None:
     create_table_artifact(
-        key=_artifact_key(request_id, "cluster-jobs"), table=request_steps.jobs_table(request_id),
+        key=_artifact_key(request_id, "cluster-jobs"),
+        table=request_steps.jobs_table(request_id),
         description=f"Slurm jobs of assembly-analysis request {request_id}",
     )
 
@@ -59,7 +60,9 @@ def _on_cancelled(flow, flow_run: FlowRun, state: State) -> None:
     cancelled = slurm_flow.cancel_flow_run_jobs(str(flow_run.id), reason="flow run cancelled")
     request_id = _request_id_of(flow_run)
     if request_id is not None:
-        request_steps.mark_cancelled(request_id, f"Flow run cancelled; Slurm jobs cancelled: {cancelled or 'none'}.")
+        request_steps.mark_cancelled(
+            request_id, f"Flow run cancelled; Slurm jobs cancelled: {cancelled or 'none'}."
+        )
 
 
 def _on_failed(flow, flow_run: FlowRun, state: State) -> None:
@@ -77,7 +80,9 @@ def _on_failed(flow, flow_run: FlowRun, state: State) -> None:
 def assemble_and_analyse_study(request_id: int) -> dict[str, Any]:
     logger = get_run_logger()
     if not request_steps.start_request(request_id, str(current_flow_run.id)):
-        logger.info("Request %s is already %s: nothing to do", request_id, request_steps.request_status(request_id))
+        logger.info(
+            "Request %s is already %s: nothing to do", request_id, request_steps.request_status(request_id)
+        )
         return {"skipped": True}
     with request_steps.heartbeat(request_id):
         try:
@@ -105,7 +110,9 @@ def assemble_and_analyse_study(request_id: int) -> dict[str, Any]:
             for step in STEPS:
                 spec = build_step_spec(step, inputs, workdir, config)
                 previous = slurm_flow.run_job.submit(
-                    spec, policy=STEP_POLICY, labels={"request_id": request_id},
+                    spec,
+                    policy=STEP_POLICY,
+                    labels={"request_id": request_id},
                     wait_for=[previous] if previous is not None else None,
                 )
                 futures.append(previous)

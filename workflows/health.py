@@ -29,8 +29,11 @@ def check_dispatcher() -> dict[str, Any]:
     age = timezone.now() - oldest.created
     pending = Trigger.objects.filter(status=Trigger.Status.PENDING).count()
     return {
-        "ok": age < timedelta(minutes=10), "optional": True, "pending": pending,
-        "oldest_pending_seconds": round(age.total_seconds()), "last_error": oldest.last_error,
+        "ok": age < timedelta(minutes=10),
+        "optional": True,
+        "pending": pending,
+        "oldest_pending_seconds": round(age.total_seconds()),
+        "last_error": oldest.last_error,
     }
 
 
@@ -45,10 +48,18 @@ def check_poller() -> dict[str, Any]:
 
     waiting = DjangoJobLedger().count_active()
     return {
-        "ok": fresh or waiting == 0, "optional": True, "active_jobs": waiting,
+        "ok": fresh or waiting == 0,
+        "optional": True,
+        "active_jobs": waiting,
         "last_poll_at": lease.last_poll_at.isoformat(),
-        "last_success_at": last_success.isoformat() if last_success else None, "last_error": lease.last_error,
+        "last_success_at": last_success.isoformat() if last_success else None,
+        "last_error": lease.last_error,
     }
 
 
-CHECKS = {"prefect": check_prefect, "slurm": check_slurm, "dispatcher": check_dispatcher, "poller": check_poller}
+CHECKS = {
+    "prefect": check_prefect,
+    "slurm": check_slurm,
+    "dispatcher": check_dispatcher,
+    "poller": check_poller,
+}

@@ -33,7 +33,9 @@ class ClusterJob(models.Model):
     )
     slurm_job_id = models.CharField(max_length=32, null=True, blank=True, db_index=True)
     state = models.CharField(max_length=16, choices=JOB_STATES, default="NEW")
-    slurm_state = models.CharField(max_length=64, blank=True, help_text="The state exactly as Slurm reported it.")
+    slurm_state = models.CharField(
+        max_length=64, blank=True, help_text="The state exactly as Slurm reported it."
+    )
     reason = models.CharField(max_length=255, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
     state_stale = models.BooleanField(
@@ -41,12 +43,15 @@ class ClusterJob(models.Model):
     )
     state_checked_at = models.DateTimeField(null=True, blank=True)
     log_tail = models.TextField(blank=True)
+    cancellation = models.CharField(max_length=255, blank=True, help_text="Why we scancelled it, if we did.")
     flow_run_id = models.CharField(max_length=64, blank=True, db_index=True)
     request = models.ForeignKey(
         AssemblyAnalysisRequest, null=True, blank=True, on_delete=models.SET_NULL, related_name="cluster_jobs"
     )
     labels = models.JSONField(default=dict, blank=True)
-    submitted_at = models.DateTimeField(null=True, blank=True)
+    submitted_at = models.DateTimeField(
+        null=True, blank=True, db_index=True
+    )  # the submit rate limit counts these
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
@@ -54,12 +59,16 @@ class ClusterJob(models.Model):
 
     class Meta:
         ordering = ["-created"]
-        constraints = [models.UniqueConstraint(fields=["key", "attempt"], name="cluster_job_key_attempt_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["key", "attempt"], name="cluster_job_key_attempt_unique")
+        ]
         indexes = [
             # The poller's one query: every submitted job that has not reached a terminal state.
             models.Index(
-                fields=["state"], name="cluster_job_active_idx",
-                condition=models.Q(slurm_job_id__isnull=False) & ~models.Q(state__in=sorted(TERMINAL_JOB_STATES)),
+                fields=["state"],
+                name="cluster_job_active_idx",
+                condition=models.Q(slurm_job_id__isnull=False)
+                & ~models.Q(state__in=sorted(TERMINAL_JOB_STATES)),
             ),
         ]
 
@@ -100,7 +109,9 @@ class Trigger(models.Model):
     deployment_name = models.CharField(max_length=200)
     parameters = models.JSONField(default=dict)
     idempotency_key = models.CharField(
-        max_length=200, unique=True, help_text="Sent to Prefect: a retried dispatch returns the same flow run."
+        max_length=200,
+        unique=True,
+        help_text="Sent to Prefect: a retried dispatch returns the same flow run.",
     )
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)

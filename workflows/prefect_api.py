@@ -26,12 +26,19 @@ def prefect_client(timeout: float | None = None) -> Iterator[SyncPrefectClient]:
     updates = {PREFECT_CLIENT_MAX_RETRIES: 0, PREFECT_API_REQUEST_TIMEOUT: timeout}
     if settings.PREFECT_API_URL:
         updates[PREFECT_API_URL] = settings.PREFECT_API_URL
-    with temporary_settings(updates), get_client(sync_client=True, httpx_settings={"timeout": timeout}) as client:
+    with (
+        temporary_settings(updates),
+        get_client(sync_client=True, httpx_settings={"timeout": timeout}) as client,
+    ):
         yield client
 
 
 def create_flow_run(
-    deployment_name: str, parameters: dict, *, idempotency_key: str, name: str | None = None,
+    deployment_name: str,
+    parameters: dict,
+    *,
+    idempotency_key: str,
+    name: str | None = None,
     tags: list[str] | None = None,
 ) -> str:
     """Create (or, for a key already used, return) the flow run; its id. Never the asgiref trap: plain sync."""

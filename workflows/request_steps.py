@@ -36,7 +36,9 @@ def start_request(request_id: int, flow_run_id: str) -> bool:
             return False
         request.status = Status.RUNNING
         request.request_metadata = {
-            **request.request_metadata, "flow_run_id": flow_run_id, "heartbeat_at": timezone.now().isoformat()
+            **request.request_metadata,
+            "flow_run_id": flow_run_id,
+            "heartbeat_at": timezone.now().isoformat(),
         }
         request.save(update_fields=["status", "request_metadata", "updated"])
     return True
@@ -66,27 +68,37 @@ def ingest_assembly(request_id: int, run_id: int, workdir: Path) -> Analysis:
     layout = run_layout(workdir, run_inputs(run))
     stats = read_assembly_stats(layout.stats_tsv)
     summary = {
-        "contigs": stats.contigs, "total_length": stats.total_length, "n50": stats.n50,
+        "contigs": stats.contigs,
+        "total_length": stats.total_length,
+        "n50": stats.n50,
         "largest_contig": stats.largest,
     }
     with transaction.atomic():
-        assembly = Assembly.objects.filter(study=run.study, runs=run, directory=str(layout.megahit_dir)).first()
+        assembly = Assembly.objects.filter(
+            study=run.study, runs=run, directory=str(layout.megahit_dir)
+        ).first()
         if assembly is None:
             assembly = Assembly.objects.create(study=run.study, directory=str(layout.megahit_dir))
             assembly.runs.add(run)
         assembly.status = ProcessingStatus.COMPLETED
         assembly.save(update_fields=["status", "updated"])
         analysis, _ = Analysis.objects.update_or_create(
-            assembly=assembly, request_id=request_id,
+            assembly=assembly,
+            request_id=request_id,
             defaults={
-                "study": run.study, "pipeline_version": PIPELINE_VERSION, "status": ProcessingStatus.COMPLETED,
-                "results_directory": str(workdir), "summary": summary,
+                "study": run.study,
+                "pipeline_version": PIPELINE_VERSION,
+                "status": ProcessingStatus.COMPLETED,
+                "results_directory": str(workdir),
+                "summary": summary,
             },
         )
     return analysis
 
 
-def finish_request(request_id: int, *, succeeded: list[str], failed: dict[str, str]) -> AssemblyAnalysisRequest:
+def finish_request(
+    request_id: int, *, succeeded: list[str], failed: dict[str, str]
+) -> AssemblyAnalysisRequest:
     """Completed when at least one run went through; the runs that did not are listed with their reasons."""
     with transaction.atomic():
         request = AssemblyAnalysisRequest.objects.select_for_update().get(pk=request_id)
@@ -94,10 +106,15 @@ def finish_request(request_id: int, *, succeeded: list[str], failed: dict[str, s
             return request
         request.status = Status.COMPLETED if succeeded else Status.FAILED
         request.status_detail = (
-            f"{len(succeeded)} run(s) assembled and analysed; {len(failed)} failed." if succeeded
+            f"{len(succeeded)} run(s) assembled and analysed; {len(failed)} failed."
+            if succeeded
             else "No run could be assembled and analysed."
         )
-        request.request_metadata = {**request.request_metadata, "succeeded_runs": succeeded, "failed_runs": failed}
+        request.request_metadata = {
+            **request.request_metadata,
+            "succeeded_runs": succeeded,
+            "failed_runs": failed,
+        }
         request.save(update_fields=["status", "status_detail", "request_metadata", "updated"])
     return request
 
@@ -124,12 +141,17 @@ def jobs_table(request_id: int) -> list[dict[str, str]]:
         elapsed = ""
         if job.started_at:
             elapsed = str((job.ended_at or timezone.now()) - job.started_at).split(".")[0]
-        rows.append({
-            "step": job.name, "attempt": str(job.attempt), "slurm job": job.slurm_job_id or "",
-            "state": job.state + (" (stale)" if job.state_stale else ""),
-            "exit code": "" if job.exit_code is None else str(job.exit_code), "elapsed": elapsed,
-            "log": job.spec.get("output_path") or "",
-        })
+        rows.append(
+            {
+                "step": job.name,
+                "attempt": str(job.attempt),
+                "slurm job": job.slurm_job_id or "",
+                "state": job.state + (" (stale)" if job.state_stale else ""),
+                "exit code": "" if job.exit_code is None else str(job.exit_code),
+                "elapsed": elapsed,
+                "log": job.spec.get("output_path") or "",
+            }
+        )
     return rows
 
 

@@ -19,7 +19,9 @@ def build_jobs_service() -> SlurmJobs:
     return SlurmJobs(
         DjangoJobLedger(),
         SlurmClient(),
-        poll=PollConfig(min_interval=settings.SLURM_POLL_MIN_SECONDS, max_interval=settings.SLURM_POLL_MAX_SECONDS),
+        poll=PollConfig(
+            min_interval=settings.SLURM_POLL_MIN_SECONDS, max_interval=settings.SLURM_POLL_MAX_SECONDS
+        ),
         throttle=ThrottleConfig(
             max_active_jobs=settings.SLURM_MAX_ACTIVE_JOBS,
             submits_per_minute=settings.SLURM_SUBMIT_RATE_PER_MINUTE,
@@ -33,7 +35,9 @@ def stop_request_workflow(request_id: int) -> list[str]:
     if request.flow_run_id:
         try:
             prefect_api.cancel_flow_run(request.flow_run_id)
-        except Exception as exc:  # Prefect down: the jobs are still cancelled below, which is what costs money
+        except (
+            Exception
+        ) as exc:  # Prefect down: the jobs are still cancelled below, which is what costs money
             logger.warning("Could not cancel flow run %s in Prefect: %s", request.flow_run_id, exc)
     try:
         cancelled = build_jobs_service().cancel(labels={"request_id": request.pk}, reason="request cancelled")
@@ -51,7 +55,11 @@ def record_heartbeat(request_id: int) -> None:
 
 
 def _merged_metadata(request_id: int, extra: dict) -> dict:
-    current = AssemblyAnalysisRequest.objects.filter(pk=request_id).values_list("request_metadata", flat=True).first()
+    current = (
+        AssemblyAnalysisRequest.objects.filter(pk=request_id)
+        .values_list("request_metadata", flat=True)
+        .first()
+    )
     return {**(current or {}), **extra}
 
 
@@ -90,7 +98,9 @@ def reattach_flows(*, zombie_after: timedelta | None = None, max_reschedules: in
             reason = f"rescheduled by emgapi after the run was found {'crashed' if state == StateType.CRASHED else 'silent'}"
             prefect_api.reschedule_flow_run(request.flow_run_id, reason)
             AssemblyAnalysisRequest.objects.filter(pk=request.pk).update(
-                request_metadata=_merged_metadata(request.pk, {"reschedules": count + 1, "heartbeat_at": None})
+                request_metadata=_merged_metadata(
+                    request.pk, {"reschedules": count + 1, "heartbeat_at": None}
+                )
             )
             logger.warning("Request %s: flow run %s %s", request.pk, request.flow_run_id, reason)
             rescheduled.append(request.pk)

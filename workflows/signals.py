@@ -12,7 +12,9 @@ from workflows.dispatch import enqueue_trigger
 
 
 @receiver(post_save, sender=AssemblyAnalysisRequest, dispatch_uid="workflows.request_created")
-def request_created(sender, instance: AssemblyAnalysisRequest, created: bool, raw: bool = False, **kwargs) -> None:
+def request_created(
+    sender, instance: AssemblyAnalysisRequest, created: bool, raw: bool = False, **kwargs
+) -> None:
     if not created or raw:
         return
     enqueue_trigger(

@@ -26,7 +26,8 @@ def sync_study(accession: str, client: EnaClient) -> SyncResult:
     rejected: dict[str, str] = {}
     with transaction.atomic():
         study = Study.objects.filter(
-            Q(ena_accession=ena_study.study_accession) | Q(ena_accession=accession)
+            Q(ena_accession=ena_study.study_accession)
+            | Q(ena_accession=accession)
             | Q(secondary_ena_accession=accession)
         ).first() or Study(ena_accession=ena_study.study_accession)
         study.ena_accession = ena_study.study_accession
@@ -40,20 +41,27 @@ def sync_study(accession: str, client: EnaClient) -> SyncResult:
             if ena_run.sample_accession:
                 sample, _ = Sample.objects.update_or_create(
                     accession=ena_run.sample_accession,
-                    defaults={"study": study, "secondary_accession": ena_run.secondary_sample_accession or ""},
+                    defaults={
+                        "study": study,
+                        "secondary_accession": ena_run.secondary_sample_accession or "",
+                    },
                 )
             reason = check_run_usable(ena_run)
             inputs = run_inputs_from_ena(ena_run) if reason is None else None
             run, _ = Run.objects.update_or_create(
                 accession=ena_run.run_accession,
                 defaults={
-                    "study": study, "sample": sample,
-                    "instrument_platform": ena_run.instrument_platform, "instrument_model": ena_run.instrument_model,
-                    "library_strategy": ena_run.library_strategy, "library_source": ena_run.library_source,
+                    "study": study,
+                    "sample": sample,
+                    "instrument_platform": ena_run.instrument_platform,
+                    "instrument_model": ena_run.instrument_model,
+                    "library_strategy": ena_run.library_strategy,
+                    "library_source": ena_run.library_source,
                     "library_layout": ena_run.library_layout,
                     "fastq_urls": list(inputs.fastq_urls if inputs else ena_run.fastq_urls),
                     "fastq_md5": list(inputs.fastq_md5 if inputs else ena_run.fastq_md5),
-                    "read_count": ena_run.read_count, "base_count": ena_run.base_count,
+                    "read_count": ena_run.read_count,
+                    "base_count": ena_run.base_count,
                     "qa_status": Run.QaStatus.PASSED if reason is None else Run.QaStatus.FAILED,
                     "qa_reason": reason or "",
                 },
@@ -67,6 +75,8 @@ def sync_study(accession: str, client: EnaClient) -> SyncResult:
 
 def run_inputs(run: Run) -> RunInputs:
     return RunInputs(
-        run_accession=run.accession, library_layout=run.library_layout,
-        fastq_urls=tuple(run.fastq_urls), fastq_md5=tuple(run.fastq_md5),
+        run_accession=run.accession,
+        library_layout=run.library_layout,
+        fastq_urls=tuple(run.fastq_urls),
+        fastq_md5=tuple(run.fastq_md5),
     )

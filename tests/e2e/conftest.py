@@ -33,8 +33,12 @@ class FlowsServer:
         self.starts += 1
         log = open(self.log_dir / f"serve_flows.{self.starts}.log", "w")  # noqa: SIM115 (closed with the process)
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve_flows"], cwd=ROOT, env=self.env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "manage.py", "serve_flows"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def kill(self) -> None:
@@ -70,8 +74,10 @@ def _delete_leftover_runs() -> None:
 def _deployments_registered() -> bool:
     with get_client(sync_client=True) as client:
         try:
-            served = [client.read_deployment_by_name(name) for name in (deployments.ASSEMBLY_ANALYSIS,
-                                                                        deployments.STUDY_SYNC)]
+            served = [
+                client.read_deployment_by_name(name)
+                for name in (deployments.ASSEMBLY_ANALYSIS, deployments.STUDY_SYNC)
+            ]
         except ObjectNotFound:
             return False
     # A stopped runner leaves its deployments paused; the new one un-pauses them once it is serving.

@@ -51,7 +51,9 @@ def test_request_is_assembled_and_analysed_on_slurm(flows_server, user_client):
         flow = client.read_flow(flow_run.flow_id)
     assert f"{flow.name}/{deployment.name}" == deployments.ASSEMBLY_ANALYSIS
 
-    poll_until(lambda: request_status(request) in {"completed", "failed"}, timeout=400, what="the request to finish")
+    poll_until(
+        lambda: request_status(request) in {"completed", "failed"}, timeout=400, what="the request to finish"
+    )
     assert request.status == "completed", request.status_detail
     assert set(Run.objects.filter(study=request.study).values_list("qa_status", flat=True)) == {"passed"}
     analyses = Analysis.objects.filter(request=request)
@@ -62,7 +64,9 @@ def test_request_is_assembled_and_analysed_on_slurm(flows_server, user_client):
     jobs = ClusterJob.objects.filter(request=request)
     assert jobs.count() == 8 and set(jobs.values_list("state", flat=True)) == {"COMPLETED"}
     assert_one_slurm_job_per_key(request)
-    poll_until(lambda: flow_run_of(request).state.is_completed(), timeout=60, what="Prefect to show COMPLETED")
+    poll_until(
+        lambda: flow_run_of(request).state.is_completed(), timeout=60, what="Prefect to show COMPLETED"
+    )
 
 
 def test_killed_flow_server_is_rescheduled_and_reattaches(flows_server, gated_stub, user_client):
@@ -74,11 +78,16 @@ def test_killed_flow_server_is_rescheduled_and_reattaches(flows_server, gated_st
     flows_server.kill()
     assert SlurmClient().job_states([held.slurm_job_id])[held.slurm_job_id].state is JobState.RUNNING
     flows_server.start()
-    poll_until(lambda: request_status(request) and request.request_metadata.get("reschedules"), timeout=120,
-               what="the dispatcher to reschedule the dead flow run")
+    poll_until(
+        lambda: request_status(request) and request.request_metadata.get("reschedules"),
+        timeout=120,
+        what="the dispatcher to reschedule the dead flow run",
+    )
     stub.fastq_gate.set()
 
-    poll_until(lambda: request_status(request) in {"completed", "failed"}, timeout=400, what="the request to finish")
+    poll_until(
+        lambda: request_status(request) in {"completed", "failed"}, timeout=400, what="the request to finish"
+    )
     assert request.status == "completed", request.status_detail
     assert "ERR9000004" in request.request_metadata["failed_runs"]  # rejected by data QA, not by Slurm
     held.refresh_from_db()
@@ -97,9 +106,14 @@ def test_cancelling_a_running_request_scancels_its_jobs(flows_server, gated_stub
     response = user_client.post(f"{REQUESTS_URL}{request.pk}/cancel/")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     client = SlurmClient()
-    poll_until(lambda: client.job_states([held.slurm_job_id])[held.slurm_job_id].state is JobState.CANCELLED,
-               timeout=60, what="Slurm to report the job CANCELLED")
-    poll_until(lambda: flow_run_of(request).state.is_cancelled(), timeout=90, what="Prefect to cancel the run")
+    poll_until(
+        lambda: client.job_states([held.slurm_job_id])[held.slurm_job_id].state is JobState.CANCELLED,
+        timeout=60,
+        what="Slurm to report the job CANCELLED",
+    )
+    poll_until(
+        lambda: flow_run_of(request).state.is_cancelled(), timeout=90, what="Prefect to cancel the run"
+    )
     assert request_status(request) == "cancelled"
     held.refresh_from_db()
-    assert held.reason == "request cancelled"
+    assert held.cancellation == "request cancelled" and held.state == "CANCELLED"

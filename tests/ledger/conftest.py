@@ -25,10 +25,18 @@ def run_child(transactional_db):
 
     def start(spec_json: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         settings = connection.settings_dict
-        url = (f"postgres://{settings['USER']}:{settings['PASSWORD']}@{settings['HOST']}:{settings['PORT']}"
-               f"/{settings['NAME']}")
+        url = (
+            f"postgres://{settings['USER']}:{settings['PASSWORD']}@{settings['HOST']}:{settings['PORT']}"
+            f"/{settings['NAME']}"
+        )
         child_env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(ROOT), **(env or {})}
-        return subprocess.Popen([sys.executable, str(CHILD), spec_json, *extra], env=child_env, cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, str(CHILD), spec_json, *extra],
+            env=child_env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     return start

@@ -71,7 +71,9 @@ def test_rolled_back_save_leaves_no_trigger():
 
 
 @pytest.mark.django_db
-def test_on_commit_dispatch_records_the_flow_run(route_to_test_deployment, django_capture_on_commit_callbacks):
+def test_on_commit_dispatch_records_the_flow_run(
+    route_to_test_deployment, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB40004")
     trigger = Trigger.objects.get()
@@ -90,8 +92,9 @@ def test_prefect_down_keeps_trigger_pending_then_one_flow_run(
 ):
     settings.PREFECT_API_URL = UNREACHABLE_PREFECT
     with django_capture_on_commit_callbacks(execute=True):
-        response = user_client.post("/api/assembly-analysis-requests/", {"study_accession": "PRJEB40005"},
-                                    format="json")
+        response = user_client.post(
+            "/api/assembly-analysis-requests/", {"study_accession": "PRJEB40005"}, format="json"
+        )
     assert response.status_code == 201
     assert response.json()["flow_run_id"] is None
     trigger = Trigger.objects.get()
@@ -128,6 +131,8 @@ def test_dispatched_trigger_is_not_sent_again(route_to_test_deployment, django_c
 def test_deployment_names_come_from_the_registry():
     from workflows.flows import FLOWS
 
-    assert deployments.ASSEMBLY_ANALYSIS == "Assemble and analyse a study/assembly_analysis_request_deployment"
+    assert (
+        deployments.ASSEMBLY_ANALYSIS == "Assemble and analyse a study/assembly_analysis_request_deployment"
+    )
     for full_name, (flow_fn, deployment_name) in FLOWS.items():
         assert full_name == f"{flow_fn.name}/{deployment_name}"

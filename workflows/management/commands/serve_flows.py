@@ -39,7 +39,10 @@ class Command(BaseCommand):
         served = [
             flow.to_deployment(
                 # A runner that stops pauses its deployments; a new one must resume them or nothing runs.
-                name=deployment_name, tags=["emgapi"], description=flow.description, paused=False,
+                name=deployment_name,
+                tags=["emgapi"],
+                description=flow.description,
+                paused=False,
                 concurrency_limit=settings.WORKFLOWS_CONCURRENCY_LIMITS.get(full_name),
             )
             for full_name, (flow, deployment_name) in FLOWS.items()
@@ -47,8 +50,10 @@ class Command(BaseCommand):
         if not no_dispatcher:
             stop = threading.Event()
             threading.Thread(
-                target=dispatcher_loop, args=(stop, settings.WORKFLOWS_DISPATCH_INTERVAL_SECONDS),
-                name="trigger-dispatcher", daemon=True,
+                target=dispatcher_loop,
+                args=(stop, settings.WORKFLOWS_DISPATCH_INTERVAL_SECONDS),
+                name="trigger-dispatcher",
+                daemon=True,
             ).start()
         self.stdout.write(f"Serving {', '.join(FLOWS)}")
         serve(*served, limit=limit)

@@ -1,0 +1,45 @@
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from prefect_utils.scheduler import JobInfo, SlurmClient
+
+SLURM_SH = Path(__file__).resolve().parents[2] / "scripts" / "slurm.sh"
+
+
+def slurm_sh(action: str) -> None:
+    proc = subprocess.run([str(SLURM_SH), action], capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/slurm.sh {action} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[None]:
+    """The real single-node cluster, brought up (or checked) once per session and left running."""
+    slurm_sh("up")
+    yield
+
+
+@pytest.fixture
+def client(slurm_cluster: None) -> SlurmClient:
+    return SlurmClient(backoff_seconds=0.2)
+
+
+def wait_for_job(
+    client: SlurmClient,
+    job_id: str,
+    done: Callable[[JobInfo], bool] = lambda info: info.state.is_terminal,
+    timeout: float = 60.0,
+) -> JobInfo:
+    """Poll job_states until ``done`` holds or the deadline passes (the cluster is shared: be patient)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = client.job_states([job_id])[job_id]
+        if done(info):
+            return info
+        if time.monotonic() > deadline:
+            pytest.fail(f"job {job_id} still {info.slurm_state or info.state} after {timeout:g} s")
+        time.sleep(0.2)

@@ -1,0 +1,211 @@
+"""SlurmClient against the real single-node cluster (scripts/slurm.sh), which the session fixture brings up.
+
+The cluster is shared with whatever else runs on the machine: every wait polls with a generous deadline.
+"""
+
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prefect_utils.scheduler import (
+    JobInfo,
+    JobSpec,
+    JobState,
+    SchedulerUnavailable,
+    SlurmClient,
+    SubmissionRejected,
+)
+from tests.prefect_utils.conftest import slurm_sh, wait_for_job
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
+
+
+def new_key(label: str) -> str:
+    return f"test-{label}-{uuid.uuid4().hex}"
+
+
+def spec(workdir: Path, script: str, **overrides: object) -> JobSpec:
+    # A short limit lets backfill start the job on a free core even while wider jobs of others wait.
+    values: dict[str, object] = {"time_limit_minutes": 5, **overrides}
+    return JobSpec(name="scheduler live test", script=script, workdir=str(workdir), **values)  # type: ignore[arg-type]
+
+
+def is_running(info: JobInfo) -> bool:
+    return info.state is JobState.RUNNING
+
+
+class HideFromSqueue:
+    """Runs the real commands but blanks squeue's output, as if the controller had purged the jobs already
+    (MinJobAge): the answer must then come from accounting."""
+
+    def __call__(self, args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(args, **kwargs)  # type: ignore[call-overload]  # noqa: S603
+        if args[0] == "squeue":
+            return subprocess.CompletedProcess(args, 0, "", "")
+        return proc
+
+
+def wait_in_accounting(job_id: str, timeout: float = 30.0) -> JobInfo:
+    """Accounting records a job's end about a second after squeue shows it."""
+    return wait_for_job(SlurmClient(runner=HideFromSqueue()), job_id, timeout=timeout)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def timeout_job(slurm_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Submitted before the other tests of this module so that its minute-plus wait overlaps theirs."""
+    client = SlurmClient()
+    job_id = client.submit(
+        spec(tmp_path_factory.mktemp("timeout"), "echo started\nsleep 600\n", time_limit_minutes=1),
+        new_key("timeout"),
+    )
+    yield job_id
+    client.cancel([job_id])
+
+
+def test_submit_and_complete(client: SlurmClient, tmp_path: Path) -> None:
+    job_id = client.submit(spec(tmp_path, "echo hello from $SLURM_JOB_ID"), new_key("complete"))
+    info = wait_for_job(client, job_id)
+    assert (info.state, info.exit_code, info.signal) == (JobState.COMPLETED, 0, 0)
+    assert info.node and info.start and info.end and info.start <= info.end
+    assert info.stdout_path == str(tmp_path / f"slurm-{job_id}.out")
+    assert client.tail_log(info) == f"hello from {job_id}\n"
+
+
+def test_exit_3_is_failed_with_exit_code_and_log_tail(client: SlurmClient, tmp_path: Path) -> None:
+    script = 'for i in $(seq 1 50); do echo "line $i"; done\necho "about to fail" >&2\nexit 3\n'
+    job_id = client.submit(spec(tmp_path, script), new_key("exit3"))
+    info = wait_for_job(client, job_id)
+    assert (info.state, info.exit_code, info.signal) == (JobState.FAILED, 3, 0)
+    # Without error_path, stderr goes to the same file: the tail shows why the job failed.
+    assert client.tail_log(info, lines=3) == "line 49\nline 50\nabout to fail\n"
+    accounted = wait_in_accounting(job_id)
+    assert (accounted.state, accounted.exit_code, accounted.signal) == (JobState.FAILED, 3, 0)
+
+
+def test_environment_reaches_the_script_verbatim_and_nothing_else_leaks(
+    client: SlurmClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMGAPI_ORCHESTRATOR_SECRET", "must-not-reach-jobs")
+    awkward = "a,b=c; $(touch /tmp/pwned) `id` 'quoted' \"double\"\nsecond line"
+    script = 'printf "%s" "$AWKWARD" > awkward.txt\nenv > env.txt\n'
+    job_id = client.submit(spec(tmp_path, script, environment={"AWKWARD": awkward}), new_key("env"))
+    assert wait_for_job(client, job_id).state is JobState.COMPLETED
+    assert (tmp_path / "awkward.txt").read_text() == awkward
+    environment = (tmp_path / "env.txt").read_text()
+    assert "EMGAPI_ORCHESTRATOR_SECRET" not in environment
+    assert f"SLURM_JOB_ID={job_id}" in environment
+
+
+def test_cancel_gives_cancelled(client: SlurmClient, tmp_path: Path) -> None:
+    job_id = client.submit(spec(tmp_path, "sleep 600"), new_key("cancel"))
+    try:
+        wait_for_job(client, job_id, is_running)
+    finally:
+        client.cancel([job_id])
+    assert wait_for_job(client, job_id).state is JobState.CANCELLED
+    assert wait_in_accounting(job_id).state is JobState.CANCELLED
+
+
+def test_find_by_key_finds_a_live_and_a_finished_job(client: SlurmClient, tmp_path: Path) -> None:
+    live_key, done_key = new_key("live"), new_key("done")
+    live_id = client.submit(spec(tmp_path / "live", "sleep 600"), live_key)
+    try:
+        found = client.find_by_key(live_key)
+        assert found is not None and found.job_id == live_id and not found.state.is_terminal
+        assert found.comment == live_key
+    finally:
+        client.cancel([live_id])
+
+    done_id = client.submit(spec(tmp_path / "done", "true"), done_key)
+    wait_for_job(client, done_id)
+    found = client.find_by_key(done_key)
+    assert found is not None and (found.job_id, found.state) == (done_id, JobState.COMPLETED)
+    # Once the controller has forgotten the job, accounting still knows it by its comment. A time-window
+    # query of sacct (no --jobs) sees a job a few seconds later than `sacct --jobs` does: poll.
+    accounting_only = SlurmClient(runner=HideFromSqueue())
+    deadline = time.monotonic() + 60
+    while (from_accounting := accounting_only.find_by_key(done_key)) is None:
+        assert time.monotonic() < deadline, "accounting never reported the finished job's key"
+        time.sleep(0.5)
+    assert (from_accounting.job_id, from_accounting.state) == (done_id, JobState.COMPLETED)
+    assert client.find_by_key(new_key("never-submitted")) is None
+
+
+def test_job_states_uses_one_squeue_and_at_most_one_sacct(client: SlurmClient, tmp_path: Path) -> None:
+    ids = [client.submit(spec(tmp_path / str(n), f"exit {n}"), new_key(f"batch{n}")) for n in range(6)]
+    for job_id in ids:
+        wait_for_job(client, job_id)
+    unknown = "987654321"
+    counting = SlurmClient()
+    states = counting.job_states([*ids, unknown])
+    assert counting.calls == {"squeue": 1, "sacct": 1}
+    assert [states[job_id].exit_code for job_id in ids] == list(range(6))
+    assert states[ids[0]].state is JobState.COMPLETED
+    assert {states[job_id].state for job_id in ids[1:]} == {JobState.FAILED}
+    assert states[unknown].state is JobState.UNKNOWN
+
+    only_known = SlurmClient()
+    only_known.job_states(ids)
+    assert only_known.calls == {"squeue": 1}
+
+
+def test_unknown_job_id_is_unknown(client: SlurmClient) -> None:
+    info = client.job_states(["999999999"])["999999999"]
+    assert info.state is JobState.UNKNOWN
+    assert not info.state.is_terminal
+
+
+def test_submit_rejected(client: SlurmClient, tmp_path: Path) -> None:
+    with pytest.raises(SubmissionRejected, match="node configuration is not available"):
+        client.submit(spec(tmp_path, "true", memory_mb=100_000_000), new_key("rejected"))
+
+
+def test_lost_sbatch_answer_is_adopted_not_resubmitted(tmp_path: Path) -> None:
+    """sbatch submits, then its answer is lost (as in a timeout): the retry must find the job by key."""
+    lost_once: list[bool] = []
+
+    def lose_first_sbatch_answer(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(args, **kwargs)  # type: ignore[call-overload]  # noqa: S603
+        if args[0] == "sbatch" and not lost_once:
+            lost_once.append(True)
+            raise subprocess.TimeoutExpired(args, 0.0)
+        return proc
+
+    client = SlurmClient(backoff_seconds=0.05, runner=lose_first_sbatch_answer)
+    key = new_key("lost")
+    job_id = client.submit(spec(tmp_path, "true"), key)
+    assert client.calls["sbatch"] == 1
+    listed = subprocess.run(
+        ["squeue", "--states=all", "--noheader", "--format=%i %k"], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    assert [line.split()[0] for line in listed if line.endswith(f" {key}")] == [job_id]
+
+
+def test_scheduler_unavailable_while_controller_is_stopped(tmp_path: Path) -> None:
+    impatient = SlurmClient(retries=1, backoff_seconds=0.1, command_timeout=2)
+    slurm_sh("stop-ctld")
+    try:
+        assert not impatient.ping()
+        with pytest.raises(SchedulerUnavailable):
+            impatient.job_states(["1"])
+        assert impatient.calls["squeue"] == 2
+        with pytest.raises(SchedulerUnavailable):
+            impatient.submit(spec(tmp_path, "true"), new_key("down"))
+    finally:
+        slurm_sh("start-ctld")
+    deadline = time.monotonic() + 30
+    while not SlurmClient().ping():
+        assert time.monotonic() < deadline, "slurmctld did not come back"
+        time.sleep(0.1)
+    assert SlurmClient().job_states(["999999999"])["999999999"].state is JobState.UNKNOWN
+
+
+def test_time_limit_gives_timeout(client: SlurmClient, timeout_job: str) -> None:
+    # Limits are minutes and slurmctld checks them every 30 s: a 1-minute job ends 60-90 s after it started.
+    info = wait_for_job(client, timeout_job, timeout=240)
+    assert info.state is JobState.TIMEOUT
+    assert client.tail_log(info).startswith("started\n")
