@@ -13,7 +13,11 @@ T = TypeVar("T")
 
 
 def slurm(*args: str) -> None:
-    subprocess.run([str(SLURM_SCRIPT), *args], check=True, capture_output=True, text=True)
+    """Run scripts/slurm.sh; on failure, the assertion carries what the script printed."""
+    proc = subprocess.run(
+        [str(SLURM_SCRIPT), *args], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert proc.returncode == 0, f"scripts/slurm.sh {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
 
 
 def job_ids_with_comment(comment: str) -> set[str]:

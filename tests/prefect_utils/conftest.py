@@ -1,26 +1,9 @@
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from prefect_utils.scheduler import JobInfo, SlurmClient
-
-SLURM_SH = Path(__file__).resolve().parents[2] / "scripts" / "slurm.sh"
-
-
-def slurm_sh(action: str) -> None:
-    proc = subprocess.run([str(SLURM_SH), action], capture_output=True, text=True, timeout=600, check=False)
-    if proc.returncode != 0:
-        pytest.fail(f"scripts/slurm.sh {action} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster() -> Iterator[None]:
-    """The real single-node cluster, brought up (or checked) once per session and left running."""
-    slurm_sh("up")
-    yield
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ from prefect_utils.scheduler import (
     SlurmClient,
     SubmissionRejected,
 )
-from tests.prefect_utils.conftest import slurm_sh, wait_for_job
+from tests.prefect_utils.conftest import wait_for_job
+from tests.slurm_support import slurm as slurm_sh
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
