@@ -33,11 +33,13 @@ from typing import Any
 
 import httpx
 
+from analyses.accessions import ENA_STUDY_PATTERN
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://www.ebi.ac.uk/ena/portal/api"
 
-STUDY_ACCESSION_RE = re.compile(r"^(?:PRJ(?:EB|NA|DB)\d+|(?:ERP|SRP|DRP)\d+)$")
+STUDY_ACCESSION_RE = re.compile(ENA_STUDY_PATTERN)  # the one definition, shared with models and API
 
 STUDY_FIELDS: tuple[str, ...] = (
     "study_accession",

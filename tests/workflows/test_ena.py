@@ -406,32 +406,40 @@ class TestAgainstTheStub:
     def test_data_driven_fixtures_and_file_urls(self, ena_stub, tmp_path: Path) -> None:
         data = tmp_path / "ena"
         data.mkdir()
-        (data / "PRJEB77.study.json").write_text(
+        (data / "PRJEB7700.study.json").write_text(
             json.dumps(
-                [{"study_accession": "PRJEB77", "secondary_study_accession": "ERP77", "study_title": "t"}]
+                [
+                    {
+                        "study_accession": "PRJEB7700",
+                        "secondary_study_accession": "ERP770000",
+                        "study_title": "t",
+                    }
+                ]
             )
         )
         run = {key: "" for key in READ_RUN_FIELDS} | {
-            "run_accession": "ERR77",
+            "run_accession": "ERR770000",
             "library_strategy": "WGS",
             "library_source": "METAGENOMIC",
             "library_layout": "PAIRED",
-            "fastq_ftp": "x/ERR77_1.fastq.gz;x/ERR77_2.fastq.gz",
+            "fastq_ftp": "x/ERR770000_1.fastq.gz;x/ERR770000_2.fastq.gz",
             "fastq_md5": "@stub",
             "fastq_bytes": "@stub",
         }
-        (data / "PRJEB77.read_run.json").write_text(json.dumps([run]))
+        (data / "PRJEB7700.read_run.json").write_text(json.dumps([run]))
         server, base_url = ena_stub.serve_in_thread(data, fastq_dir=tmp_path / "fq", fastq_scheme="file")
         try:
             with EnaClient(base_url, retries=0) as ena:
-                study = ena.fetch_study("ERP77")
-                [fetched] = ena.fetch_read_runs("PRJEB77")
+                study = ena.fetch_study("ERP770000")
+                [fetched] = ena.fetch_read_runs("PRJEB7700")
         finally:
             server.shutdown()
             server.server_close()
         # Fields the fixture leaves out come back empty, as ENA serves a field without a value.
-        assert (study.study_accession, study.title, study.description) == ("PRJEB77", "t", "")
+        assert (study.study_accession, study.title, study.description) == ("PRJEB7700", "t", "")
         assert isinstance(fetched, EnaReadRun)
-        assert fetched.fastq_urls == tuple((tmp_path / "fq" / f"ERR77_{m}.fastq.gz").as_uri() for m in (1, 2))
+        assert fetched.fastq_urls == tuple(
+            (tmp_path / "fq" / f"ERR770000_{m}.fastq.gz").as_uri() for m in (1, 2)
+        )
         assert fetched.read_count is None
         assert check_run_usable(fetched) is None
