@@ -9,22 +9,22 @@ help:
 	@echo "make lint    ruff"
 
 install:
-	scripts/bootstrap.sh
+	bash scripts/bootstrap.sh
 
 run:
-	scripts/run_stack.sh
+	bash scripts/run_stack.sh
 
 test:
-	scripts/test.sh
+	bash scripts/test.sh
 
 slurm-up:
-	scripts/slurm.sh up
+	bash scripts/slurm.sh up
 
 slurm-down:
-	scripts/slurm.sh down
+	bash scripts/slurm.sh down
 
 slurm-status:
-	scripts/slurm.sh status
+	bash scripts/slurm.sh status
 
 lint: install
 	.venv/bin/ruff check .
