@@ -16,10 +16,9 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from prefect_utils.ledger import JobLedger, LedgerRecord
@@ -35,14 +34,6 @@ FAULT_POINT_ENV = "PREFECT_UTILS_FAULT_POINT"
 def _fault_point(name: str) -> None:
     if os.environ.get(FAULT_POINT_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def hash_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def job_key(spec: JobSpec, inputs: Mapping[str, str]) -> str:
@@ -339,10 +330,3 @@ class SlurmJobs:
         except SchedulerUnavailable:
             self.ledger.mark_stale(job_ids)
         return job_ids
-
-
-def records_by_state(records: Iterable[LedgerRecord]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for record in records:
-        counts[record.state] = counts.get(record.state, 0) + 1
-    return counts

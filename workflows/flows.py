@@ -21,7 +21,7 @@ from workflows import deployments, request_steps
 from workflows.ena import EnaStudyNotFound, EnaUnavailable
 from workflows.pipeline import STEPS, build_step_spec
 from workflows.services import build_jobs_service
-from workflows.study_sync import SyncResult, run_inputs
+from workflows.study_sync import SyncResult
 
 slurm_flow.configure(build_jobs_service)
 
@@ -104,7 +104,7 @@ def assemble_and_analyse_study(request_id: int) -> dict[str, Any]:
         config = request_steps.pipeline_config()
         chains = {}
         for run_id in sync.usable_run_ids:
-            inputs = run_inputs(request_steps.Run.objects.get(pk=run_id))
+            inputs = request_steps.inputs_of_run(run_id)
             workdir = request_steps.run_workdir(request_id, run_id)
             futures, previous = [], None
             for step in STEPS:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.objects import FlowRun
 from prefect.settings import (
     PREFECT_API_REQUEST_TIMEOUT,
     PREFECT_API_URL,
@@ -78,6 +78,3 @@ def prefect_healthy() -> dict:
     except Exception as exc:  # every failure here means the same thing to an operator: not reachable
         return {"ok": False, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
     return {"ok": True}
-
-
-FINAL_STATES = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED}

@@ -12,7 +12,7 @@ from django.utils import timezone
 from analyses.models import Analysis, Assembly, AssemblyAnalysisRequest, ProcessingStatus, Run, Study
 from workflows.ena import EnaClient
 from workflows.models import ClusterJob
-from workflows.pipeline import PipelineConfig, read_assembly_stats, run_layout
+from workflows.pipeline import PipelineConfig, RunInputs, read_assembly_stats, run_layout
 from workflows.services import record_heartbeat
 from workflows.study_sync import SyncResult, run_inputs, sync_study
 
@@ -53,6 +53,10 @@ def sync_request_study(request_id: int) -> SyncResult:
 
 def sync_existing_study(study_id: int) -> SyncResult:
     return sync_study(Study.objects.get(pk=study_id).ena_accession, ena_client())
+
+
+def inputs_of_run(run_id: int) -> RunInputs:
+    return run_inputs(Run.objects.get(pk=run_id))
 
 
 def run_workdir(request_id: int, run_id: int) -> Path:
