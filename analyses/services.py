@@ -18,6 +18,8 @@ def create_assembly_analysis_request(
     request = AssemblyAnalysisRequest(study_accession=study_accession, requester=requester)
     request.full_clean()
     request.save()
+    # Outside a transaction the workflow layer dispatches at once and records the flow run on the row.
+    request.refresh_from_db()
     return request
 
 

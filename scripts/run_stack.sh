@@ -46,7 +46,7 @@ fi
 .venv/bin/python manage.py migrate --noinput >/dev/null
 .venv/bin/python manage.py collectstatic --noinput >/dev/null
 export ADMIN_PASSWORD=${ADMIN_PASSWORD:-$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(12))')}
-ADMIN_TOKEN=$(.venv/bin/python manage.py shell -c "
+ADMIN_TOKEN=$(.venv/bin/python manage.py shell --no-imports -c "
 import os
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
@@ -54,7 +54,7 @@ user, _ = get_user_model().objects.get_or_create(username='admin', defaults={'em
 user.is_staff = user.is_superuser = True
 user.set_password(os.environ['ADMIN_PASSWORD'])
 user.save()
-print(Token.objects.get_or_create(user=user)[0].key)")
+print(Token.objects.get_or_create(user=user)[0].key)" | tail -n 1)
 
 setsid .venv/bin/python manage.py serve_flows >var/log/flows.log 2>&1 &
 started+=($!)

@@ -27,7 +27,8 @@ def request_created(
 
 @receiver(post_save, sender=Study, dispatch_uid="workflows.study_created")
 def study_created(sender, instance: Study, created: bool, raw: bool = False, **kwargs) -> None:
-    if not created or raw:
+    # A study created by a sync from ENA (a request's flow) is already in sync.
+    if not created or raw or instance.last_synced_with_ena is not None:
         return
     enqueue_trigger(
         instance,

@@ -61,6 +61,13 @@ def test_created_study_writes_a_sync_trigger(django_capture_on_commit_callbacks)
 
 
 @pytest.mark.django_db
+def test_study_created_from_ena_data_needs_no_sync(django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        Study.objects.create(ena_accession="PRJEB40007", last_synced_with_ena=timezone.now())
+    assert not Trigger.objects.exists()
+
+
+@pytest.mark.django_db
 def test_rolled_back_save_leaves_no_trigger():
     from django.db import transaction
 
