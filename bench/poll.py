@@ -221,7 +221,7 @@ def measure(rows: list[tuple[str, str]], *, reset: list[str], rounds: int, profi
     from django.utils import timezone
 
     from prefect_utils.jobs import SlurmJobs
-    from prefect_utils.scheduler import SlurmClient
+    from prefect_utils.scheduler import JobSpec, SlurmClient
     from workflows.ledger import DjangoJobLedger
     from workflows.models import ClusterJob
 
@@ -233,7 +233,9 @@ def measure(rows: list[tuple[str, str]], *, reset: list[str], rounds: int, profi
                 key=f"bench-poll-{i}",
                 attempt=1,
                 name=f"bench-poll-{i}",
-                spec={"name": f"bench-poll-{i}"},
+                spec=JobSpec(
+                    name=f"bench-poll-{i}", script="true", workdir=tempfile.gettempdir()
+                ).canonical(),
                 slurm_job_id=job_id,
                 state=state,
                 submitted_at=now,

@@ -220,9 +220,10 @@ class SlurmJobs:
             logger.warning("Slurm controller unavailable, job states are stale: %s", exc)
             return 0
         tails = {
-            job_id: self.client.tail_log(info.stdout_path or log_paths[job_id], self.poll.log_tail_lines)
+            job_id: self.client.tail_log(path, self.poll.log_tail_lines)
             for job_id, info in infos.items()
             if info.state.value not in ("PENDING", "UNKNOWN")
+            and (path := info.stdout_path or log_paths.get(job_id))
         }
         changed = self.ledger.apply_states(infos, tails, self.clock())
         self.ledger.record_poll(POLLER_LEASE, ok=True)

@@ -71,7 +71,7 @@ class JobLedger(Protocol):
 
     def records(self, submission_keys: Iterable[tuple[str, int]]) -> list[LedgerRecord]: ...
 
-    def active_jobs(self) -> dict[str, str]:
+    def active_jobs(self) -> dict[str, str | None]:
         """Every submitted job that is not terminal, whoever submitted it, with the path of its log.
 
         The poller's whole work list. The log path comes from the spec, since sacct does not report it.

@@ -34,6 +34,13 @@ def to_record(row: ClusterJob) -> LedgerRecord:
     )
 
 
+def _log_path(spec: dict[str, Any], job_id: str) -> str | None:
+    try:
+        return JobSpec.from_canonical(spec).stdout_path(job_id)
+    except (TypeError, ValueError):
+        return None  # a hand-made or damaged row must not stop the poller for every other job
+
+
 class _LockedRow:
     def __init__(self, row: ClusterJob) -> None:
         self.row = row
@@ -106,9 +113,9 @@ class DjangoJobLedger:
     def _active(self):
         return ClusterJob.objects.filter(slurm_job_id__isnull=False).exclude(state__in=TERMINAL_JOB_STATES)
 
-    def active_jobs(self) -> dict[str, str]:
+    def active_jobs(self) -> dict[str, str | None]:
         return {
-            job_id: JobSpec.from_canonical(spec).stdout_path(job_id)
+            job_id: _log_path(spec, job_id)
             for job_id, spec in self._active().values_list("slurm_job_id", "spec")
         }
 
