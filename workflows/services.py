@@ -4,6 +4,7 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from analyses.models import AssemblyAnalysisRequest
@@ -49,18 +50,16 @@ def stop_request_workflow(request_id: int) -> list[str]:
 
 
 def record_heartbeat(request_id: int) -> None:
-    AssemblyAnalysisRequest.objects.filter(pk=request_id).update(
-        request_metadata=_merged_metadata(request_id, {"heartbeat_at": timezone.now().isoformat()})
-    )
+    update_metadata(request_id, heartbeat_at=timezone.now().isoformat())
 
 
-def _merged_metadata(request_id: int, extra: dict) -> dict:
-    current = (
-        AssemblyAnalysisRequest.objects.filter(pk=request_id)
-        .values_list("request_metadata", flat=True)
-        .first()
-    )
-    return {**(current or {}), **extra}
+def update_metadata(request_id: int, **values) -> None:
+    """Merge into request_metadata under a row lock: the flow, its heartbeat and the dispatcher all write it."""
+    with transaction.atomic():
+        request = AssemblyAnalysisRequest.objects.select_for_update().filter(pk=request_id).first()
+        if request is not None:
+            request.request_metadata = {**request.request_metadata, **values}
+            request.save(update_fields=["request_metadata", "updated"])
 
 
 def reattach_flows(*, zombie_after: timedelta | None = None, max_reschedules: int | None = None) -> list[int]:
@@ -80,7 +79,11 @@ def reattach_flows(*, zombie_after: timedelta | None = None, max_reschedules: in
     for request in in_progress:
         if not request.flow_run_id:
             continue
-        flow_run = prefect_api.read_flow_run(request.flow_run_id)
+        try:
+            flow_run = prefect_api.read_flow_run(request.flow_run_id)
+        except Exception as exc:  # one unreadable run (deleted in the UI, say) must not block the others
+            logger.warning("Request %s: cannot read flow run %s: %s", request.pk, request.flow_run_id, exc)
+            continue
         state = flow_run.state.type if flow_run.state else None
         # Alive means a heartbeat, or entering RUNNING, within `zombie_after`.
         signs_of_life = [flow_run.state.timestamp] if flow_run.state else []
@@ -97,11 +100,7 @@ def reattach_flows(*, zombie_after: timedelta | None = None, max_reschedules: in
                 continue
             reason = f"rescheduled by emgapi after the run was found {'crashed' if state == StateType.CRASHED else 'silent'}"
             prefect_api.reschedule_flow_run(request.flow_run_id, reason)
-            AssemblyAnalysisRequest.objects.filter(pk=request.pk).update(
-                request_metadata=_merged_metadata(
-                    request.pk, {"reschedules": count + 1, "heartbeat_at": None}
-                )
-            )
+            update_metadata(request.pk, reschedules=count + 1, heartbeat_at=None)
             logger.warning("Request %s: flow run %s %s", request.pk, request.flow_run_id, reason)
             rescheduled.append(request.pk)
     return rescheduled
