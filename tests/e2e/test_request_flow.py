@@ -2,6 +2,7 @@ import uuid
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.states import Cancelling
 
 from analyses.models import Analysis, AssemblyAnalysisRequest, Run
 from prefect_utils.scheduler import JobState, SlurmClient
@@ -117,3 +118,25 @@ def test_cancelling_a_running_request_scancels_its_jobs(flows_server, gated_stub
     assert request_status(request) == "cancelled"
     held.refresh_from_db()
     assert held.cancellation == "request cancelled" and held.state == "CANCELLED"
+
+
+def test_cancelling_the_flow_run_in_prefect_scancels_and_cancels_the_request(
+    flows_server, gated_stub, user_client
+):
+    """What the Cancel button of the Prefect UI does: only the flow's on_cancellation hook can stop the jobs."""
+    stub, _ = gated_stub
+    stub.fastq_gate.clear()
+    request = post_request(user_client, "PRJEB00001")
+    held = poll_until(lambda: running_job(request), timeout=120, what="a job to run")
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(uuid.UUID(request.flow_run_id), Cancelling(), force=True)
+    slurm = SlurmClient()
+    poll_until(
+        lambda: slurm.job_states([held.slurm_job_id])[held.slurm_job_id].state is JobState.CANCELLED,
+        timeout=90,
+        what="the on_cancellation hook to scancel the job",
+    )
+    poll_until(lambda: request_status(request) == "cancelled", timeout=60, what="the request to be cancelled")
+    held.refresh_from_db()
+    assert held.cancellation == "flow run cancelled"
