@@ -9,6 +9,7 @@ from django.utils import timezone
 from prefect_utils.jobs import POLLER_LEASE
 from prefect_utils.scheduler import SlurmClient
 from workflows import prefect_api
+from workflows.ledger import DjangoJobLedger
 from workflows.models import PollerLease, Trigger
 
 
@@ -44,8 +45,6 @@ def check_poller() -> dict[str, Any]:
     stale_after = timedelta(seconds=3 * settings.SLURM_POLL_MAX_SECONDS)
     last_success = lease.last_success_at
     fresh = last_success is not None and timezone.now() - last_success < stale_after
-    from workflows.ledger import DjangoJobLedger
-
     waiting = DjangoJobLedger().count_active()
     return {
         "ok": fresh or waiting == 0,
