@@ -290,9 +290,13 @@ class SlurmJobs:
         inputs = dict(inputs or {})
         key = job_key(spec, inputs)
         latest = self.ledger.latest(key)
-        record = latest if latest is not None else self.submit_once(spec, inputs, labels=labels, key=key)
-        if not record.job_id:
-            record = self.submit_once(spec, inputs, attempt=record.attempt, labels=labels, key=key)
+        record = (
+            latest
+            if latest is not None and latest.job_id
+            else self.submit_once(
+                spec, inputs, attempt=latest.attempt if latest else 1, labels=labels, key=key
+            )
+        )
         while True:
             (record,) = self.wait_for_jobs([record], on_poll=on_poll)
             next_spec = policy.next_spec(JobSpec.from_canonical(record.spec), record)

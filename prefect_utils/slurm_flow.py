@@ -56,10 +56,6 @@ class JobHandle:
     attempt: int
     job_id: str
 
-    @property
-    def submission_key(self) -> str:
-        return submission_key(self.key, self.attempt)
-
 
 def _current_labels(labels: Mapping[str, Any] | None) -> dict[str, Any]:
     merged = dict(labels or {})

@@ -4,6 +4,7 @@ import logging
 import uuid
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -25,7 +26,6 @@ def enqueue_trigger(
     deployment: str,
     parameters: dict,
     generation: int = 1,
-    dispatch_on_commit: bool = True,
 ) -> Trigger:
     """Write the trigger row now (same transaction as `obj`) and dispatch it once that transaction commits.
 
@@ -38,7 +38,8 @@ def enqueue_trigger(
     trigger = Trigger.objects.create(
         idempotency_key=key, deployment_name=deployment, parameters=parameters, source=source_label(obj)
     )
-    if dispatch_on_commit:
+    # Off only where something else (a test, a bulk import) sends the triggers with the dispatcher.
+    if settings.WORKFLOWS_DISPATCH_ON_COMMIT:
         transaction.on_commit(lambda: dispatch_trigger(trigger.pk))
     return trigger
 

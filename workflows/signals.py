@@ -1,6 +1,5 @@
 """Model saves become flow runs, through the outbox: never lost, never sent twice."""
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
@@ -21,7 +20,6 @@ def request_created(
         instance,
         deployment=deployments.ASSEMBLY_ANALYSIS,
         parameters={"request_id": instance.pk},
-        dispatch_on_commit=settings.WORKFLOWS_DISPATCH_ON_COMMIT,
     )
 
 
@@ -34,7 +32,6 @@ def study_created(sender, instance: Study, created: bool, raw: bool = False, **k
         instance,
         deployment=deployments.STUDY_SYNC,
         parameters={"study_id": instance.pk},
-        dispatch_on_commit=settings.WORKFLOWS_DISPATCH_ON_COMMIT,
     )
 
 
