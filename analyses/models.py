@@ -169,10 +169,29 @@ class Assembly(TimestampedModel):
         max_length=10, choices=ProcessingStatus.choices, default=ProcessingStatus.PENDING, db_index=True
     )
     directory = models.CharField(max_length=500, blank=True)
+    request = models.ForeignKey(
+        "AssemblyAnalysisRequest", null=True, blank=True, on_delete=models.SET_NULL, related_name="assemblies"
+    )
+    run = models.ForeignKey(
+        Run,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The run a request assembled on its own (co-assemblies list their runs in `runs` only).",
+    )
 
     class Meta:
         ordering = ["-created"]
         verbose_name_plural = "assemblies"
+        constraints = [
+            # Ingestion is an upsert on this: a flow pass run twice never makes a second assembly.
+            models.UniqueConstraint(
+                fields=["request", "run"],
+                condition=Q(request__isnull=False, run__isnull=False),
+                name="assembly_unique_per_request_run",
+            )
+        ]
 
     def __str__(self) -> str:
         runs = ",".join(run.accession for run in self.runs.all()) if self.pk else ""
@@ -209,7 +228,12 @@ class Analysis(TimestampedModel):
             models.CheckConstraint(
                 condition=Q(run__isnull=False) | Q(assembly__isnull=False),
                 name="analysis_of_run_or_assembly",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["request", "run"],
+                condition=Q(request__isnull=False, run__isnull=False),
+                name="analysis_unique_per_request_run",
+            ),
         ]
 
     def __str__(self) -> str:

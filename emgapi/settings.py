@@ -167,11 +167,15 @@ SLURM_MAX_ACTIVE_JOBS = int(os.environ.get("SLURM_MAX_ACTIVE_JOBS", "100"))
 SLURM_SUBMIT_RATE_PER_MINUTE = float(os.environ.get("SLURM_SUBMIT_RATE_PER_MINUTE", "600"))
 SLURM_POLL_MIN_SECONDS = float(os.environ.get("SLURM_POLL_MIN_SECONDS", "1"))
 SLURM_POLL_MAX_SECONDS = float(os.environ.get("SLURM_POLL_MAX_SECONDS", "60"))
-WORKFLOWS_HEARTBEAT_SECONDS = float(os.environ.get("WORKFLOWS_HEARTBEAT_SECONDS", "10"))
-WORKFLOWS_ZOMBIE_AFTER_SECONDS = float(os.environ.get("WORKFLOWS_ZOMBIE_AFTER_SECONDS", "90"))
-WORKFLOWS_MAX_RESCHEDULES = int(os.environ.get("WORKFLOWS_MAX_RESCHEDULES", "5"))
+SLURM_MAX_MEMORY_MB = int(os.environ.get("SLURM_MAX_MEMORY_MB", "64000"))  # escalation stops here
+SLURM_MAX_TIME_MINUTES = int(os.environ.get("SLURM_MAX_TIME_MINUTES", str(7 * 24 * 60)))
+# A flow pass watches its jobs this long before it suspends: short jobs (the demo) then cost no resume.
+WORKFLOWS_LINGER_SECONDS = float(os.environ.get("WORKFLOWS_LINGER_SECONDS", "15"))
+# Recovery: how often the sweep runs, and how long a flow run may sit PENDING/RUNNING with no live pass.
+WORKFLOWS_SWEEP_INTERVAL_SECONDS = float(os.environ.get("WORKFLOWS_SWEEP_INTERVAL_SECONDS", "30"))
+WORKFLOWS_STALL_SECONDS = float(os.environ.get("WORKFLOWS_STALL_SECONDS", "60"))
 # Deployment name -> how many of its flow runs may run at once, e.g. {"Assemble and analyse a study/...": 4}.
 WORKFLOWS_CONCURRENCY_LIMITS = json.loads(os.environ.get("WORKFLOWS_CONCURRENCY_LIMITS", "{}"))
 WORKFLOWS_DISPATCH_INTERVAL_SECONDS = float(os.environ.get("WORKFLOWS_DISPATCH_INTERVAL_SECONDS", "5"))
-# Per-step resources and options of the pipeline (see workflows.pipeline.PipelineConfig), as JSON.
+# Per-step resources and options of the pipeline (see workflows.pipelines.assembly.steps.PipelineConfig), as JSON.
 PIPELINE_CONFIG = json.loads(os.environ.get("PIPELINE_CONFIG", "{}"))

@@ -1,4 +1,4 @@
-"""Crash-safe, idempotent submission and the shared poller (no Prefect, no Django: see DESIGN.md).
+"""Crash-safe, idempotent submission in batches, the shared poller, the resubmit policy (no Prefect, no Django).
 
 A job is identified by its submission key: the hash of its canonical spec and input hashes, plus the attempt.
 The ledger row for the key is the source of truth; Slurm carries the key in the job comment so that a job
@@ -7,28 +7,37 @@ submitted by a process that died before recording it is found and adopted, never
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 import logging
 import os
 import signal
 import socket
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prefect_utils.ledger import JobLedger, LedgerRecord
-from prefect_utils.scheduler import JobSpec, SchedulerUnavailable, SlurmClient, SubmitLimitReached
+from prefect_utils.ledger import JobLedger, LedgerRecord, Submission
+from prefect_utils.scheduler import (
+    JobSpec,
+    SchedulerError,
+    SchedulerUnavailable,
+    SlurmClient,
+    SubmissionRejected,
+    SubmitLimitReached,
+)
 
 logger = logging.getLogger(__name__)
 
 POLLER_LEASE = "slurm-poller"
 # Names of the points where a test may have the process SIGKILL itself, to prove the rerun repairs it.
 FAULT_POINT_ENV = "PREFECT_UTILS_FAULT_POINT"
+
+# Failure classes (see ResubmitPolicy).
+INFRASTRUCTURE_FAILURES = frozenset({"NODE_FAIL", "PREEMPTED"})
+RESOURCE_FAILURES = frozenset({"OUT_OF_MEMORY", "TIMEOUT"})
 
 
 def _fault_point(name: str) -> None:
@@ -42,39 +51,54 @@ def job_key(spec: JobSpec, inputs: Mapping[str, str]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:40]
 
 
-class Resubmit(enum.StrEnum):
-    NEVER = "never"
-    IF_FAILED = "if_failed"
-    ALWAYS = "always"
-
-
 @dataclass(frozen=True)
 class ResubmitPolicy:
-    """What to do when an attempt ends badly. OOM and TIMEOUT escalate resources by `factor`, up to the ceilings."""
+    """What follows an attempt that ended badly, by failure class.
 
-    mode: Resubmit = Resubmit.NEVER
-    max_attempts: int = 3
+    - exit code (FAILED), CANCELLED: nothing; the failure is reported with the log tail.
+    - OUT_OF_MEMORY / TIMEOUT: an attempt with memory / time multiplied by `factor`, capped by the partition's
+      limits, at most `max_escalations` times. `memory_environment` names the variables carrying the tool's own
+      memory limit (in bytes, as a fraction of the job's memory), which are scaled with it.
+    - NODE_FAIL / PREEMPTED: the same spec again, at most `max_infrastructure_retries` times; these do not use
+      the escalation budget, since the job did nothing wrong.
+    """
+
+    max_escalations: int = 1
     factor: float = 2.0
     max_memory_mb: int = 64_000
     max_time_limit_minutes: int = 7 * 24 * 60
+    max_infrastructure_retries: int = 3
+    memory_environment: dict[str, float] = field(default_factory=dict)
 
-    def next_spec(self, previous: JobSpec, outcome: LedgerRecord) -> JobSpec | None:
-        """The spec of the next attempt, or None when the policy says stop."""
-        if outcome.attempt >= self.max_attempts or self.mode is Resubmit.NEVER:
+    def next_spec(self, history: Sequence[LedgerRecord]) -> JobSpec | None:
+        """The spec of the next attempt after the last of `history` (every attempt, oldest first), or None."""
+        last = history[-1]
+        previous = JobSpec.from_canonical(last.spec)
+        if last.state in INFRASTRUCTURE_FAILURES:
+            used = sum(record.state in INFRASTRUCTURE_FAILURES for record in history)
+            return previous if used <= self.max_infrastructure_retries else None
+        if last.state not in RESOURCE_FAILURES:
             return None
-        if outcome.state == "COMPLETED" and self.mode is not Resubmit.ALWAYS:
+        if sum(record.state in RESOURCE_FAILURES for record in history) > self.max_escalations:
             return None
-        if outcome.state == "CANCELLED":
-            return None
-        if outcome.state == "OUT_OF_MEMORY":
+        if last.state == "OUT_OF_MEMORY":
             memory = min(int(previous.memory_mb * self.factor), self.max_memory_mb)
-            return None if memory <= previous.memory_mb else replace(previous, memory_mb=memory)
-        if outcome.state == "TIMEOUT":
-            limit = min(int(previous.time_limit_minutes * self.factor), self.max_time_limit_minutes)
-            return (
-                None if limit <= previous.time_limit_minutes else replace(previous, time_limit_minutes=limit)
-            )
-        return previous
+            if memory <= previous.memory_mb:
+                return None
+            environment = dict(previous.environment)
+            for name, fraction in self.memory_environment.items():
+                if name in environment:
+                    environment[name] = str(int(memory * 1024 * 1024 * fraction))
+            return replace(previous, memory_mb=memory, environment=environment)
+        limit = min(int(previous.time_limit_minutes * self.factor), self.max_time_limit_minutes)
+        return None if limit <= previous.time_limit_minutes else replace(previous, time_limit_minutes=limit)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ResubmitPolicy:
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -90,25 +114,22 @@ class PollConfig:
 class ThrottleConfig:
     max_active_jobs: int = 100
     submits_per_minute: float = 600.0
-    wait_step_seconds: float = 2.0
 
 
-class JobFailed(Exception):
-    """A job ended in a state other than COMPLETED; carries what an operator needs to see why."""
-
-    def __init__(self, record: LedgerRecord) -> None:
-        self.record = record
-        detail = f"exit code {record.exit_code}" if record.exit_code is not None else "no exit code"
-        reason = f", reason {record.reason}" if record.reason and record.reason != "None" else ""
-        tail = record.log_tail.strip() or "(empty log)"
-        super().__init__(
-            f"Slurm job {record.job_id} ({record.spec.get('name', record.key[:12])}, attempt {record.attempt}) "
-            f"ended {record.state} with {detail}{reason}. Last lines of its log:\n{tail}"
-        )
+def describe_failure(record: LedgerRecord) -> str:
+    """What an operator needs to see why an attempt did not complete: state, exit code, reason, log tail."""
+    detail = f"exit code {record.exit_code}" if record.exit_code is not None else "no exit code"
+    reason = f", reason {record.reason}" if record.reason and record.reason != "None" else ""
+    tail = record.log_tail.strip() or "(empty log)"
+    job = f"Slurm job {record.job_id}" if record.job_id else "The job"
+    return (
+        f"{job} ({record.spec.get('name', record.key[:12])}, attempt {record.attempt}) "
+        f"ended {record.state} with {detail}{reason}. Last lines of its log:\n{tail}"
+    )
 
 
 class SlurmJobs:
-    """Submit once, wait through the shared poller, resubmit by policy, cancel."""
+    """Submit once (in batches), poll for the whole service, cancel."""
 
     def __init__(
         self,
@@ -118,17 +139,70 @@ class SlurmJobs:
         poll: PollConfig | None = None,
         throttle: ThrottleConfig | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.ledger = ledger
         self.client = client or SlurmClient()
         self.poll = poll or PollConfig()
         self.throttle = throttle or ThrottleConfig()
         self.clock = clock
-        self.sleep = sleep
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     # --- submission ----------------------------------------------------------------------------------------
+
+    def capacity(self) -> int:
+        """How many jobs may be submitted now under the cap on active jobs and the submit rate."""
+        active = self.ledger.count_active()
+        recent = self.ledger.count_submitted_since(self.clock() - timedelta(minutes=1))
+        return max(
+            0, min(self.throttle.max_active_jobs - active, int(self.throttle.submits_per_minute) - recent)
+        )
+
+    def submit(self, submissions: Sequence[Submission]) -> list[LedgerRecord]:
+        """Put every submission on the cluster at most once; their ledger records, in order.
+
+        The rows are committed (claimed by this call) before any sbatch; then, holding their locks, rows with a
+        job id are reattached, rows someone else created without a job id are looked up in Slurm by key and
+        adopted (their creator may have died around sbatch), the rest are submitted; every job id is written
+        in the one transaction that commits the batch. A crash anywhere leaves rows that the next call repairs.
+        A controller that stops answering mid-batch ends the batch: what was submitted is recorded, the rest
+        stays NEW for the next pass.
+        """
+        if not submissions:
+            return []
+        claim = uuid.uuid4().hex
+        self.ledger.insert_missing(submissions, claim)
+        pairs = [(s.key, s.attempt) for s in submissions]
+        with self.ledger.locked(pairs) as batch:
+            records = {(r.key, r.attempt): r for r in batch.records}
+            orphans = [r for r in batch.records if r.needs_submission and r.claim != claim]
+            adopted = {}
+            if orphans:
+                since = min((r.created for r in orphans if r.created), default=None)
+                adopted = self.client.find_by_keys(
+                    [r.submission_key for r in orphans],
+                    since=since - timedelta(minutes=5) if since else None,
+                )
+            for submission in submissions:
+                record = records[(submission.key, submission.attempt)]
+                if not record.needs_submission:
+                    continue
+                found = adopted.get(record.submission_key)
+                if found is not None:
+                    logger.warning("Adopting Slurm job %s for %s", found.job_id, record.submission_key)
+                    batch.set_job_id(record.key, record.attempt, found.job_id)
+                    continue
+                try:
+                    job_id = self.client.submit(JobSpec.from_canonical(record.spec), record.submission_key)
+                except SubmissionRejected as exc:
+                    batch.reject(record.key, record.attempt, f"sbatch refused the job: {exc}")
+                    continue
+                except (SubmitLimitReached, SchedulerUnavailable) as exc:
+                    logger.warning("Submission stopped (%s); the rest waits for the next pass", exc)
+                    break
+                _fault_point("after_sbatch")
+                batch.set_job_id(record.key, record.attempt, job_id)
+            _fault_point("before_commit")
+        _fault_point("after_commit")
+        return self.ledger.records(pairs)
 
     def submit_once(
         self,
@@ -137,80 +211,28 @@ class SlurmJobs:
         *,
         attempt: int = 1,
         labels: Mapping[str, Any] | None = None,
-        previous_attempt: int | None = None,
-        key: str | None = None,
     ) -> LedgerRecord:
-        """Return the ledger record of the Slurm job for (spec, inputs, attempt), submitting it at most once."""
+        """Submit one job at most once; a second call (from any process) returns the same record."""
         inputs = dict(inputs or {})
-        key = key or job_key(spec, inputs)
-        record, created = self.ledger.get_or_create(
-            key,
-            attempt,
-            spec=spec.canonical(),
-            inputs=inputs,
-            labels=dict(labels or {}),
-            previous_attempt=previous_attempt,
+        submission = Submission(
+            job_key(spec, inputs), attempt, spec.canonical(), inputs=inputs, labels=dict(labels or {})
         )
-        if record.job_id:
-            return record
-        self._wait_for_capacity()
-        with self.ledger.locked(key, attempt) as locked:
-            if locked.record.job_id:
-                return locked.record
-            # A row we did not create and that has no job id: its creator may have died around sbatch.
-            if not created:
-                found = self.client.find_by_key(locked.record.submission_key)
-                if found is not None:
-                    logger.warning("Adopting Slurm job %s for %s", found.job_id, locked.record.submission_key)
-                    locked.set_job_id(found.job_id)
-                    return locked.record
-            effective = JobSpec.from_canonical(locked.record.spec)
-            job_id = self._sbatch_with_backpressure(effective, locked.record.submission_key)
-            _fault_point("after_sbatch")
-            locked.set_job_id(job_id)
-            _fault_point("before_commit")
-            submitted = locked.record
-        _fault_point("after_commit")
-        return submitted
+        (record,) = self.submit([submission])
+        return record
 
-    def _sbatch_with_backpressure(self, spec: JobSpec, submission_key: str) -> str:
-        delay = self.throttle.wait_step_seconds
-        while True:
-            try:
-                return self.client.submit(spec, submission_key)
-            except SubmitLimitReached as exc:
-                logger.info("Slurm refused more submissions (%s); retrying in %.0f s", exc, delay)
-                self.sleep(delay)
-                delay = min(delay * 2, 60.0)
+    # --- the shared poller ---------------------------------------------------------------------------------
 
-    def _wait_for_capacity(self) -> None:
-        """Back-pressure: wait while our jobs fill the cap, or while we submit faster than the rate limit."""
-        warned = False
-        while True:
-            active = self.ledger.count_active()
-            recent = self.ledger.count_submitted_since(self.clock() - timedelta(minutes=1))
-            if active < self.throttle.max_active_jobs and recent < self.throttle.submits_per_minute:
-                return
-            if not warned:
-                logger.info(
-                    "Throttled: %d active jobs (cap %d), %d submits in the last minute (cap %.0f)",
-                    active,
-                    self.throttle.max_active_jobs,
-                    recent,
-                    self.throttle.submits_per_minute,
-                )
-                warned = True
-            self.sleep(self.throttle.wait_step_seconds)
+    def poll_once(self, holder: str) -> list[LedgerRecord] | None:
+        """One scheduler round for the whole service: one `job_states` call for every active ledger job.
 
-    # --- waiting -------------------------------------------------------------------------------------------
-
-    def poll_once(self) -> int:
-        """One scheduler round for the whole service: one `job_states` call for every active ledger job."""
+        Returns the rows whose state changed, or None when `holder` lost the poller lease meanwhile (then
+        nothing was written: a poller that stalled past its lease must not overwrite a newer poller's states).
+        """
         log_paths = self.ledger.active_jobs()
         job_ids = list(log_paths)
         if not job_ids:
             self.ledger.record_poll(POLLER_LEASE, ok=True)
-            return 0
+            return []
         try:
             infos = self.client.job_states(job_ids)
         except SchedulerUnavailable as exc:
@@ -218,120 +240,85 @@ class SlurmJobs:
             self.ledger.mark_stale(job_ids)
             self.ledger.record_poll(POLLER_LEASE, ok=False, error=str(exc))
             logger.warning("Slurm controller unavailable, job states are stale: %s", exc)
-            return 0
+            return []
         tails = {
             job_id: self.client.tail_log(path, self.poll.log_tail_lines)
             for job_id, info in infos.items()
             if info.state.value not in ("PENDING", "UNKNOWN")
             and (path := info.stdout_path or log_paths.get(job_id))
         }
-        changed = self.ledger.apply_states(infos, tails, self.clock())
-        self.ledger.record_poll(POLLER_LEASE, ok=True)
+        changed = self.ledger.apply_states(infos, tails, self.clock(), lease=(POLLER_LEASE, holder))
+        if changed is not None:
+            self.ledger.record_poll(POLLER_LEASE, ok=True)
         return changed
-
-    def wait_for_jobs(
-        self,
-        records: Sequence[LedgerRecord],
-        *,
-        on_poll: Callable[[list[LedgerRecord]], None] | None = None,
-        deadline: float | None = None,
-    ) -> list[LedgerRecord]:
-        """Block until every job is terminal; states come from the ledger, kept fresh by whoever holds the lease."""
-        try:
-            return self._wait(records, on_poll=on_poll, deadline=deadline)
-        finally:
-            # Hand the lease on at once rather than make the next waiter sit out its expiry.
-            self.ledger.release_lease(POLLER_LEASE, self.holder)
-
-    def _wait(
-        self,
-        records: Sequence[LedgerRecord],
-        *,
-        on_poll: Callable[[list[LedgerRecord]], None] | None,
-        deadline: float | None,
-    ) -> list[LedgerRecord]:
-        wanted = [(r.key, r.attempt) for r in records]
-        interval = self.poll.min_interval
-        last_states: dict[tuple[str, int], str] = {}
-        while True:
-            ttl = max(interval * self.poll.lease_ttl_factor, self.poll.min_interval * 3)
-            if self.ledger.try_acquire_lease(POLLER_LEASE, self.holder, ttl):
-                self.poll_once()
-            current = self.ledger.records(wanted)
-            if on_poll is not None:
-                on_poll(current)
-            if all(r.is_terminal for r in current):
-                return current
-            states = {(r.key, r.attempt): r.state for r in current}
-            # Short intervals while things change, longer ones for jobs that run for days.
-            interval = (
-                self.poll.min_interval
-                if states != last_states
-                else min(interval * self.poll.growth, self.poll.max_interval)
-            )
-            last_states = states
-            if deadline is not None and time.monotonic() + interval > deadline:
-                raise TimeoutError(f"Jobs still running at the deadline: {sorted(states.values())}")
-            self.sleep(interval)
-
-    # --- whole lifecycle -----------------------------------------------------------------------------------
-
-    def run(
-        self,
-        spec: JobSpec,
-        inputs: Mapping[str, str] | None = None,
-        *,
-        policy: ResubmitPolicy | None = None,
-        labels: Mapping[str, Any] | None = None,
-        on_poll: Callable[[list[LedgerRecord]], None] | None = None,
-    ) -> LedgerRecord:
-        """Submit (or reattach to the latest attempt), wait, resubmit by policy; raise JobFailed at the end."""
-        policy = policy or ResubmitPolicy()
-        inputs = dict(inputs or {})
-        key = job_key(spec, inputs)
-        latest = self.ledger.latest(key)
-        record = (
-            latest
-            if latest is not None and latest.job_id
-            else self.submit_once(
-                spec, inputs, attempt=latest.attempt if latest else 1, labels=labels, key=key
-            )
-        )
-        while True:
-            (record,) = self.wait_for_jobs([record], on_poll=on_poll)
-            next_spec = policy.next_spec(JobSpec.from_canonical(record.spec), record)
-            if next_spec is None:
-                if record.state != "COMPLETED":
-                    raise JobFailed(record)
-                return record
-            logger.info("Resubmitting %s as attempt %d after %s", key[:12], record.attempt + 1, record.state)
-            record = self.submit_once(
-                next_spec,
-                inputs,
-                attempt=record.attempt + 1,
-                labels=labels,
-                key=key,
-                previous_attempt=record.attempt,
-            )
 
     # --- cancellation --------------------------------------------------------------------------------------
 
-    def cancel(
-        self,
-        *,
-        flow_run_id: str | None = None,
-        labels: Mapping[str, Any] | None = None,
-        reason: str = "cancelled",
-    ) -> list[str]:
-        """scancel every non-terminal job of a flow run or of a labelled owner, and record it on the ledger."""
-        job_ids = self.ledger.job_ids_for(flow_run_id=flow_run_id, labels=labels)
-        if not job_ids:
+    def cancel(self, labels: Mapping[str, Any], reason: str = "cancelled") -> list[LedgerRecord]:
+        """scancel every unfinished job with these labels, including jobs submitted but never recorded.
+
+        Returns what is still unfinished afterwards: empty once Slurm confirmed every job over. scancel exits 0
+        whatever happened, so the states are read back rather than assumed; a caller retries while this is
+        non-empty (a controller that is down raises SchedulerError, and the intent stays to be carried out).
+        """
+        unfinished = self.ledger.unfinished(labels)
+        if not unfinished:
             return []
-        self.client.cancel(job_ids)
-        self.ledger.mark_cancelled(job_ids, reason)
-        # scancel exits 0 whatever happened: record what Slurm now says, since no waiter may poll again.
+        unrecorded = [r for r in unfinished if r.needs_submission]
+        if unrecorded:
+            since = min((r.created for r in unrecorded if r.created), default=None)
+            found = self.client.find_by_keys(
+                [r.submission_key for r in unrecorded], since=since - timedelta(minutes=5) if since else None
+            )
+            with self.ledger.locked([(r.key, r.attempt) for r in unrecorded]) as batch:
+                for record in batch.records:
+                    if not record.needs_submission:
+                        continue
+                    job = found.get(record.submission_key)
+                    if job is not None:
+                        batch.set_job_id(record.key, record.attempt, job.job_id)
+                    else:
+                        batch.reject(record.key, record.attempt, f"{reason} before it was submitted")
+            unfinished = self.ledger.unfinished(labels)
+        job_ids = [r.job_id for r in unfinished if r.job_id]
+        if job_ids:
+            self.client.cancel(job_ids)
+            self.ledger.mark_cancelled([(r.key, r.attempt) for r in unfinished], reason)
+            self.ledger.apply_states(self.client.job_states(job_ids), {}, self.clock(), lease=None)
+        return self.ledger.unfinished(labels)
+
+
+class Poller:
+    """The service's one poller: whoever holds the lease polls, at intervals that adapt to what changes."""
+
+    def __init__(self, jobs: SlurmJobs, holder: str | None = None) -> None:
+        self.jobs = jobs
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.interval = jobs.poll.min_interval
+        self._last_active: frozenset[str] = frozenset()
+
+    def tick(self) -> list[LedgerRecord] | None:
+        """Poll if this process holds (or takes) the lease; the rows that changed state, None if not polling.
+
+        Short intervals while things change or new jobs appear, longer ones for jobs that run for days.
+        """
+        config = self.jobs.poll
+        ttl = max(self.interval * config.lease_ttl_factor, config.min_interval * 3)
+        if not self.jobs.ledger.try_acquire_lease(POLLER_LEASE, self.holder, ttl):
+            self.interval = config.min_interval
+            return None
+        active = frozenset(self.jobs.ledger.active_jobs())
         try:
-            self.ledger.apply_states(self.client.job_states(job_ids), {}, self.clock())
-        except SchedulerUnavailable:
-            self.ledger.mark_stale(job_ids)
-        return job_ids
+            changed = self.jobs.poll_once(self.holder)
+        except SchedulerError as exc:
+            logger.warning("Poll failed: %s", exc)
+            changed = []
+        if changed or active != self._last_active:
+            self.interval = config.min_interval
+        else:
+            self.interval = min(self.interval * config.growth, config.max_interval)
+        self._last_active = active
+        return changed
+
+    def release(self) -> None:
+        self.jobs.ledger.release_lease(POLLER_LEASE, self.holder)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from prefect_utils.scheduler import JobInfo
-
-TERMINAL_STATES = frozenset(
-    {"COMPLETED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "CANCELLED"}
-)
+from prefect_utils.scheduler import TERMINAL_STATES, JobInfo
 
 
 @dataclass(frozen=True)
@@ -29,6 +25,8 @@ class LedgerRecord:
     checked_at: datetime | None = None
     log_tail: str = ""
     labels: dict[str, Any] = field(default_factory=dict)
+    claim: str = ""
+    created: datetime | None = None
 
     @property
     def submission_key(self) -> str:
@@ -38,38 +36,52 @@ class LedgerRecord:
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
 
+    @property
+    def needs_submission(self) -> bool:
+        """No job was recorded for this attempt (one may exist in Slurm, submitted by a process that died)."""
+        return self.job_id is None and self.state == "NEW"
+
 
 def submission_key(key: str, attempt: int) -> str:
     return f"{key}-{attempt}"
 
 
-class LockedRecord(Protocol):
-    record: LedgerRecord
+@dataclass(frozen=True)
+class Submission:
+    """One attempt to put in the ledger and on the cluster."""
 
-    def set_job_id(self, job_id: str) -> None: ...
+    key: str
+    attempt: int
+    spec: dict[str, Any]
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, Any] = field(default_factory=dict)
+    previous_attempt: int | None = None
+
+    @property
+    def submission_key(self) -> str:
+        return submission_key(self.key, self.attempt)
+
+
+class LockedBatch(Protocol):
+    records: list[LedgerRecord]
+
+    def set_job_id(self, key: str, attempt: int, job_id: str) -> None: ...
+
+    def reject(self, key: str, attempt: int, reason: str) -> None:
+        """sbatch refused the spec itself: the attempt is FAILED without a job."""
 
 
 class JobLedger(Protocol):
-    def get_or_create(
-        self,
-        key: str,
-        attempt: int,
-        *,
-        spec: Mapping[str, Any],
-        inputs: Mapping[str, str],
-        labels: Mapping[str, Any],
-        previous_attempt: int | None = None,
-    ) -> tuple[LedgerRecord, bool]:
-        """Insert the row (committed) or return the existing one; the bool says whether this call created it."""
+    def insert_missing(self, submissions: Sequence[Submission], claim: str) -> None:
+        """Create the rows that do not exist yet, marked with `claim`, in one committed transaction."""
 
-    def locked(self, key: str, attempt: int) -> AbstractContextManager[LockedRecord]:
-        """A transaction holding the row lock; `set_job_id` inside it is committed on exit."""
+    def locked(self, pairs: Sequence[tuple[str, int]]) -> AbstractContextManager[LockedBatch]:
+        """One transaction holding the row locks of `pairs`; what `set_job_id`/`reject` wrote commits on exit."""
 
-    def latest(self, key: str) -> LedgerRecord | None: ...
+    def records(self, pairs: Iterable[tuple[str, int]]) -> list[LedgerRecord]: ...
 
-    def get(self, key: str, attempt: int) -> LedgerRecord: ...
-
-    def records(self, submission_keys: Iterable[tuple[str, int]]) -> list[LedgerRecord]: ...
+    def attempts(self, keys: Iterable[str]) -> dict[str, list[LedgerRecord]]:
+        """Every attempt of each key, oldest first: one query however many keys."""
 
     def active_jobs(self) -> dict[str, str | None]:
         """Every submitted job that is not terminal, whoever submitted it, with the path of its log.
@@ -82,9 +94,15 @@ class JobLedger(Protocol):
     def count_submitted_since(self, since: datetime) -> int: ...
 
     def apply_states(
-        self, infos: Mapping[str, JobInfo], log_tails: Mapping[str, str], checked_at: datetime
-    ) -> int:
-        """Record polled states; returns how many rows changed state."""
+        self,
+        infos: Mapping[str, JobInfo],
+        log_tails: Mapping[str, str],
+        checked_at: datetime,
+        *,
+        lease: tuple[str, str],
+    ) -> list[LedgerRecord] | None:
+        """Record polled states of active rows while holding `lease` (name, holder); the rows whose state
+        changed, or None when the lease was no longer ours and nothing was written."""
 
     def mark_stale(self, job_ids: Iterable[str]) -> None: ...
 
@@ -95,8 +113,7 @@ class JobLedger(Protocol):
 
     def record_poll(self, name: str, *, ok: bool, error: str = "") -> None: ...
 
-    def job_ids_for(
-        self, *, flow_run_id: str | None = None, labels: Mapping[str, Any] | None = None
-    ) -> list[str]: ...
+    def unfinished(self, labels: Mapping[str, Any]) -> list[LedgerRecord]:
+        """Rows with these labels that are not terminal: submitted and live, or never recorded as submitted."""
 
-    def mark_cancelled(self, job_ids: Iterable[str], reason: str) -> None: ...
+    def mark_cancelled(self, pairs: Iterable[tuple[str, int]], reason: str) -> None: ...

@@ -30,6 +30,7 @@ __all__ = [
     "SlurmClient",
     "SubmissionRejected",
     "SubmitLimitReached",
+    "TERMINAL_STATES",
     "expand_output_pattern",
     "map_state",
     "parse_exit_code",
@@ -59,6 +60,9 @@ class JobState(enum.StrEnum):
     def is_terminal(self) -> bool:
         return self not in (JobState.UNKNOWN, JobState.PENDING, JobState.RUNNING)
 
+
+# The one definition of "this job is over" for the whole service (the ledger, the poller, the reconciler).
+TERMINAL_STATES: frozenset[str] = frozenset(state.value for state in JobState if state.is_terminal)
 
 # Job state codes of Slurm 22.05 (squeue(1), sacct(1)). A state that still holds or may yet get resources is
 # PENDING or RUNNING: the service must not treat it as finished.
@@ -497,9 +501,10 @@ class SlurmClient:
                 last = str(exc)
         raise SchedulerUnavailable(f"{last} (after {self.retries + 1} attempts)")
 
-    def _starttime(self) -> str:
-        # sacct looks at today only unless told where to start.
-        return (datetime.now() - self.sacct_lookback).strftime("%Y-%m-%dT%H:%M:%S")
+    def _starttime(self, since: datetime | None = None) -> str:
+        # sacct looks at today only unless told where to start; it reads local wall-clock time.
+        start = since.astimezone() if since is not None else datetime.now().astimezone() - self.sacct_lookback
+        return start.strftime("%Y-%m-%dT%H:%M:%S")
 
     def _squeue(self, selection: list[str]) -> list[JobInfo]:
         proc = self._run("squeue", [*selection, "--states=all", "--noheader", f"--Format={SQUEUE_FORMAT}"])
@@ -510,7 +515,7 @@ class SlurmClient:
             raise SchedulerError(f"squeue failed ({proc.returncode}): {proc.stderr.strip()}")
         return parse_squeue(proc.stdout)
 
-    def _sacct(self, selection: list[str]) -> list[JobInfo]:
+    def _sacct(self, selection: list[str], since: datetime | None = None) -> list[JobInfo]:
         proc = self._run(
             "sacct",
             [
@@ -519,7 +524,7 @@ class SlurmClient:
                 "--noheader",
                 "--parsable2",
                 f"--delimiter={FIELD_SEP}",
-                f"--starttime={self._starttime()}",
+                f"--starttime={self._starttime(since)}",
                 f"--format={SACCT_FORMAT}",
             ],
         )
@@ -626,14 +631,31 @@ class SlurmClient:
                     )
         return {job_id: found.get(job_id) or JobInfo.unknown(job_id) for job_id in ids}
 
-    def find_by_key(self, key: str) -> JobInfo | None:
+    def find_by_key(self, key: str, *, since: datetime | None = None) -> JobInfo | None:
         """The newest job submitted with ``key``: squeue sees live (and recently ended) jobs, sacct the rest."""
+        return self.find_by_keys([key], since=since).get(key)
+
+    def find_by_keys(self, keys: Iterable[str], *, since: datetime | None = None) -> dict[str, JobInfo]:
+        """The newest job carrying each key, for the keys that have one: one squeue, at most one sacct.
+
+        ``since`` bounds the accounting search (the ledger knows when it created the rows); without it, the
+        client's lookback (30 days by default) is scanned.
+        """
+        wanted = set(keys)
+        if not wanted:
+            return {}
         user = _current_user()
-        live = [job for job in self._squeue([f"--user={user}"]) if job.comment == key]
-        if live:
-            return _newest(live)
-        # The comment reaches accounting only when the job ends, and live jobs were all in squeue above.
-        return _newest(job for job in self._sacct([f"--user={user}"]) if job.comment == key)
+        by_key: dict[str, list[JobInfo]] = collections.defaultdict(list)
+        for job in self._squeue([f"--user={user}"]):
+            if job.comment in wanted:
+                by_key[job.comment].append(job)
+        missing = wanted - set(by_key)
+        if missing:
+            # The comment reaches accounting only when the job ends, and live jobs were all in squeue above.
+            for job in self._sacct([f"--user={user}"], since=since):
+                if job.comment in missing:
+                    by_key[job.comment].append(job)
+        return {key: newest for key, jobs in by_key.items() if (newest := _newest(jobs)) is not None}
 
     def cancel(self, job_ids: Iterable[str]) -> None:
         """Ask Slurm to cancel jobs. scancel succeeds even for unknown ids: read the state afterwards."""

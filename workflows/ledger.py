@@ -1,6 +1,6 @@
 """The Django implementation of `prefect_utils.ledger.JobLedger`: ClusterJob rows and the poller lease."""
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -9,12 +9,21 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from prefect_utils.ledger import LedgerRecord
-from prefect_utils.scheduler import JobInfo, JobSpec
-from workflows.models import TERMINAL_JOB_STATES, ClusterJob, PollerLease
+from prefect_utils.ledger import LedgerRecord, Submission
+from prefect_utils.scheduler import TERMINAL_STATES, JobInfo, JobSpec
+from workflows.models import ClusterJob, PollerLease
 
 # Labels with a column of their own (indexed, and queryable on every database); the rest stay in `labels`.
 _LABEL_COLUMNS = {"flow_run_id": "flow_run_id", "request_id": "request_id"}
+_POLLED_FIELDS = [
+    "state",
+    "slurm_state",
+    "reason",
+    "exit_code",
+    "started_at",
+    "ended_at",
+    "log_tail",
+]
 
 
 def to_record(row: ClusterJob) -> LedgerRecord:
@@ -31,6 +40,8 @@ def to_record(row: ClusterJob) -> LedgerRecord:
         checked_at=row.state_checked_at,
         log_tail=row.log_tail,
         labels={**row.labels, "flow_run_id": row.flow_run_id, "request_id": row.request_id},
+        claim=row.claim,
+        created=row.created,
     )
 
 
@@ -41,77 +52,113 @@ def _log_path(spec: dict[str, Any], job_id: str) -> str | None:
         return None  # a hand-made or damaged row must not stop the poller for every other job
 
 
-class _LockedRow:
-    def __init__(self, row: ClusterJob) -> None:
-        self.row = row
+def _pairs_filter(pairs: Iterable[tuple[str, int]]) -> Q:
+    query = Q(pk__in=[])
+    by_key: dict[str, set[int]] = {}
+    for key, attempt in pairs:
+        by_key.setdefault(key, set()).add(attempt)
+    for key, attempts in by_key.items():
+        query |= Q(key=key, attempt__in=attempts)
+    return query
+
+
+class _LockedBatch:
+    def __init__(self, rows: list[ClusterJob]) -> None:
+        self._rows = {(row.key, row.attempt): row for row in rows}
+        self._dirty: dict[int, ClusterJob] = {}
 
     @property
-    def record(self) -> LedgerRecord:
-        return to_record(self.row)
+    def records(self) -> list[LedgerRecord]:
+        return [to_record(row) for row in self._rows.values()]
 
-    def set_job_id(self, job_id: str) -> None:
-        self.row.slurm_job_id = job_id
-        self.row.state = "PENDING"
-        self.row.submitted_at = timezone.now()
-        self.row.save(update_fields=["slurm_job_id", "state", "submitted_at", "updated"])
+    def set_job_id(self, key: str, attempt: int, job_id: str) -> None:
+        row = self._rows[(key, attempt)]
+        row.slurm_job_id = job_id
+        row.state = "PENDING"
+        row.submitted_at = row.state_changed_at = timezone.now()
+        self._dirty[row.pk] = row
+
+    def reject(self, key: str, attempt: int, reason: str) -> None:
+        row = self._rows[(key, attempt)]
+        row.state = "FAILED"
+        row.slurm_state = "NOT SUBMITTED"
+        row.reason = reason[:255]
+        row.log_tail = reason
+        row.state_changed_at = row.ended_at = timezone.now()
+        self._dirty[row.pk] = row
+
+    def flush(self) -> None:
+        if self._dirty:
+            ClusterJob.objects.bulk_update(
+                list(self._dirty.values()),
+                [
+                    "slurm_job_id",
+                    "state",
+                    "slurm_state",
+                    "reason",
+                    "log_tail",
+                    "submitted_at",
+                    "ended_at",
+                    "state_changed_at",
+                ],
+                batch_size=500,
+            )
 
 
 class DjangoJobLedger:
     def __init__(self) -> None:
         self._leases_ensured: set[str] = set()
 
-    def get_or_create(
-        self,
-        key: str,
-        attempt: int,
-        *,
-        spec: Mapping[str, Any],
-        inputs: Mapping[str, str],
-        labels: Mapping[str, Any],
-        previous_attempt: int | None = None,
-    ) -> tuple[LedgerRecord, bool]:
-        columns = {column: labels[label] for label, column in _LABEL_COLUMNS.items() if labels.get(label)}
-        extra = {k: v for k, v in labels.items() if k not in _LABEL_COLUMNS}
-        previous = (
-            ClusterJob.objects.filter(key=key, attempt=previous_attempt).first() if previous_attempt else None
-        )
-        # get_or_create retries the read after an IntegrityError, so concurrent callers all get the one row.
-        row, created = ClusterJob.objects.get_or_create(
-            key=key,
-            attempt=attempt,
-            defaults={
-                "spec": dict(spec),
-                "input_hashes": dict(inputs),
-                "name": spec.get("name", "")[:200],
-                "labels": extra,
-                "previous_attempt": previous,
-                **columns,
-            },
-        )
-        return to_record(row), created
+    def insert_missing(self, submissions: Sequence[Submission], claim: str) -> None:
+        previous = {
+            (row.key, row.attempt): row.pk
+            for row in ClusterJob.objects.filter(
+                _pairs_filter((s.key, s.previous_attempt) for s in submissions if s.previous_attempt)
+            ).only("pk", "key", "attempt")
+        }
+        rows = []
+        for s in submissions:
+            columns = {
+                column: s.labels[label] for label, column in _LABEL_COLUMNS.items() if s.labels.get(label)
+            }
+            rows.append(
+                ClusterJob(
+                    key=s.key,
+                    attempt=s.attempt,
+                    spec=dict(s.spec),
+                    input_hashes=dict(s.inputs),
+                    name=str(s.spec.get("name", ""))[:200],
+                    labels={k: v for k, v in s.labels.items() if k not in _LABEL_COLUMNS},
+                    previous_attempt_id=previous.get((s.key, s.previous_attempt)),
+                    claim=claim,
+                    **columns,
+                )
+            )
+        # One transaction for the whole batch; rows that exist (another pass made them) keep their claim.
+        with transaction.atomic():
+            ClusterJob.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
 
     @contextmanager
-    def locked(self, key: str, attempt: int) -> Iterator[_LockedRow]:
+    def locked(self, pairs: Sequence[tuple[str, int]]) -> Iterator[_LockedBatch]:
         with transaction.atomic():
-            yield _LockedRow(ClusterJob.objects.select_for_update().get(key=key, attempt=attempt))
+            rows = list(ClusterJob.objects.select_for_update().filter(_pairs_filter(pairs)).order_by("pk"))
+            batch = _LockedBatch(rows)
+            yield batch
+            batch.flush()
 
-    def latest(self, key: str) -> LedgerRecord | None:
-        row = ClusterJob.objects.filter(key=key).order_by("-attempt").first()
-        return to_record(row) if row else None
-
-    def get(self, key: str, attempt: int) -> LedgerRecord:
-        return to_record(ClusterJob.objects.get(key=key, attempt=attempt))
-
-    def records(self, submission_keys: Iterable[tuple[str, int]]) -> list[LedgerRecord]:
-        wanted = list(submission_keys)
-        rows = {
-            (row.key, row.attempt): row
-            for row in ClusterJob.objects.filter(key__in={key for key, _ in wanted})
-        }
+    def records(self, pairs: Iterable[tuple[str, int]]) -> list[LedgerRecord]:
+        wanted = list(pairs)
+        rows = {(row.key, row.attempt): row for row in ClusterJob.objects.filter(_pairs_filter(wanted))}
         return [to_record(rows[pair]) for pair in wanted]
 
+    def attempts(self, keys: Iterable[str]) -> dict[str, list[LedgerRecord]]:
+        found: dict[str, list[LedgerRecord]] = {}
+        for row in ClusterJob.objects.filter(key__in=set(keys)).order_by("key", "attempt"):
+            found.setdefault(row.key, []).append(to_record(row))
+        return found
+
     def _active(self):
-        return ClusterJob.objects.filter(slurm_job_id__isnull=False).exclude(state__in=TERMINAL_JOB_STATES)
+        return ClusterJob.objects.filter(slurm_job_id__isnull=False).exclude(state__in=TERMINAL_STATES)
 
     def active_jobs(self) -> dict[str, str | None]:
         return {
@@ -126,15 +173,38 @@ class DjangoJobLedger:
         return ClusterJob.objects.filter(submitted_at__gte=since).count()
 
     def apply_states(
+        self,
+        infos: Mapping[str, JobInfo],
+        log_tails: Mapping[str, str],
+        checked_at: datetime,
+        *,
+        lease: tuple[str, str] | None,
+    ) -> list[LedgerRecord] | None:
+        with transaction.atomic():
+            if lease is not None:
+                # The lease row stays locked until the states are committed: a poller whose lease expired
+                # writes nothing, and no new holder can take the lease half-way through this write.
+                name, holder = lease
+                held = (
+                    PollerLease.objects.select_for_update()
+                    .filter(name=name, holder=holder, expires_at__gt=timezone.now())
+                    .exists()
+                )
+                if not held:
+                    return None
+            return self._apply_states(infos, log_tails, checked_at)
+
+    def _apply_states(
         self, infos: Mapping[str, JobInfo], log_tails: Mapping[str, str], checked_at: datetime
-    ) -> int:
+    ) -> list[LedgerRecord]:
         # Only rows whose state or log moved are rewritten; the rest get one UPDATE of their freshness.
         # Rewriting all of them made a poll of 1000 waiting jobs cost 1.6 s of CPU (bench/poll.py).
+        # Terminal rows are never touched: a job id that Slurm reuses after a controller reset must not turn
+        # an old COMPLETED attempt into something else.
         changed_rows = []
-        for row in ClusterJob.objects.filter(slurm_job_id__in=list(infos)):
+        rows = self._active().filter(slurm_job_id__in=list(infos))
+        for row in rows:
             info = infos[row.slurm_job_id]
-            if row.state in TERMINAL_JOB_STATES and info.state.value == "UNKNOWN":
-                continue  # A finished job aging out of Slurm's memory does not unfinish it.
             values = {
                 "state": info.state.value,
                 "slurm_state": info.slurm_state or "",
@@ -145,6 +215,8 @@ class DjangoJobLedger:
                 "log_tail": log_tails.get(row.slurm_job_id) or row.log_tail,
             }
             if any(getattr(row, name) != value for name, value in values.items()) or row.state_stale:
+                if values["state"] != row.state:
+                    row.state_changed_at = checked_at
                 for name, value in values.items():
                     setattr(row, name, value)
                 row.state_stale = False
@@ -152,26 +224,16 @@ class DjangoJobLedger:
                 changed_rows.append(row)
         ClusterJob.objects.bulk_update(
             changed_rows,
-            [
-                "state",
-                "slurm_state",
-                "reason",
-                "exit_code",
-                "started_at",
-                "ended_at",
-                "state_stale",
-                "state_checked_at",
-                "log_tail",
-            ],
+            [*_POLLED_FIELDS, "state_stale", "state_checked_at", "state_changed_at"],
             batch_size=500,
         )
-        ClusterJob.objects.filter(slurm_job_id__in=list(infos)).exclude(
+        self._active().filter(slurm_job_id__in=list(infos)).exclude(
             pk__in=[row.pk for row in changed_rows]
         ).update(state_checked_at=checked_at, state_stale=False)
-        return len(changed_rows)
+        return [to_record(row) for row in changed_rows if row.state_changed_at == checked_at]
 
     def mark_stale(self, job_ids: Iterable[str]) -> None:
-        ClusterJob.objects.filter(slurm_job_id__in=list(job_ids)).update(state_stale=True)
+        self._active().filter(slurm_job_id__in=list(job_ids)).update(state_stale=True)
 
     def try_acquire_lease(self, name: str, holder: str, ttl_seconds: float) -> bool:
         if name not in self._leases_ensured:
@@ -195,15 +257,11 @@ class DjangoJobLedger:
             fields["last_success_at"] = now
         PollerLease.objects.filter(name=name).update(**fields)
 
-    def job_ids_for(
-        self, *, flow_run_id: str | None = None, labels: Mapping[str, Any] | None = None
-    ) -> list[str]:
-        rows = self._active()
-        if flow_run_id:
-            rows = rows.filter(flow_run_id=flow_run_id)
-        for label, value in (labels or {}).items():
+    def unfinished(self, labels: Mapping[str, Any]) -> list[LedgerRecord]:
+        rows = ClusterJob.objects.exclude(state__in=TERMINAL_STATES)
+        for label, value in labels.items():
             rows = rows.filter(**{_LABEL_COLUMNS[label]: value})
-        return list(rows.values_list("slurm_job_id", flat=True))
+        return [to_record(row) for row in rows]
 
-    def mark_cancelled(self, job_ids: Iterable[str], reason: str) -> None:
-        ClusterJob.objects.filter(slurm_job_id__in=list(job_ids)).update(cancellation=reason[:255])
+    def mark_cancelled(self, pairs: Iterable[tuple[str, int]], reason: str) -> None:
+        ClusterJob.objects.filter(_pairs_filter(pairs)).update(cancellation=reason[:255])

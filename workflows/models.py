@@ -1,23 +1,11 @@
 from django.db import models
 
-from analyses.models import AssemblyAnalysisRequest
+from analyses.models import AssemblyAnalysisRequest, Run
+from prefect_utils.scheduler import TERMINAL_STATES, JobState
 
-JOB_STATES = [
-    ("NEW", "new (not yet submitted)"),
-    ("PENDING", "pending"),
-    ("RUNNING", "running"),
-    ("COMPLETED", "completed"),
-    ("FAILED", "failed"),
-    ("TIMEOUT", "timeout"),
-    ("OUT_OF_MEMORY", "out of memory"),
-    ("NODE_FAIL", "node fail"),
-    ("PREEMPTED", "preempted"),
-    ("CANCELLED", "cancelled"),
-    ("UNKNOWN", "unknown"),
+JOB_STATES = [("NEW", "new (not yet submitted)")] + [
+    (state.value, state.value.lower().replace("_", " ")) for state in JobState
 ]
-TERMINAL_JOB_STATES = frozenset(
-    {"COMPLETED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "CANCELLED"}
-)
 
 
 class ClusterJob(models.Model):
@@ -43,7 +31,18 @@ class ClusterJob(models.Model):
     )
     state_checked_at = models.DateTimeField(null=True, blank=True)
     log_tail = models.TextField(blank=True)
+    state_changed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the poller last saw the state change (resume and recovery use it).",
+    )
     cancellation = models.CharField(max_length=255, blank=True, help_text="Why we scancelled it, if we did.")
+    claim = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="The submission batch that created the row: a row claimed by another batch and left without a "
+        "job id is looked up in Slurm before anything is submitted for it.",
+    )
     flow_run_id = models.CharField(max_length=64, blank=True, db_index=True)
     request = models.ForeignKey(
         AssemblyAnalysisRequest, null=True, blank=True, on_delete=models.SET_NULL, related_name="cluster_jobs"
@@ -67,8 +66,7 @@ class ClusterJob(models.Model):
             models.Index(
                 fields=["state"],
                 name="cluster_job_active_idx",
-                condition=models.Q(slurm_job_id__isnull=False)
-                & ~models.Q(state__in=sorted(TERMINAL_JOB_STATES)),
+                condition=models.Q(slurm_job_id__isnull=False) & ~models.Q(state__in=sorted(TERMINAL_STATES)),
             ),
         ]
 
@@ -81,7 +79,7 @@ class ClusterJob(models.Model):
 
     @property
     def is_terminal(self) -> bool:
-        return self.state in TERMINAL_JOB_STATES
+        return self.state in TERMINAL_STATES
 
 
 class PollerLease(models.Model):
@@ -128,3 +126,98 @@ class Trigger(models.Model):
 
     def __str__(self) -> str:
         return f"{self.deployment_name} for {self.source} ({self.status})"
+
+
+class Plan(models.Model):
+    """A request's work, frozen when its first flow pass made it: every rerun reads it, nothing rebuilds it.
+
+    A new plan (retry, re-plan with a new pipeline version) is a new generation; older ones stay as they were.
+    """
+
+    request = models.ForeignKey(AssemblyAnalysisRequest, on_delete=models.CASCADE, related_name="plans")
+    generation = models.PositiveIntegerField(default=1)
+    pipeline = models.CharField(max_length=50)
+    pipeline_version = models.CharField(max_length=20)
+    uid = models.CharField(
+        max_length=32, unique=True, help_text="Random: names the work directory, so no two plans share files."
+    )
+    rejected = models.JSONField(
+        default=dict, blank=True, help_text="Runs that data QA turned away when the plan was made, with why."
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["request", "-generation"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "generation"], name="plan_unique_generation")
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"Plan {self.generation} of request {self.request_id} ({self.pipeline} {self.pipeline_version})"
+        )
+
+
+class PlanStep(models.Model):
+    """One (run, step) of a plan: the frozen job spec, its inputs and policy, and the submission key of both."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="steps")
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    run_accession = models.CharField(max_length=20)
+    step = models.CharField(max_length=50)
+    position = models.PositiveSmallIntegerField()
+    depends_on = models.JSONField(
+        default=list, blank=True, help_text="Steps of the same run that must complete."
+    )
+    spec = models.JSONField(help_text="The canonical job spec, as frozen in the plan.")
+    inputs = models.JSONField(default=dict, blank=True, help_text="Input file -> checksum.")
+    policy = models.JSONField(default=dict, blank=True, help_text="The resubmit policy, frozen too.")
+    key = models.CharField(
+        max_length=64, help_text="Submission key of the spec and inputs (the ledger's key)."
+    )
+
+    class Meta:
+        ordering = ["plan", "run_accession", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "run_accession", "step"], name="plan_step_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step} of {self.run_accession} (plan {self.plan_id})"
+
+
+class RequestProgress(models.Model):
+    """What the orchestration knows of one request beyond its status: passes, resumes, recoveries, cancel."""
+
+    request = models.OneToOneField(
+        AssemblyAnalysisRequest, primary_key=True, on_delete=models.CASCADE, related_name="progress"
+    )
+    passes = models.PositiveIntegerField(default=0)
+    last_pass_started_at = models.DateTimeField(null=True, blank=True)
+    last_pass_ended_at = models.DateTimeField(null=True, blank=True)
+    last_read_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the last pass read the ledger: a job that changed later needs a pass.",
+    )
+    last_outcome = models.CharField(max_length=200, blank=True)
+    resumes = models.PositiveIntegerField(default=0)
+    last_resumed_at = models.DateTimeField(null=True, blank=True)
+    recoveries = models.PositiveIntegerField(
+        default=0, help_text="Recoveries since the last pass that ended well."
+    )
+    total_recoveries = models.PositiveIntegerField(default=0)
+    last_recovery_at = models.DateTimeField(null=True, blank=True)
+    last_recovery = models.TextField(blank=True)
+    flow_run_generation = models.PositiveSmallIntegerField(
+        default=1, help_text="Bumped when recovery has to start a new flow run (its key must be new)."
+    )
+    cancel_carried_out_at = models.DateTimeField(
+        null=True, blank=True, help_text="When Slurm confirmed every job of a cancelled request over."
+    )
+
+    class Meta:
+        verbose_name_plural = "request progress"
+
+    def __str__(self) -> str:
+        return f"Progress of request {self.request_id}: {self.last_outcome or 'no pass yet'}"

@@ -4,13 +4,16 @@ A slow or absent Prefect must never hold up a save or an HTTP response: callers 
 again later" (the outbox does exactly that).
 """
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from django.conf import settings
 from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.responses import SetStateStatus
 from prefect.settings import (
     PREFECT_API_REQUEST_TIMEOUT,
     PREFECT_API_URL,
@@ -55,19 +58,38 @@ def read_flow_run(flow_run_id: str) -> FlowRun:
         return client.read_flow_run(flow_run_id)
 
 
+def read_flow_runs(flow_run_ids: Iterable[str]) -> dict[str, FlowRun]:
+    """The flow runs that exist among `flow_run_ids`, in one API call; a deleted run is simply absent."""
+    ids = [uuid.UUID(str(flow_run_id)) for flow_run_id in flow_run_ids]
+    if not ids:
+        return {}
+    with prefect_client(timeout=max(settings.PREFECT_DISPATCH_TIMEOUT_SECONDS, 10)) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids)
+        )
+    return {str(run.id): run for run in runs}
+
+
 def cancel_flow_run(flow_run_id: str) -> None:
-    """Ask Prefect to cancel: the serving runner stops the process and runs the flow's on_cancellation hooks."""
+    """Ask Prefect to cancel; a suspended run goes straight to CANCELLED (no process, so no hook runs)."""
     with prefect_client() as client:
         flow_run = client.read_flow_run(flow_run_id)
         if flow_run.state is None or not flow_run.state.is_final():
             client.set_flow_run_state(flow_run_id, Cancelling(), force=True)
 
 
-def reschedule_flow_run(flow_run_id: str, reason: str) -> None:
-    """Put a crashed run back in the queue under the same id; its rerun reattaches to the jobs it left."""
+def resume_flow_run(flow_run_id: str) -> bool:
+    """Resume a suspended run; False when it was not suspended (already resumed, running, or finished)."""
+    with prefect_client() as client:
+        result = client.resume_flow_run(uuid.UUID(str(flow_run_id)))
+    return result.status == SetStateStatus.ACCEPT
+
+
+def reschedule_flow_run(flow_run_id: str, reason: str, at: datetime | None = None) -> None:
+    """Put a run back in the queue under the same id; its rerun reads the plan and reattaches to its jobs."""
     with prefect_client() as client:
         client.set_flow_run_state(
-            flow_run_id, Scheduled(scheduled_time=datetime.now(UTC), message=reason), force=True
+            flow_run_id, Scheduled(scheduled_time=at or datetime.now(UTC), message=reason), force=True
         )
 
 

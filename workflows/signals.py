@@ -37,6 +37,8 @@ def study_created(sender, instance: Study, created: bool, raw: bool = False, **k
 
 @receiver(request_cancelled, dispatch_uid="workflows.request_cancelled")
 def request_was_cancelled(sender, request: AssemblyAnalysisRequest, **kwargs) -> None:
-    from workflows.services import stop_request_workflow
+    # The cancelled status is the durable intent: this first try is best effort (it never waits on a running
+    # pass or a dead controller), and the recovery sweep retries until Slurm confirms every job over.
+    from workflows.recovery import carry_out_cancellation
 
-    transaction.on_commit(lambda: stop_request_workflow(request.pk))
+    transaction.on_commit(lambda: carry_out_cancellation(request.pk))

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from analyses.models import Run, Sample, Study
 from workflows.ena import EnaClient
-from workflows.pipeline import RunInputs, check_run_usable, run_inputs_from_ena
+from workflows.pipelines.assembly.steps import RunInputs, check_run_usable, run_inputs_from_ena
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,6 @@
 import json
 import signal
 import threading
-import time
-import uuid
 from dataclasses import replace
 
 import pytest
@@ -12,14 +10,15 @@ from django.db import connection
 
 from prefect_utils.jobs import (
     POLLER_LEASE,
-    JobFailed,
     PollConfig,
-    Resubmit,
+    Poller,
     ResubmitPolicy,
     SlurmJobs,
+    ThrottleConfig,
+    describe_failure,
     job_key,
 )
-from prefect_utils.ledger import LedgerRecord
+from prefect_utils.ledger import LedgerRecord, Submission
 from prefect_utils.scheduler import JobSpec, SlurmClient
 from tests.slurm_support import job_ids_with_comment, poll_until, slurm
 from workflows.ledger import DjangoJobLedger
@@ -32,9 +31,16 @@ def spec_in(tmp_path, script: str, **overrides) -> JobSpec:
     return JobSpec(name=overrides.pop("name", "test-job"), script=script, workdir=str(tmp_path), **overrides)
 
 
-def wait(service: SlurmJobs, record: LedgerRecord, timeout: float = 60) -> LedgerRecord:
-    (done,) = service.wait_for_jobs([record], deadline=time.monotonic() + timeout)
-    return done
+def wait(service: SlurmJobs, record: LedgerRecord, state: str | None = None, timeout: float = 60) -> LedgerRecord:
+    """Poll (as the service poller would) until the record is terminal, or in `state`."""
+    poller = Poller(service)
+
+    def current() -> LedgerRecord | None:
+        poller.tick()
+        (now,) = service.ledger.records([(record.key, record.attempt)])
+        return now if (now.state == state if state else now.is_terminal) else None
+
+    return poll_until(current, timeout=timeout, interval=0.3, what=f"job {record.job_id} to end")
 
 
 def test_submit_run_complete_and_reattach(service, tmp_path):
@@ -97,178 +103,193 @@ def test_twenty_concurrent_processes_submit_one_job(run_child, tmp_path):
 
 def test_failure_carries_state_exit_code_and_log_tail(service, tmp_path):
     script = "for i in $(seq 1 30); do echo line $i; done\necho 'fatal: reads are corrupt' >&2\nexit 3\n"
-    with pytest.raises(JobFailed) as excinfo:
-        service.run(spec_in(tmp_path, script, name="fails"))
-    record = excinfo.value.record
+    record = wait(service, service.submit_once(spec_in(tmp_path, script, name="fails")))
     assert record.state == "FAILED" and record.exit_code == 3
-    message = str(excinfo.value)
+    message = describe_failure(record)
     assert "FAILED" in message and "exit code 3" in message
     assert "fatal: reads are corrupt" in message and "line 30" in message
     assert "line 1\n" not in message
 
 
-def test_timeout_is_resubmitted_with_an_escalated_time_limit(service, tmp_path):
-    # The first attempt leaves a marker and overruns its one-minute limit: a real TIMEOUT from Slurm.
-    marker = tmp_path / "first-attempt-ran"
-    script = '[ -e "$MARKER" ] && { echo second attempt; exit 0; }\ntouch "$MARKER"\nsleep 600\n'
-    spec = spec_in(
-        tmp_path, script, name="escalates", time_limit_minutes=1, environment={"MARKER": str(marker)}
-    )
-    policy = ResubmitPolicy(mode=Resubmit.IF_FAILED, max_attempts=2, factor=3.0)
-    final = service.run(spec, policy=policy)
-
-    assert final.attempt == 2 and final.state == "COMPLETED"
-    assert final.spec["time_limit_minutes"] == 3
-    first = ClusterJob.objects.get(key=final.key, attempt=1)
-    second = ClusterJob.objects.get(key=final.key, attempt=2)
-    assert first.state == "TIMEOUT"
-    assert second.previous_attempt == first and second.slurm_job_id != first.slurm_job_id
-    # A rerun of the whole thing reattaches to the finished second attempt: nothing new is submitted.
-    sbatch_before = service.client.calls["sbatch"]
-    assert service.run(spec, policy=policy).job_id == second.slurm_job_id
-    assert service.client.calls["sbatch"] == sbatch_before
+def test_a_batch_is_one_commit_before_and_one_after_its_sbatches(service, tmp_path):
+    specs = [spec_in(tmp_path, f"true # {i}", name=f"batch-{i}") for i in range(5)]
+    submissions = [Submission(job_key(spec, {}), 1, spec.canonical()) for spec in specs]
+    records = service.submit(submissions)
+    assert [r.key for r in records] == [s.key for s in submissions]
+    assert len({r.job_id for r in records}) == 5 and service.client.calls["sbatch"] == 5
+    assert len({r.claim for r in records}) == 1
+    # Again, from the rows alone: every job is reattached, nothing is submitted.
+    assert [r.job_id for r in service.submit(submissions)] == [r.job_id for r in records]
+    assert service.client.calls["sbatch"] == 5
 
 
-def test_cancel_the_jobs_of_a_flow_run(service, tmp_path):
-    flow_run_id = str(uuid.uuid4())
-    record = service.submit_once(spec_in(tmp_path, "sleep 600"), labels={"flow_run_id": flow_run_id})
-    poll_until(
-        lambda: service.poll_once() >= 0 and service.ledger.get(record.key, 1).state == "RUNNING",
-        what="the job to run",
-    )
+def test_a_refused_spec_fails_its_attempt_without_a_job(service, tmp_path):
+    spec = spec_in(tmp_path, "true", partition="no-such-partition")
+    record = service.submit_once(spec)
+    assert record.job_id is None and record.state == "FAILED" and record.is_terminal
+    assert "sbatch refused" in describe_failure(record)
 
-    assert service.cancel(flow_run_id=flow_run_id, reason="cancelled by test") == [record.job_id]
-    poll_until(
-        lambda: service.poll_once() >= 0 and service.ledger.get(record.key, 1).state == "CANCELLED",
-        what="Slurm to report CANCELLED",
-    )
+
+def test_cancel_scancels_every_unfinished_job_of_a_label(service, tmp_path):
+    labels = {"flow_run_id": "run-1"}
+    record = wait(service, service.submit_once(spec_in(tmp_path, "sleep 600"), labels=labels), state="RUNNING")
+
+    service.cancel(labels, reason="cancelled by test")
+    # scancel only asks: the job is over once Slurm says so, and the caller asks again until then.
+    poll_until(lambda: service.cancel(labels, reason="cancelled by test") == [], what="Slurm to confirm")
     row = ClusterJob.objects.get(slurm_job_id=record.job_id)
     assert row.cancellation == "cancelled by test" and row.state == "CANCELLED"
-    assert service.cancel(flow_run_id=flow_run_id) == []
+    assert service.cancel(labels) == []
 
 
-def test_many_waiters_share_one_squeue_per_interval(slurm_cluster, tmp_path):
+def test_cancel_finds_a_job_whose_id_was_never_recorded(service, run_child, tmp_path):
+    spec = spec_in(tmp_path, "sleep 600", name="orphan")
+    child = run_child(json.dumps(spec.canonical()), env={"PREFECT_UTILS_FAULT_POINT": "after_sbatch"})
+    child.communicate(timeout=60)
+    key = job_key(spec, {})
+    (job_id,) = job_ids_with_comment(f"{key}-1")
+    ClusterJob.objects.filter(key=key).update(flow_run_id="orphaned-run")
+
+    poll_until(lambda: service.cancel({"flow_run_id": "orphaned-run"}) == [], what="Slurm to confirm")
+    row = ClusterJob.objects.get(key=key)
+    assert row.slurm_job_id == job_id and row.state == "CANCELLED"
+    assert service.client.calls["sbatch"] == 0
+
+
+def test_poller_lease_makes_one_poller_per_interval(slurm_cluster, tmp_path):
     client = SlurmClient()
-    poll = PollConfig(min_interval=0.3, max_interval=0.3)
-    submitter = SlurmJobs(DjangoJobLedger(), client, poll=poll)
-    records = [submitter.submit_once(spec_in(tmp_path, f"sleep 4 # {i}")) for i in range(3)]
-    iterations: list[int] = []
+    poll = PollConfig(min_interval=0.2, max_interval=0.2)
+    service = SlurmJobs(DjangoJobLedger(), client, poll=poll)
+    records = [service.submit_once(spec_in(tmp_path, f"sleep 3 # {i}")) for i in range(3)]
+    stop = threading.Event()
+    polled_rounds: list[int] = []
 
-    def waiter() -> None:
-        count = 0
-
-        def on_poll(_records) -> None:
-            nonlocal count
-            count += 1
-
+    def serve() -> None:  # what every serve_flows process does, as on ten hosts
+        poller, rounds = Poller(SlurmJobs(DjangoJobLedger(), client, poll=poll)), 0
         try:
-            SlurmJobs(DjangoJobLedger(), client, poll=poll).wait_for_jobs(records, on_poll=on_poll)
+            while not stop.is_set():
+                rounds += poller.tick() is not None
+                stop.wait(poller.interval)
         finally:
-            iterations.append(count)
+            polled_rounds.append(rounds)
             connection.close()
 
-    threads = [threading.Thread(target=waiter) for _ in range(10)]
+    threads = [threading.Thread(target=serve) for _ in range(10)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-
-    assert len(iterations) == 10 and all(n >= 1 for n in iterations)
+    try:
+        poll_until(
+            lambda: all(r.is_terminal for r in service.ledger.records([(r.key, 1) for r in records])),
+            timeout=60,
+            what="the jobs to end",
+        )
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert sum(1 for n in polled_rounds if n) == 1, polled_rounds  # one holder kept the lease throughout
     polls = PollerLease.objects.get(name=POLLER_LEASE).polls
-    # Each poll round (by whichever waiter held the lease) asked Slurm at most once with squeue and sacct ...
-    assert client.calls["squeue"] <= polls
-    assert client.calls["sacct"] <= polls
-    # ... and the rounds are those of about one waiter (plus a hand-over round as each waiter leaves),
-    # while ten waiters read the ledger on every round of their own.
-    assert client.calls["squeue"] <= max(iterations) + len(threads)
-    assert sum(iterations) >= 5 * client.calls["squeue"]
-    assert all(
-        r.state == "COMPLETED" for r in submitter.ledger.records([(r.key, r.attempt) for r in records])
+    assert client.calls["squeue"] <= polls and client.calls["sacct"] <= polls
+    assert all(r.state == "COMPLETED" for r in service.ledger.records([(r.key, 1) for r in records]))
+
+
+def test_a_poller_whose_lease_expired_writes_nothing(service, tmp_path):
+    record = service.submit_once(spec_in(tmp_path, "sleep 2"))
+    stalled = Poller(service, holder="stalled")
+    assert stalled.tick() is not None
+    PollerLease.objects.filter(name=POLLER_LEASE).update(holder="someone-else")
+    poll_until(
+        lambda: service.client.job_states([record.job_id])[record.job_id].state.is_terminal,
+        what="the job to end",
     )
+    assert service.poll_once("stalled") is None
+    assert ClusterJob.objects.get(key=record.key).state in {"PENDING", "RUNNING"}
 
 
 def test_controller_down_makes_states_stale_never_failed(tmp_path, slurm_cluster):
     client = SlurmClient(retries=1, backoff_seconds=0.1, command_timeout=5)
     service = SlurmJobs(DjangoJobLedger(), client, poll=PollConfig(min_interval=0.3, max_interval=0.5))
-    record = service.submit_once(spec_in(tmp_path, "sleep 8"))
-    poll_until(
-        lambda: service.poll_once() >= 0 and service.ledger.get(record.key, 1).state == "RUNNING",
-        what="the job to run",
-    )
+    record = wait(service, service.submit_once(spec_in(tmp_path, "sleep 8")), state="RUNNING")
 
-    result: list[LedgerRecord] = []
-    waiter = threading.Thread(
-        target=lambda: (result.extend(service.wait_for_jobs([record])), connection.close())
-    )
+    poller = Poller(service)
     slurm("stop-ctld")
     try:
-        waiter.start()
-        poll_until(
-            lambda: ClusterJob.objects.get(slurm_job_id=record.job_id).state_stale,
-            timeout=60,
-            what="the state to go stale",
-        )
+        poller.tick()
         row = ClusterJob.objects.get(slurm_job_id=record.job_id)
-        assert row.state == "RUNNING"
-        assert (
-            "unavailable" in PollerLease.objects.get(name=POLLER_LEASE).last_error.lower()
-            or PollerLease.objects.get(name=POLLER_LEASE).last_error
-        )
+        assert row.state_stale and row.state == "RUNNING"
+        assert PollerLease.objects.get(name=POLLER_LEASE).last_error
     finally:
         slurm("start-ctld")
-    waiter.join(timeout=120)
-    assert result and result[0].state == "COMPLETED" and not result[0].stale
+    done = wait(service, record)
+    assert done.state == "COMPLETED" and not done.stale
 
 
 def test_job_missing_from_squeue_and_sacct_is_unknown_not_completed(service, tmp_path):
     spec = spec_in(tmp_path, "true")
-    record, _ = service.ledger.get_or_create("f" * 40, 1, spec=spec.canonical(), inputs={}, labels={})
-    with service.ledger.locked(record.key, 1) as locked:
-        locked.set_job_id("987654321")  # a job id this cluster never issued
-    service.poll_once()
+    service.ledger.insert_missing([Submission("f" * 40, 1, spec.canonical())], claim="test")
+    with service.ledger.locked([("f" * 40, 1)]) as batch:
+        batch.set_job_id("f" * 40, 1, "987654321")  # a job id this cluster never issued
+    Poller(service).tick()
     row = ClusterJob.objects.get(key="f" * 40)
     assert row.state == "UNKNOWN"
     assert not row.is_terminal
 
 
-def test_throttle_waits_for_capacity_instead_of_failing(tmp_path, slurm_cluster):
-    from prefect_utils.jobs import ThrottleConfig
+def test_a_reused_job_id_does_not_rewrite_a_finished_attempt(service, tmp_path):
+    done = wait(service, service.submit_once(spec_in(tmp_path, "true", name="old")))
+    newer = service.submit_once(spec_in(tmp_path, "sleep 1; exit 4", name="new"))
+    # As after a controller reset: Slurm hands the old, finished attempt's id to a new job.
+    ClusterJob.objects.filter(key=done.key).update(slurm_job_id=newer.job_id)
+    assert wait(service, newer).state == "FAILED"
+    assert ClusterJob.objects.get(key=done.key).state == "COMPLETED"
 
-    naps: list[float] = []
-    ledger = DjangoJobLedger()
-    service = SlurmJobs(
-        ledger, SlurmClient(), throttle=ThrottleConfig(max_active_jobs=1, wait_step_seconds=0.2)
-    )
+
+def test_capacity_counts_active_jobs_and_the_submit_rate(tmp_path, slurm_cluster):
+    service = SlurmJobs(DjangoJobLedger(), SlurmClient(), throttle=ThrottleConfig(max_active_jobs=2))
+    assert service.capacity() == 2
     blocker = service.submit_once(spec_in(tmp_path, "sleep 2", name="blocker"))
-
-    def nap(seconds: float) -> None:
-        naps.append(seconds)
-        service.poll_once()
-        time.sleep(seconds)
-
-    service.sleep = nap
-    second = service.submit_once(spec_in(tmp_path, "true", name="second"))
-    assert naps, "the second submission should have waited for the first job to finish"
-    assert service.ledger.get(blocker.key, 1).is_terminal
-    assert second.job_id
+    assert service.capacity() == 1
+    wait(service, blocker)
+    assert service.capacity() == 2
+    rated = SlurmJobs(DjangoJobLedger(), SlurmClient(), throttle=ThrottleConfig(submits_per_minute=1))
+    assert rated.capacity() == 0  # the blocker was submitted within the minute
 
 
-def test_policy_escalation_rules():
-    spec = JobSpec(name="x", script="true", workdir="/tmp", memory_mb=1000, time_limit_minutes=10)
-    policy = ResubmitPolicy(
-        mode=Resubmit.IF_FAILED, max_attempts=3, factor=2.0, max_memory_mb=3000, max_time_limit_minutes=15
+def _attempts(spec: JobSpec, *states: str) -> list[LedgerRecord]:
+    return [
+        LedgerRecord(key="k", attempt=n, spec=spec.canonical(), state=state) for n, state in enumerate(states, 1)
+    ]
+
+
+def test_policy_by_failure_class():
+    spec = JobSpec(
+        name="x",
+        script="true",
+        workdir="/tmp",
+        memory_mb=1000,
+        time_limit_minutes=10,
+        environment={"TOOL_MEMORY_BYTES": "1"},
     )
-
-    def outcome(state: str, attempt: int = 1) -> LedgerRecord:
-        return LedgerRecord(key="k", attempt=attempt, spec=spec.canonical(), state=state)
-
-    assert policy.next_spec(spec, outcome("OUT_OF_MEMORY")).memory_mb == 2000
-    assert policy.next_spec(replace(spec, memory_mb=2000), outcome("OUT_OF_MEMORY")).memory_mb == 3000
-    assert policy.next_spec(replace(spec, memory_mb=3000), outcome("OUT_OF_MEMORY")) is None
-    assert policy.next_spec(spec, outcome("TIMEOUT")).time_limit_minutes == 15
-    assert policy.next_spec(spec, outcome("FAILED")) == spec
-    assert policy.next_spec(spec, outcome("FAILED", attempt=3)) is None
-    assert policy.next_spec(spec, outcome("COMPLETED")) is None
-    assert policy.next_spec(spec, outcome("CANCELLED")) is None
-    assert ResubmitPolicy().next_spec(spec, outcome("FAILED")) is None
-    assert ResubmitPolicy(mode=Resubmit.ALWAYS).next_spec(spec, outcome("COMPLETED")) == spec
+    policy = ResubmitPolicy(
+        max_escalations=2,
+        factor=2.0,
+        max_memory_mb=3000,
+        max_time_limit_minutes=15,
+        max_infrastructure_retries=2,
+        memory_environment={"TOOL_MEMORY_BYTES": 0.5},
+    )
+    escalated = policy.next_spec(_attempts(spec, "OUT_OF_MEMORY"))
+    assert escalated.memory_mb == 2000 and escalated.environment["TOOL_MEMORY_BYTES"] == str(1000 * 1024 * 1024)
+    bigger = replace(spec, memory_mb=2000)
+    assert policy.next_spec(_attempts(bigger, "OUT_OF_MEMORY", "OUT_OF_MEMORY")).memory_mb == 3000
+    assert policy.next_spec(_attempts(spec, "OUT_OF_MEMORY", "TIMEOUT", "OUT_OF_MEMORY")) is None  # budget
+    assert policy.next_spec(_attempts(replace(spec, memory_mb=3000), "OUT_OF_MEMORY")) is None  # ceiling
+    assert policy.next_spec(_attempts(spec, "TIMEOUT")).time_limit_minutes == 15
+    # An exit code is the tool's verdict: reported, never resubmitted.
+    assert policy.next_spec(_attempts(spec, "FAILED")) is None
+    assert policy.next_spec(_attempts(spec, "CANCELLED")) is None
+    # The node's fault, not the job's: the same spec, without using the escalation budget.
+    assert policy.next_spec(_attempts(spec, "OUT_OF_MEMORY", "OUT_OF_MEMORY", "NODE_FAIL")) == spec
+    assert policy.next_spec(_attempts(spec, "NODE_FAIL", "PREEMPTED")) == spec
+    assert policy.next_spec(_attempts(spec, "NODE_FAIL", "PREEMPTED", "NODE_FAIL")) is None
+    assert ResubmitPolicy.from_dict(policy.to_dict()) == policy

@@ -20,7 +20,7 @@ from workflows.ena import (
     fastq_url,
     validate_study_accession,
 )
-from workflows.pipeline import check_run_usable, run_inputs_from_ena
+from workflows.pipelines.assembly.steps import check_run_usable, run_inputs_from_ena
 
 BASE = "https://ena.test/ena/portal/api"
 SEARCH = f"{BASE}/search"

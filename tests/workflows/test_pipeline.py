@@ -11,7 +11,7 @@ import pytest
 
 from prefect_utils.scheduler import JobSpec
 from workflows.ena import EnaReadRun
-from workflows.pipeline import (
+from workflows.pipelines.assembly.steps import (
     STEP_SCRIPTS,
     STEPS,
     AssemblyStats,

@@ -1,37 +1,24 @@
-import logging
 import threading
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections
 
-from workflows.dispatch import dispatch_pending_triggers
-from workflows.services import reattach_flows
-
-logger = logging.getLogger(__name__)
-
-
-def dispatcher_loop(stop: threading.Event, interval: float) -> None:
-    """Retry pending triggers and reschedule crashed flow runs, for as long as the flows are served."""
-    while not stop.wait(interval):
-        close_old_connections()
-        for job in (dispatch_pending_triggers, reattach_flows):
-            try:
-                job()
-            except Exception:  # one bad round (Prefect restarting, say) must not end the loop
-                logger.exception("%s failed; retrying next round", job.__name__)
+from workflows.service_loop import run_service_loop
 
 
 class Command(BaseCommand):
-    help = "Serve every registered deployment (Prefect `serve`) and run the trigger dispatcher beside it."
+    help = (
+        "Serve every registered deployment (Prefect `serve`) and, beside it, the service loop: the trigger "
+        "dispatcher, the shared Slurm poller that resumes suspended flow runs, and the recovery sweep."
+    )
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--no-dispatcher", action="store_true", help="Serve the flows only.")
+        parser.add_argument("--no-service-loop", action="store_true", help="Serve the flows only.")
         parser.add_argument(
             "--limit", type=int, default=None, help="At most this many flow runs at once in this process."
         )
 
-    def handle(self, *args, no_dispatcher: bool = False, limit: int | None = None, **options) -> None:
+    def handle(self, *args, no_service_loop: bool = False, limit: int | None = None, **options) -> None:
         from prefect import serve
 
         from workflows.flows import FLOWS
@@ -47,13 +34,9 @@ class Command(BaseCommand):
             )
             for full_name, (flow, deployment_name) in FLOWS.items()
         ]
-        if not no_dispatcher:
-            stop = threading.Event()
+        if not no_service_loop:
             threading.Thread(
-                target=dispatcher_loop,
-                args=(stop, settings.WORKFLOWS_DISPATCH_INTERVAL_SECONDS),
-                name="trigger-dispatcher",
-                daemon=True,
+                target=run_service_loop, args=(threading.Event(),), name="service-loop", daemon=True
             ).start()
         self.stdout.write(f"Serving {', '.join(FLOWS)}")
         serve(*served, limit=limit)

@@ -47,7 +47,7 @@ _MATE_RE = re.compile(r"_([12])\.f(?:ast)?q(?:\.gz|\.bz2)?$")
 # MEGAHIT splits its read arguments on commas, and none of the tools expects whitespace in a path.
 _UNSAFE_PATH_RE = re.compile(r"[\s,]")
 # Leave MEGAHIT's SdBG builder some room below the job's memory limit for everything else in the process.
-_MEGAHIT_MEMORY_FRACTION = 0.9
+MEGAHIT_MEMORY_FRACTION = 0.9
 
 _PRELUDE = """#!/bin/bash
 set -euo pipefail
@@ -369,7 +369,7 @@ def _step_environment(
         env["MEGAHIT_DIR"] = str(layout.megahit_dir)
         env["CONTIGS_FA"] = str(layout.contigs_fa)
         env["MIN_CONTIG_LEN"] = str(config.min_contig_len)
-        env["MEGAHIT_MEMORY_BYTES"] = str(int(resources.memory_mb * 1024 * 1024 * _MEGAHIT_MEMORY_FRACTION))
+        env["MEGAHIT_MEMORY_BYTES"] = str(int(resources.memory_mb * 1024 * 1024 * MEGAHIT_MEMORY_FRACTION))
     else:
         env["CONTIGS_FA"] = str(layout.contigs_fa)
         env["STATS_TSV"] = str(layout.stats_tsv)

@@ -1,0 +1,235 @@
+"""Passes of the reconciler over real requests: PostgreSQL, the real Slurm, ENA's stub; no Prefect needed."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from analyses.models import Analysis, Assembly, AssemblyAnalysisRequest
+from analyses.services import cancel_assembly_analysis_request
+from prefect_utils.jobs import PollConfig, Poller, SlurmJobs
+from prefect_utils.scheduler import SlurmClient
+from tests.slurm_support import job_ids_with_comment, poll_until
+from workflows.ledger import DjangoJobLedger
+from workflows.models import ClusterJob, Plan, PlanStep, RequestProgress
+from workflows.pipelines.assembly.pipeline import ASSEMBLY
+from workflows.reconciler import PassResult, reconcile, reconcile_once
+from workflows.recovery import carry_out_cancellation
+from workflows.request_lock import RequestBusy, request_lock, requests_with_live_pass
+
+pytestmark = [pytest.mark.slurm, pytest.mark.django_db(transaction=True)]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def jobs(slurm_cluster) -> SlurmJobs:
+    return SlurmJobs(DjangoJobLedger(), SlurmClient(), poll=PollConfig(min_interval=0.2, max_interval=0.5))
+
+
+@pytest.fixture
+def pipeline_world(settings, demo_stub, tmp_path):
+    """Settings as a flow process has them, with no Prefect: dispatch is off, ENA is the stub."""
+    _, ena_url = demo_stub
+    settings.WORKFLOWS_DISPATCH_ON_COMMIT = False
+    settings.ENA_PORTAL_API_URL = ena_url
+    settings.JOBS_ROOT = tmp_path / "jobs"
+    settings.PIPELINE_CONFIG = {}
+    return settings
+
+
+def new_request(accession: str = "PRJEB00001") -> AssemblyAnalysisRequest:
+    return AssemblyAnalysisRequest.objects.create(study_accession=accession)
+
+
+def until_a_job_changes(jobs: SlurmJobs, result: PassResult, timeout: float = 120) -> None:
+    """What the service poller does between two passes: poll until one of the request's jobs changed state."""
+    poller = Poller(jobs)
+
+    def changed() -> bool:
+        poller.tick()
+        return ClusterJob.objects.filter(
+            request_id=result.request_id, state_changed_at__gt=result.read_at
+        ).exists()
+
+    poll_until(changed, timeout=timeout, interval=0.3, what="a job of the request to change state")
+
+
+def run_to_the_end(request_id: int, jobs: SlurmJobs, max_passes: int = 40) -> list[PassResult]:
+    results = [reconcile_once(request_id, pipeline=ASSEMBLY, jobs=jobs)]
+    while results[-1].waiting:
+        assert len(results) < max_passes, [r.summary for r in results]
+        until_a_job_changes(jobs, results[-1])
+        results.append(reconcile_once(request_id, pipeline=ASSEMBLY, jobs=jobs))
+    return results
+
+
+def test_passes_take_a_request_from_plan_to_completed(pipeline_world, jobs):
+    request = new_request()
+    results = run_to_the_end(request.pk, jobs)
+
+    request.refresh_from_db()
+    assert request.status == "completed", request.status_detail
+    assert results[0].submitted and len(results[0].submitted) == 2  # the first step of both runs, together
+    plan = Plan.objects.get(request=request)
+    assert plan.steps.count() == 8
+    analyses = Analysis.objects.filter(request=request)
+    assert analyses.count() == 2 and Assembly.objects.filter(request=request).count() == 2
+    for analysis in analyses:
+        assert analysis.summary["contigs"] >= 1 and analysis.summary["n50"] > 1000
+    jobs_of_request = ClusterJob.objects.filter(request=request)
+    assert jobs_of_request.count() == 8 and set(jobs_of_request.values_list("state", flat=True)) == {"COMPLETED"}
+    for job in jobs_of_request:
+        assert job_ids_with_comment(job.submission_key) == {job.slurm_job_id}
+    assert RequestProgress.objects.get(pk=request.pk).passes == len(results)
+
+    # A pass over a finished request changes nothing.
+    sbatch = jobs.client.calls["sbatch"]
+    again = reconcile_once(request.pk, pipeline=ASSEMBLY, jobs=jobs)
+    assert not again.waiting and again.status == "completed" and jobs.client.calls["sbatch"] == sbatch
+
+
+def test_a_second_pass_in_a_row_changes_nothing(pipeline_world, jobs):
+    request = new_request()
+    first = reconcile_once(request.pk, pipeline=ASSEMBLY, jobs=jobs)
+    assert first.waiting and len(first.submitted) == 2
+    rows = list(ClusterJob.objects.order_by("pk").values_list("key", "attempt", "slurm_job_id"))
+    sbatch = jobs.client.calls["sbatch"]
+
+    second = reconcile_once(request.pk, pipeline=ASSEMBLY, jobs=jobs)
+    assert second.waiting and second.submitted == []
+    assert jobs.client.calls["sbatch"] == sbatch
+    assert list(ClusterJob.objects.order_by("pk").values_list("key", "attempt", "slurm_job_id")) == rows
+    assert Plan.objects.filter(request=request).count() == 1
+
+
+def test_the_plan_is_frozen_against_new_settings_code_and_ena(pipeline_world, jobs, tmp_path):
+    request = new_request()
+    first = reconcile_once(request.pk, pipeline=ASSEMBLY, jobs=jobs)
+    planned = {step.key: step.spec for step in PlanStep.objects.filter(plan__request=request)}
+    submitted = set(ClusterJob.objects.values_list("key", flat=True))
+
+    # Between the crash and the rerun: a redeploy with other resources and paths, and ENA gone.
+    pipeline_world.PIPELINE_CONFIG = {"fetch_reads": {"memory_mb": 768}, "assembly": {"cpus": 1}}
+    pipeline_world.JOBS_ROOT = tmp_path / "elsewhere"
+    pipeline_world.ENA_PORTAL_API_URL = "http://127.0.0.1:9/ena/portal/api"
+    sbatch = jobs.client.calls["sbatch"]
+    second = reconcile_once(request.pk, pipeline=ASSEMBLY, jobs=jobs)
+    assert second.submitted == [] and jobs.client.calls["sbatch"] == sbatch
+
+    until_a_job_changes(jobs, first)
+    run_to_the_end(request.pk, jobs)
+    request.refresh_from_db()
+    assert request.status == "completed", request.status_detail
+    assert submitted <= set(planned)
+    for job in ClusterJob.objects.filter(request=request):
+        assert job.key in planned and job.spec == planned[job.key]
+        assert job_ids_with_comment(job.submission_key) == {job.slurm_job_id}
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_ingestion_is_an_upsert_under_a_constraint(pipeline_world, jobs):
+    request = new_request()
+    run_to_the_end(request.pk, jobs)
+    plan = Plan.objects.get(request=request)
+    run_steps = list(plan.steps.filter(run_accession=plan.steps.first().run_accession))
+    ASSEMBLY.ingest(request, run_steps)
+    ASSEMBLY.ingest(request, run_steps)
+    assert Analysis.objects.filter(request=request).count() == 2
+    analysis = Analysis.objects.filter(request=request).first()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Analysis.objects.create(study=analysis.study, run=analysis.run, request=request, assembly=analysis.assembly)
+
+
+def test_qa_rejections_and_a_study_unknown_to_ena(pipeline_world, jobs):
+    missing = new_request("PRJEB99999")
+    result = reconcile_once(missing.pk, pipeline=ASSEMBLY, jobs=jobs)
+    missing.refresh_from_db()
+    assert not result.waiting and missing.status == "failed" and "PRJEB99999" in missing.status_detail
+
+    partial = new_request("PRJEB00002")
+    run_to_the_end(partial.pk, jobs)
+    partial.refresh_from_db()
+    assert partial.status == "completed"
+    assert "ERR9000004" in partial.request_metadata["failed_runs"]
+    assert Analysis.objects.filter(request=partial).count() == 1
+
+
+def test_cancellation_scancels_and_no_pass_submits_afterwards(pipeline_world, jobs):
+    request = new_request()
+    first = reconcile_once(request.pk, pipeline=ASSEMBLY, jobs=jobs)
+    assert first.waiting
+    cancel_assembly_analysis_request(request, by=None, reason="test")
+    poll_until(lambda: carry_out_cancellation(request.pk), timeout=60, what="Slurm to confirm the scancel")
+    assert set(ClusterJob.objects.filter(request=request).values_list("state", flat=True)) == {"CANCELLED"}
+    sbatch = jobs.client.calls["sbatch"]
+    after = reconcile_once(request.pk, pipeline=ASSEMBLY, jobs=jobs)
+    assert not after.waiting and after.status == "cancelled" and jobs.client.calls["sbatch"] == sbatch
+
+
+def test_lingering_pass_goes_on_in_process_when_jobs_are_short(pipeline_world, jobs):
+    import threading
+
+    from django.db import connection
+
+    request = new_request()
+    stop = threading.Event()
+
+    def poll() -> None:  # the service poller, in another thread as it would be in another process
+        poller = Poller(jobs)
+        while not stop.wait(0.3):
+            poller.tick()
+        connection.close()
+
+    poller_thread = threading.Thread(target=poll)
+    poller_thread.start()
+    try:
+        result = reconcile(request.pk, pipeline=ASSEMBLY, jobs=jobs, linger_seconds=300)
+    finally:
+        stop.set()
+        poller_thread.join()
+    assert not result.waiting and result.status == "completed"
+    assert RequestProgress.objects.get(pk=request.pk).passes >= 4
+
+
+def test_the_request_lock_is_one_pass_at_a_time_and_dies_with_its_process(db):
+    with request_lock(7):
+        assert 7 in requests_with_live_pass()
+        with pytest.raises(RequestBusy):
+            with request_lock(7, wait_seconds=0.5):
+                pass
+    assert 7 not in requests_with_live_pass()
+
+    # A process that holds the lock and is killed with -9 holds it no longer: no lease to wait out.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import django, sys, time; django.setup();"
+            "from workflows.request_lock import request_lock\n"
+            "with request_lock(8):\n    print('held', flush=True); time.sleep(600)",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "emgapi.settings", **_database_env()},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert 8 in requests_with_live_pass()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    poll_until(lambda: 8 not in requests_with_live_pass(), timeout=30, what="PostgreSQL to drop the lock")
+    with request_lock(8, wait_seconds=0):
+        pass
+
+
+def _database_env() -> dict[str, str]:
+    from django.db import connection
+
+    db = connection.settings_dict
+    return {"DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"}

@@ -1,0 +1,15 @@
+from django.core.management.base import BaseCommand
+
+from workflows.recovery import sweep
+
+
+class Command(BaseCommand):
+    help = (
+        "One round of recovery by hand: resume, reschedule or restart the flow runs of unfinished requests, "
+        "and carry out pending cancellations (serve_flows does this every WORKFLOWS_SWEEP_INTERVAL_SECONDS)."
+    )
+
+    def handle(self, *args, **options) -> None:
+        report = sweep()
+        for action in ("resumed", "rescheduled", "restarted", "cancelled"):
+            self.stdout.write(f"{action}: {getattr(report, action) or 'none'}")

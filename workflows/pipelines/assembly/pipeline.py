@@ -1,0 +1,123 @@
+"""The assembly pipeline as the reconciler sees it: how a request's plan is proposed, how a run is ingested."""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from analyses.models import Analysis, Assembly, AssemblyAnalysisRequest, ProcessingStatus, Run
+from prefect_utils.jobs import ResubmitPolicy
+from prefect_utils.scheduler import JobSpec
+from workflows.ena import EnaClient, EnaStudyNotFound
+from workflows.models import PlanStep
+from workflows.pipelines.assembly.steps import (
+    MEGAHIT_MEMORY_FRACTION,
+    STEPS,
+    PipelineConfig,
+    build_step_spec,
+    read_assembly_stats,
+    run_layout,
+)
+from workflows.plans import PlannedStep, PlanProposal
+from workflows.reconciler import PlanningFailed
+from workflows.study_sync import run_inputs, sync_study
+
+VERSION = "1.0"
+
+
+def pipeline_config() -> PipelineConfig:
+    return PipelineConfig.from_mapping({"partition": settings.SLURM_PARTITION, **settings.PIPELINE_CONFIG})
+
+
+def step_policy(step: str) -> ResubmitPolicy:
+    """OOM and TIMEOUT get one bigger attempt; a node failure or preemption is retried as it was."""
+    return ResubmitPolicy(
+        max_escalations=1,
+        factor=2.0,
+        max_memory_mb=settings.SLURM_MAX_MEMORY_MB,
+        max_time_limit_minutes=settings.SLURM_MAX_TIME_MINUTES,
+        # MEGAHIT sizes its graph from --memory, not from the job's limit: it must grow with it.
+        memory_environment={"MEGAHIT_MEMORY_BYTES": MEGAHIT_MEMORY_FRACTION} if step == "assembly" else {},
+    )
+
+
+class AssemblyPipeline:
+    name = "assembly"
+    version = VERSION
+
+    def propose_plan(self, request: AssemblyAnalysisRequest, plan_uid: str) -> PlanProposal:
+        try:
+            sync = sync_study(request.study_accession, EnaClient(settings.ENA_PORTAL_API_URL))
+        except EnaStudyNotFound as exc:
+            raise PlanningFailed(str(exc)) from exc
+        AssemblyAnalysisRequest.objects.filter(pk=request.pk).update(study_id=sync.study_id)
+        config = pipeline_config()
+        root = Path(settings.JOBS_ROOT) / f"request-{request.pk}-{plan_uid[:8]}"
+        steps = []
+        for run in Run.objects.filter(pk__in=sync.usable_run_ids).order_by("accession"):
+            inputs = run_inputs(run)
+            for index, step in enumerate(STEPS):
+                steps.append(
+                    PlannedStep(
+                        run_id=run.pk,
+                        run_accession=run.accession,
+                        step=step,
+                        spec=build_step_spec(step, inputs, root / run.accession, config),
+                        # Later steps read what earlier ones wrote: their identity is their spec and its place.
+                        inputs=dict(zip(inputs.fastq_urls, inputs.fastq_md5, strict=True))
+                        if index == 0
+                        else {},
+                        depends_on=(STEPS[index - 1],) if index else (),
+                        policy=step_policy(step),
+                    )
+                )
+        return PlanProposal(steps=steps, rejected=sync.rejected)
+
+    def ingested_runs(self, request: AssemblyAnalysisRequest) -> set[str]:
+        return set(
+            Analysis.objects.filter(request=request, status=ProcessingStatus.COMPLETED).values_list(
+                "run__accession", flat=True
+            )
+        )
+
+    def ingest(self, request: AssemblyAnalysisRequest, steps: Sequence[PlanStep]) -> dict[str, Any]:
+        """Assembly and Analysis of one run; unique per (request, run) in the database, so this is an upsert."""
+        run = Run.objects.select_related("study").get(pk=steps[0].run_id)
+        workdir = Path(JobSpec.from_canonical(steps[-1].spec).workdir)
+        layout = run_layout(workdir, run_inputs(run))
+        stats = read_assembly_stats(layout.stats_tsv)
+        summary = {
+            "contigs": stats.contigs,
+            "total_length": stats.total_length,
+            "n50": stats.n50,
+            "largest_contig": stats.largest,
+        }
+        with transaction.atomic():
+            assembly, _ = Assembly.objects.update_or_create(
+                request=request,
+                run=run,
+                defaults={
+                    "study": run.study,
+                    "directory": str(layout.megahit_dir),
+                    "status": ProcessingStatus.COMPLETED,
+                },
+            )
+            assembly.runs.add(run)
+            Analysis.objects.update_or_create(
+                request=request,
+                run=run,
+                defaults={
+                    "assembly": assembly,
+                    "study": run.study,
+                    "pipeline_version": VERSION,
+                    "status": ProcessingStatus.COMPLETED,
+                    "results_directory": str(workdir),
+                    "summary": summary,
+                },
+            )
+        return summary
+
+
+ASSEMBLY = AssemblyPipeline()

@@ -1,0 +1,90 @@
+"""A request's plan: proposed once by its pipeline, frozen in the database, read by every later pass."""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from django.db import IntegrityError, transaction
+
+from analyses.models import AssemblyAnalysisRequest
+from prefect_utils.jobs import ResubmitPolicy, job_key
+from prefect_utils.scheduler import JobSpec
+from workflows.models import Plan, PlanStep
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    run_id: int | None
+    run_accession: str
+    step: str
+    spec: JobSpec
+    inputs: dict[str, str] = field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()
+    policy: ResubmitPolicy = field(default_factory=ResubmitPolicy)
+
+
+@dataclass(frozen=True)
+class PlanProposal:
+    steps: list[PlannedStep]
+    rejected: dict[str, str]  # run accession -> why data QA turned it away
+
+
+class Pipeline(Protocol):
+    """What the reconciler needs of a pipeline; the pipeline's own package says how it does it."""
+
+    name: str
+    version: str
+
+    def propose_plan(self, request: AssemblyAnalysisRequest, plan_uid: str) -> PlanProposal:
+        """Everything that reads the world (ENA, settings, code): called once per request, then frozen."""
+
+    def ingested_runs(self, request: AssemblyAnalysisRequest) -> set[str]:
+        """Run accessions whose results are already in the archive for this request."""
+
+    def ingest(self, request: AssemblyAnalysisRequest, steps: Sequence[PlanStep]) -> dict[str, Any]:
+        """Record the results of one run whose steps all completed; an upsert, safe to repeat."""
+
+
+def current_plan(request: AssemblyAnalysisRequest) -> Plan | None:
+    return request.plans.order_by("-generation").first()
+
+
+def freeze_plan(request: AssemblyAnalysisRequest, pipeline: Pipeline) -> Plan:
+    """Ask the pipeline for a plan and write it in one transaction, unless a plan exists already."""
+    existing = current_plan(request)
+    if existing is not None:
+        return existing
+    uid = uuid.uuid4().hex
+    proposal = pipeline.propose_plan(request, uid)
+    try:
+        with transaction.atomic():
+            plan = Plan.objects.create(
+                request=request,
+                generation=1,
+                pipeline=pipeline.name,
+                pipeline_version=pipeline.version,
+                uid=uid,
+                rejected=proposal.rejected,
+            )
+            PlanStep.objects.bulk_create(
+                PlanStep(
+                    plan=plan,
+                    run_id=step.run_id,
+                    run_accession=step.run_accession,
+                    step=step.step,
+                    position=position,
+                    depends_on=list(step.depends_on),
+                    spec=step.spec.canonical(),
+                    inputs=step.inputs,
+                    policy=step.policy.to_dict(),
+                    key=job_key(step.spec, step.inputs),
+                )
+                for position, step in enumerate(proposal.steps)
+            )
+    except IntegrityError:
+        # Another pass froze a plan first (the request lock makes this rare): theirs is the plan.
+        plan = current_plan(request)
+        if plan is None:
+            raise
+    return plan

@@ -1,0 +1,249 @@
+"""A flow pass over one request: make the world match the plan, then say whether there is anything to wait for.
+
+A pass reads the plan and the ledger and then, in order: submits every step whose dependencies completed and
+that has no job (through the ledger, in one batch: idempotent), applies the resubmit policy to failed attempts,
+ingests every run whose steps all completed, and finishes the request when nothing is left. Running it twice in
+a row changes nothing the second time. It never waits for a job: the flow suspends instead, and the service
+poller resumes it when a job ends (see `workflows.recovery`).
+"""
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from analyses.models import AssemblyAnalysisRequest
+from prefect_utils.jobs import ResubmitPolicy, SlurmJobs, describe_failure
+from prefect_utils.ledger import LedgerRecord, Submission
+from workflows.models import ClusterJob, PlanStep, RequestProgress
+from workflows.plans import Pipeline, freeze_plan
+from workflows.request_lock import request_lock
+
+logger = logging.getLogger(__name__)
+Status = AssemblyAnalysisRequest.Status
+
+
+class PlanningFailed(Exception):
+    """The request cannot be planned (no such study, no usable run): the request is failed, not retried."""
+
+
+@dataclass
+class PassResult:
+    request_id: int
+    status: str  # the request's status after the pass
+    waiting: bool  # jobs are pending or running (or steps wait for cluster capacity)
+    read_at: datetime
+    submitted: list[str] = field(default_factory=list)  # submission keys
+    ingested: list[str] = field(default_factory=list)  # run accessions
+    succeeded: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> str:
+        if not self.waiting:
+            return f"{self.status}: {len(self.succeeded)} run(s) succeeded, {len(self.failed)} failed"
+        return (
+            f"waiting: submitted {len(self.submitted)}, ingested {len(self.ingested)}, "
+            f"{len(self.succeeded)} run(s) done, {len(self.failed)} failed"
+        )
+
+
+@dataclass
+class _RunState:
+    """Where one run's steps stand, computed from the plan and the ledger alone."""
+
+    accession: str
+    steps: list[PlanStep]
+    to_submit: list[Submission] = field(default_factory=list)
+    active: bool = False
+    completed: bool = False
+    failure: str | None = None
+
+
+def reconcile(
+    request_id: int,
+    *,
+    pipeline: Pipeline,
+    jobs: SlurmJobs,
+    flow_run_id: str = "",
+    linger_seconds: float = 0.0,
+    lock_wait_seconds: float = 60.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> PassResult:
+    """Passes over the request under its lock, until it finishes or has to wait on Slurm.
+
+    With `linger_seconds`, a request whose jobs are short is not suspended at once: the ledger (kept fresh by the
+    service poller) is watched that long, and a job that ends meanwhile gets a new pass in this process.
+    """
+    with request_lock(request_id, wait_seconds=lock_wait_seconds):
+        result = reconcile_once(request_id, pipeline=pipeline, jobs=jobs, flow_run_id=flow_run_id)
+        deadline = time.monotonic() + linger_seconds
+        while result.waiting and time.monotonic() < deadline:
+            sleep(0.5)
+            if ClusterJob.objects.filter(request_id=request_id, state_changed_at__gt=result.read_at).exists():
+                result = reconcile_once(request_id, pipeline=pipeline, jobs=jobs, flow_run_id=flow_run_id)
+        return result
+
+
+def reconcile_once(
+    request_id: int, *, pipeline: Pipeline, jobs: SlurmJobs, flow_run_id: str = ""
+) -> PassResult:
+    """One pass. The caller holds the request lock (see `reconcile`)."""
+    read_at = timezone.now()
+    progress, _ = RequestProgress.objects.get_or_create(request_id=request_id)
+    RequestProgress.objects.filter(pk=request_id).update(
+        passes=F("passes") + 1, last_pass_started_at=read_at, last_read_at=read_at
+    )
+    try:
+        result = _pass(request_id, pipeline, jobs, flow_run_id, read_at)
+    except Exception as exc:
+        RequestProgress.objects.filter(pk=request_id).update(
+            last_pass_ended_at=timezone.now(), last_outcome=f"error: {type(exc).__name__}: {exc}"[:200]
+        )
+        raise
+    RequestProgress.objects.filter(pk=request_id).update(
+        last_pass_ended_at=timezone.now(), last_outcome=result.summary[:200], recoveries=0
+    )
+    logger.info("Request %s: %s", request_id, result.summary)
+    return result
+
+
+def _pass(
+    request_id: int, pipeline: Pipeline, jobs: SlurmJobs, flow_run_id: str, read_at: datetime
+) -> PassResult:
+    request = AssemblyAnalysisRequest.objects.get(pk=request_id)
+    if request.status == Status.CANCELLED:
+        from workflows.recovery import carry_out_cancellation
+
+        carry_out_cancellation(request_id, lock_held=True)
+    if request.is_terminal:
+        return PassResult(request_id, request.status, waiting=False, read_at=read_at)
+    _mark_running(request_id, flow_run_id)
+    try:
+        plan = freeze_plan(request, pipeline)
+    except PlanningFailed as exc:
+        _finish(request_id, Status.FAILED, str(exc), succeeded=[], failed={})
+        return PassResult(request_id, Status.FAILED, waiting=False, read_at=read_at)
+
+    labels = {"request_id": request_id, **({"flow_run_id": flow_run_id} if flow_run_id else {})}
+    steps = list(plan.steps.all())
+    submitted: list[str] = []
+    # Submitting can end attempts at once (sbatch refusing a spec), which the next evaluation must see.
+    for _ in range(3):
+        runs = _evaluate(steps, jobs.ledger.attempts({step.key for step in steps}), labels)
+        wanted = [s for run in runs for s in run.to_submit]
+        if not wanted:
+            break
+        batch = wanted[: jobs.capacity()]
+        if not batch:
+            logger.info("Request %s: %d step(s) wait for cluster capacity", request_id, len(wanted))
+            break
+        records = jobs.submit(batch)
+        submitted += [r.submission_key for r in records if r.job_id]
+        if any(r.needs_submission for r in records):
+            break  # the controller stopped answering mid-batch: the next pass goes on
+
+    ingested_before = pipeline.ingested_runs(request)
+    ingested = []
+    for run in runs:
+        if run.completed and run.accession not in ingested_before:
+            summary = pipeline.ingest(request, run.steps)
+            logger.info("Run %s ingested: %s", run.accession, summary)
+            ingested.append(run.accession)
+
+    succeeded = [run.accession for run in runs if run.completed]
+    failed = dict(plan.rejected)
+    failed.update({run.accession: run.failure for run in runs if run.failure and not run.active})
+    waiting = any(run.active or run.to_submit for run in runs)
+    result = PassResult(request_id, Status.RUNNING, waiting, read_at, submitted, ingested, succeeded, failed)
+    if not waiting:
+        if succeeded:
+            detail = f"{len(succeeded)} run(s) assembled and analysed; {len(failed)} failed."
+        elif runs:
+            detail = "No run could be assembled and analysed."
+        else:
+            detail = "No usable run in the study: " + "; ".join(f"{a}: {r}" for a, r in failed.items())
+        result.status = Status.COMPLETED if succeeded else Status.FAILED
+        _finish(request_id, result.status, detail, succeeded=succeeded, failed=failed)
+    return result
+
+
+def _evaluate(
+    steps: Sequence[PlanStep], attempts: dict[str, list[LedgerRecord]], labels: dict
+) -> list[_RunState]:
+    by_run: dict[str, list[PlanStep]] = defaultdict(list)
+    for step in steps:
+        by_run[step.run_accession].append(step)
+    runs = []
+    for accession, run_steps in by_run.items():
+        run = _RunState(accession, run_steps)
+        completed = set()
+        for step in run_steps:
+            history = attempts.get(step.key, [])
+            if history and history[-1].state == "COMPLETED":
+                completed.add(step.step)
+        for step in run_steps:
+            history = attempts.get(step.key, [])
+            last = history[-1] if history else None
+            if last is not None and last.state == "COMPLETED":
+                continue
+            if last is not None and not last.is_terminal and not last.needs_submission:
+                run.active = True
+                continue
+            if not set(step.depends_on) <= completed:
+                continue
+            if last is None or last.needs_submission:
+                attempt = last.attempt if last else 1
+                spec = last.spec if last else step.spec
+                run.to_submit.append(Submission(step.key, attempt, spec, step.inputs, labels))
+                continue
+            next_spec = ResubmitPolicy.from_dict(step.policy).next_spec(history)
+            if next_spec is None:
+                run.failure = run.failure or describe_failure(last)
+                continue
+            logger.info("%s of %s: attempt %d after %s", step.step, accession, last.attempt + 1, last.state)
+            run.to_submit.append(
+                Submission(
+                    step.key, last.attempt + 1, next_spec.canonical(), step.inputs, labels, last.attempt
+                )
+            )
+        run.completed = completed == {step.step for step in run_steps}
+        runs.append(run)
+    return runs
+
+
+def _mark_running(request_id: int, flow_run_id: str) -> None:
+    with transaction.atomic():
+        request = AssemblyAnalysisRequest.objects.select_for_update().get(pk=request_id)
+        metadata = dict(request.request_metadata)
+        if flow_run_id:
+            metadata["flow_run_id"] = flow_run_id
+        if request.status == Status.RUNNING and metadata == request.request_metadata:
+            return
+        request.status = Status.RUNNING
+        request.request_metadata = metadata
+        request.save(update_fields=["status", "request_metadata", "updated"])
+
+
+def _finish(
+    request_id: int, status: str, detail: str, *, succeeded: list[str], failed: dict[str, str]
+) -> None:
+    """Completed when at least one run went through; the runs that did not are listed with their reasons."""
+    with transaction.atomic():
+        request = AssemblyAnalysisRequest.objects.select_for_update().get(pk=request_id)
+        if request.is_terminal:
+            return
+        request.status = status
+        request.status_detail = detail[:5000]
+        request.request_metadata = {
+            **request.request_metadata,
+            "succeeded_runs": succeeded,
+            "failed_runs": failed,
+        }
+        request.save(update_fields=["status", "status_detail", "request_metadata", "updated"])

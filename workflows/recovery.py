@@ -1,0 +1,220 @@
+"""Waiting holds nothing, and recovery is a sweep over requests rather than over processes.
+
+The service loop (in `serve_flows`, under the poller lease) calls `resume_requests` for every request one of
+whose jobs changed state, and `sweep` every few seconds. The sweep compares what each unfinished request needs
+with the Prefect state of its flow run and puts it back: resume a suspended run, reschedule a run whose process
+died (Prefect says PENDING, RUNNING or CRASHED but no pass holds the request's lock), start a new run when the
+old one is gone, and carry out cancellations, which are durable intents retried until Slurm confirms them.
+"""
+
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Count, F, Max, Q
+from django.utils import timezone
+from prefect.client.schemas.objects import StateType
+
+from analyses.models import AssemblyAnalysisRequest
+from analyses.services import RequestAlreadyFinished, cancel_assembly_analysis_request
+from prefect_utils.scheduler import TERMINAL_STATES, SchedulerError
+from workflows import deployments, prefect_api
+from workflows.dispatch import enqueue_trigger, source_label
+from workflows.models import ClusterJob, RequestProgress, Trigger
+from workflows.request_lock import RequestBusy, request_lock, requests_with_live_pass
+from workflows.services import build_jobs_service
+
+logger = logging.getLogger(__name__)
+Status = AssemblyAnalysisRequest.Status
+MAX_RECOVERY_DELAY = timedelta(minutes=10)
+
+
+def carry_out_cancellation(request_id: int, *, lock_held: bool = False) -> bool:
+    """scancel every job of a cancelled request (found by key if never recorded) and cancel its flow run.
+
+    True once Slurm confirmed every job over; False means "try again later" (a pass holds the request, the
+    controller is down, a job is still dying), and the sweep does.
+    """
+    request = AssemblyAnalysisRequest.objects.get(pk=request_id)
+    if request.status != Status.CANCELLED:
+        return False
+    progress, _ = RequestProgress.objects.get_or_create(request_id=request_id)
+    if progress.cancel_carried_out_at is not None:
+        return True
+    try:
+        # Under the request lock, so that no pass submits a job after the scancel has looked.
+        with nullcontext() if lock_held else request_lock(request_id, wait_seconds=0):
+            remaining = build_jobs_service().cancel({"request_id": request_id}, reason="request cancelled")
+    except RequestBusy:
+        return False
+    except SchedulerError as exc:
+        logger.warning("Request %s: cannot scancel its jobs yet: %s", request_id, exc)
+        return False
+    if request.flow_run_id and not lock_held:
+        try:
+            prefect_api.cancel_flow_run(request.flow_run_id)
+        except Exception as exc:  # Prefect down: the jobs are what costs money, and they are cancelled
+            logger.warning("Request %s: cannot cancel flow run %s: %s", request_id, request.flow_run_id, exc)
+    if remaining:
+        logger.info("Request %s: %d job(s) not yet confirmed over", request_id, len(remaining))
+        return False
+    RequestProgress.objects.filter(pk=request_id).update(cancel_carried_out_at=timezone.now())
+    logger.info("Request %s: cancellation carried out", request_id)
+    return True
+
+
+def resume_requests(request_ids: set[int]) -> list[int]:
+    """Resume the suspended flow run of each request; resuming one that is not suspended is a no-op."""
+    resumed = []
+    requests = AssemblyAnalysisRequest.objects.filter(
+        pk__in=request_ids, status__in=[Status.PENDING, Status.RUNNING]
+    )
+    for request in requests:
+        if request.flow_run_id and _resume(request.pk, request.flow_run_id):
+            resumed.append(request.pk)
+    return resumed
+
+
+def _resume(request_id: int, flow_run_id: str) -> bool:
+    try:
+        accepted = prefect_api.resume_flow_run(flow_run_id)
+    except Exception as exc:  # Prefect down: the sweep sees the run still suspended and tries again
+        logger.warning("Request %s: cannot resume flow run %s: %s", request_id, flow_run_id, exc)
+        return False
+    if accepted:
+        RequestProgress.objects.update_or_create(
+            request_id=request_id, defaults={"last_resumed_at": timezone.now()}
+        )
+        RequestProgress.objects.filter(pk=request_id).update(resumes=F("resumes") + 1)
+    return accepted
+
+
+@dataclass
+class SweepReport:
+    resumed: list[int] = field(default_factory=list)
+    rescheduled: list[int] = field(default_factory=list)
+    restarted: list[int] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.resumed or self.rescheduled or self.restarted or self.cancelled)
+
+
+def sweep(now: datetime | None = None) -> SweepReport:
+    """One round of recovery over every unfinished request: a constant number of queries and Prefect calls,
+    plus one call per request that needs putting back."""
+    now = now or timezone.now()
+    report = SweepReport()
+    to_cancel = AssemblyAnalysisRequest.objects.filter(status=Status.CANCELLED).exclude(
+        progress__cancel_carried_out_at__isnull=False
+    )
+    for request_id in to_cancel.values_list("pk", flat=True):
+        if carry_out_cancellation(request_id):
+            report.cancelled.append(request_id)
+
+    requests = [
+        r
+        for r in AssemblyAnalysisRequest.objects.filter(
+            status__in=[Status.PENDING, Status.RUNNING]
+        ).select_related("progress")
+        if r.flow_run_id
+    ]
+    if not requests:
+        return report
+    live = requests_with_live_pass()
+    awaiting_dispatch = set(
+        Trigger.objects.filter(status=Trigger.Status.PENDING).values_list("source", flat=True)
+    )
+    flow_runs = prefect_api.read_flow_runs(r.flow_run_id for r in requests)
+    activity = {
+        row["request_id"]: row
+        for row in ClusterJob.objects.filter(request__in=requests)
+        .values("request_id")
+        .annotate(
+            last_change=Max("state_changed_at"), unfinished=Count("pk", filter=~Q(state__in=TERMINAL_STATES))
+        )
+    }
+    stall = timedelta(seconds=settings.WORKFLOWS_STALL_SECONDS)
+    capacity: int | None = None
+    for request in requests:
+        if (live and request.pk in live) or source_label(request) in awaiting_dispatch:
+            continue
+        flow_run = flow_runs.get(request.flow_run_id)
+        if flow_run is None or flow_run.state is None:
+            _start_new_flow_run(request, "its flow run no longer exists in Prefect")
+            report.restarted.append(request.pk)
+            continue
+        state = flow_run.state
+        stalled = now - state.timestamp > stall
+        progress = getattr(request, "progress", None)
+        if state.type == StateType.PAUSED:
+            jobs = activity.get(request.pk, {"last_change": None, "unfinished": 0})
+            read_at = progress.last_read_at if progress else None
+            changed_since_pass = jobs["last_change"] is not None and (
+                read_at is None or jobs["last_change"] > read_at
+            )
+            if not changed_since_pass and jobs["unfinished"] == 0:
+                # Nothing of its own runs: it waits for cluster capacity, or its wake-up was lost.
+                capacity = build_jobs_service().capacity() if capacity is None else capacity
+                changed_since_pass = capacity > 0
+            if changed_since_pass and _resume(request.pk, request.flow_run_id):
+                report.resumed.append(request.pk)
+        elif state.type == StateType.CRASHED or (
+            state.type in (StateType.PENDING, StateType.RUNNING) and stalled and live is not None
+        ):
+            _reschedule(request, progress, f"flow run {state.type.value} with no live pass", now)
+            report.rescheduled.append(request.pk)
+        elif state.type == StateType.FAILED:
+            _reschedule(request, progress, f"flow run failed: {(state.message or '')[:300]}", now)
+            report.rescheduled.append(request.pk)
+        elif state.type == StateType.CANCELLED or (state.type == StateType.CANCELLING and stalled):
+            # Cancelled in the Prefect UI: that is an operator's intent for the request and its jobs.
+            try:
+                cancel_assembly_analysis_request(request, by=None, reason="Flow run cancelled in Prefect.")
+            except RequestAlreadyFinished:
+                continue
+            report.cancelled.append(request.pk)
+        elif state.type == StateType.COMPLETED:
+            _start_new_flow_run(request, "its flow run completed with the request unfinished")
+            report.restarted.append(request.pk)
+    if report:
+        logger.info("Sweep: %s", report)
+    return report
+
+
+def _reschedule(
+    request: AssemblyAnalysisRequest, progress: RequestProgress | None, reason: str, now: datetime
+) -> None:
+    """Same flow run, back in the queue: at once the first time, then backing off while it keeps failing."""
+    recoveries = progress.recoveries if progress else 0
+    delay = min(timedelta(seconds=5 * 2**recoveries) if recoveries else timedelta(0), MAX_RECOVERY_DELAY)
+    prefect_api.reschedule_flow_run(request.flow_run_id, f"emgapi recovery: {reason}", at=now + delay)
+    _record_recovery(request.pk, reason)
+    logger.warning("Request %s: rescheduled flow run %s (%s)", request.pk, request.flow_run_id, reason)
+
+
+def _start_new_flow_run(request: AssemblyAnalysisRequest, reason: str) -> None:
+    """A new flow run under a new key (Prefect never forgets one): it reads the same plan."""
+    progress, _ = RequestProgress.objects.get_or_create(request_id=request.pk)
+    generation = progress.flow_run_generation + 1
+    RequestProgress.objects.filter(pk=request.pk).update(flow_run_generation=generation)
+    enqueue_trigger(
+        request,
+        deployment=deployments.ASSEMBLY_ANALYSIS,
+        parameters={"request_id": request.pk},
+        generation=generation,
+    )
+    _record_recovery(request.pk, reason)
+    logger.warning("Request %s: new flow run (generation %d): %s", request.pk, generation, reason)
+
+
+def _record_recovery(request_id: int, reason: str) -> None:
+    RequestProgress.objects.get_or_create(request_id=request_id)
+    RequestProgress.objects.filter(pk=request_id).update(
+        recoveries=F("recoveries") + 1,
+        total_recoveries=F("total_recoveries") + 1,
+        last_recovery_at=timezone.now(),
+        last_recovery=reason[:2000],
+    )
