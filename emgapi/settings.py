@@ -153,6 +153,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # Every Prefect API call is an INFO line from httpx: noise that buries what the service says.
+    "loggers": {"httpx": {"level": os.environ.get("HTTPX_LOG_LEVEL", "WARNING")}},
 }
 
 # --- Workflow layer ---------------------------------------------------------------------------------------

@@ -110,7 +110,7 @@ def reconcile_once(
     RequestProgress.objects.filter(pk=request_id).update(
         last_pass_ended_at=timezone.now(), last_outcome=result.summary[:200], recoveries=0
     )
-    logger.info("Request %s: %s", request_id, result.summary)
+    logger.debug("Request %s: %s", request_id, result.summary)
     return result
 
 

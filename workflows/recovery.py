@@ -46,7 +46,9 @@ def carry_out_cancellation(request_id: int, *, lock_held: bool = False) -> bool:
     try:
         # Under the request lock, so that no pass submits a job after the scancel has looked.
         with nullcontext() if lock_held else request_lock(request_id, wait_seconds=0):
-            remaining = build_jobs_service().cancel({"request_id": request_id}, reason="request cancelled")
+            remaining = build_jobs_service().cancel(
+                {"request_id": request_id}, reason=request.status_detail or "request cancelled"
+            )
     except RequestBusy:
         return False
     except SchedulerError as exc:

@@ -48,6 +48,14 @@ class FlowsServer:
             self.process.wait(timeout=30)
             self.process = None
 
+    def flow_processes(self) -> list[int]:
+        """Pids of the flow-run processes the runner started (its children); empty while every run is suspended."""
+        if self.process is None:
+            return []
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        pids = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+        return [pid for pid in pids if _alive(pid)]
+
     def stop(self) -> None:
         if self.process is not None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -56,6 +64,14 @@ class FlowsServer:
             except subprocess.TimeoutExpired:
                 self.kill()
             self.process = None
+
+
+def _alive(pid: int) -> bool:
+    """Not exited: this sandbox reaps slowly, and a zombie is still listed among its parent's children."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
 
 
 def _delete_leftover_runs() -> None:
@@ -96,10 +112,11 @@ def gated_stub(ena_stub, stub_fastq_dir):
 
 
 @pytest.fixture
-def flows_server(transactional_db, slurm_cluster, gated_stub, tmp_path) -> Iterator[FlowsServer]:
+def flows_server_env(transactional_db, gated_stub, tmp_path) -> dict[str, str]:
+    """The environment of `serve_flows` in a test: the test database, the stub ENA, short intervals."""
     _, ena_url = gated_stub
     db = connection.settings_dict
-    env = {
+    return {
         **os.environ,
         "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "ENA_PORTAL_API_URL": ena_url,
@@ -107,13 +124,20 @@ def flows_server(transactional_db, slurm_cluster, gated_stub, tmp_path) -> Itera
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "prefect-results"),
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
         "WORKFLOWS_DISPATCH_INTERVAL_SECONDS": "1",
-        "WORKFLOWS_HEARTBEAT_SECONDS": "1",
-        "WORKFLOWS_ZOMBIE_AFTER_SECONDS": "6",
+        "WORKFLOWS_SWEEP_INTERVAL_SECONDS": "1",
+        # Long enough for a busy runner to start a flow process; short enough for a test to wait out.
+        "WORKFLOWS_STALL_SECONDS": "15",
+        # Short: the demo's steps take longer than this, so every request suspends and is resumed.
+        "WORKFLOWS_LINGER_SECONDS": "1",
         "SLURM_POLL_MIN_SECONDS": "0.5",
         "SLURM_POLL_MAX_SECONDS": "2",
     }
+
+
+@pytest.fixture
+def flows_server(flows_server_env, slurm_cluster, tmp_path) -> Iterator[FlowsServer]:
     _delete_leftover_runs()
-    server = FlowsServer(env, tmp_path)
+    server = FlowsServer(flows_server_env, tmp_path)
     server.start()
     poll_until(_deployments_registered, timeout=120, what="serve_flows to register its deployments")
     try:

@@ -8,7 +8,7 @@ from analyses.models import Analysis, AssemblyAnalysisRequest, Run
 from prefect_utils.scheduler import JobState, SlurmClient
 from tests.slurm_support import job_ids_with_comment, poll_until
 from workflows import deployments
-from workflows.models import ClusterJob
+from workflows.models import ClusterJob, RequestProgress
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
@@ -70,21 +70,26 @@ def test_request_is_assembled_and_analysed_on_slurm(flows_server, user_client):
     )
 
 
-def test_killed_flow_server_is_rescheduled_and_reattaches(flows_server, gated_stub, user_client):
+def suspended(request: AssemblyAnalysisRequest) -> bool:
+    state = flow_run_of(request).state
+    return state.type.value == "PAUSED" and state.name == "Suspended"
+
+
+def test_a_waiting_request_holds_no_process_and_survives_a_killed_flow_server(
+    flows_server, gated_stub, user_client
+):
     stub, _ = gated_stub
-    stub.fastq_gate.clear()  # the fetch job blocks in curl: a job that is RUNNING on Slurm when we crash
+    stub.fastq_gate.clear()  # the fetch job blocks in curl: a job that is RUNNING on Slurm for as long as we like
     request = post_request(user_client, "PRJEB00002")
     held = poll_until(lambda: running_job(request), timeout=120, what="the fetch job to run")
+    poll_until(lambda: suspended(request), timeout=60, what="the flow run to suspend while its job runs")
+    # The suspended run's process exits (about a second after the state is recorded): waiting holds nothing.
+    poll_until(lambda: not flows_server.flow_processes(), timeout=30, what="the flow process to exit")
 
     flows_server.kill()
     assert SlurmClient().job_states([held.slurm_job_id])[held.slurm_job_id].state is JobState.RUNNING
     flows_server.start()
-    poll_until(
-        lambda: request_status(request) and request.request_metadata.get("reschedules"),
-        timeout=120,
-        what="the dispatcher to reschedule the dead flow run",
-    )
-    stub.fastq_gate.set()
+    stub.fastq_gate.set()  # the job ends while the new server runs: its poller resumes the flow run
 
     poll_until(
         lambda: request_status(request) in {"completed", "failed"}, timeout=400, what="the request to finish"
@@ -96,6 +101,7 @@ def test_killed_flow_server_is_rescheduled_and_reattaches(flows_server, gated_st
     assert not ClusterJob.objects.filter(request=request, attempt__gt=1).exists()
     assert_one_slurm_job_per_key(request)
     assert Analysis.objects.filter(request=request).count() == 1
+    assert RequestProgress.objects.get(pk=request.pk).resumes >= 1
 
 
 def test_cancelling_a_running_request_scancels_its_jobs(flows_server, gated_stub, user_client):
@@ -115,19 +121,25 @@ def test_cancelling_a_running_request_scancels_its_jobs(flows_server, gated_stub
     poll_until(
         lambda: flow_run_of(request).state.is_cancelled(), timeout=90, what="Prefect to cancel the run"
     )
+    poll_until(
+        lambda: RequestProgress.objects.get(pk=request.pk).cancel_carried_out_at,
+        timeout=60,
+        what="the cancellation to be confirmed",
+    )
     assert request_status(request) == "cancelled"
     held.refresh_from_db()
-    assert held.cancellation == "request cancelled" and held.state == "CANCELLED"
+    assert held.cancellation == "Cancelled by user." and held.state == "CANCELLED"
 
 
-def test_cancelling_the_flow_run_in_prefect_scancels_and_cancels_the_request(
+def test_cancelling_the_suspended_flow_run_in_prefect_scancels_and_cancels_the_request(
     flows_server, gated_stub, user_client
 ):
-    """What the Cancel button of the Prefect UI does: only the flow's on_cancellation hook can stop the jobs."""
+    """The Cancel button of the Prefect UI on a suspended run: no process, no hook; the sweep carries it out."""
     stub, _ = gated_stub
     stub.fastq_gate.clear()
     request = post_request(user_client, "PRJEB00001")
     held = poll_until(lambda: running_job(request), timeout=120, what="a job to run")
+    poll_until(lambda: suspended(request), timeout=60, what="the flow run to suspend")
 
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(uuid.UUID(request.flow_run_id), Cancelling(), force=True)
@@ -135,8 +147,12 @@ def test_cancelling_the_flow_run_in_prefect_scancels_and_cancels_the_request(
     poll_until(
         lambda: slurm.job_states([held.slurm_job_id])[held.slurm_job_id].state is JobState.CANCELLED,
         timeout=90,
-        what="the on_cancellation hook to scancel the job",
+        what="the sweep to scancel the job",
     )
     poll_until(lambda: request_status(request) == "cancelled", timeout=60, what="the request to be cancelled")
-    held.refresh_from_db()
-    assert held.cancellation == "flow run cancelled"
+    poll_until(
+        lambda: ClusterJob.objects.get(pk=held.pk).state == "CANCELLED",
+        timeout=60,
+        what="the ledger to agree",
+    )
+    assert ClusterJob.objects.get(pk=held.pk).cancellation == "Flow run cancelled in Prefect."

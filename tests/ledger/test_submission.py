@@ -31,7 +31,9 @@ def spec_in(tmp_path, script: str, **overrides) -> JobSpec:
     return JobSpec(name=overrides.pop("name", "test-job"), script=script, workdir=str(tmp_path), **overrides)
 
 
-def wait(service: SlurmJobs, record: LedgerRecord, state: str | None = None, timeout: float = 60) -> LedgerRecord:
+def wait(
+    service: SlurmJobs, record: LedgerRecord, state: str | None = None, timeout: float = 60
+) -> LedgerRecord:
     """Poll (as the service poller would) until the record is terminal, or in `state`."""
     poller = Poller(service)
 
@@ -132,7 +134,9 @@ def test_a_refused_spec_fails_its_attempt_without_a_job(service, tmp_path):
 
 def test_cancel_scancels_every_unfinished_job_of_a_label(service, tmp_path):
     labels = {"flow_run_id": "run-1"}
-    record = wait(service, service.submit_once(spec_in(tmp_path, "sleep 600"), labels=labels), state="RUNNING")
+    record = wait(
+        service, service.submit_once(spec_in(tmp_path, "sleep 600"), labels=labels), state="RUNNING"
+    )
 
     service.cancel(labels, reason="cancelled by test")
     # scancel only asks: the job is over once Slurm says so, and the caller asks again until then.
@@ -257,7 +261,8 @@ def test_capacity_counts_active_jobs_and_the_submit_rate(tmp_path, slurm_cluster
 
 def _attempts(spec: JobSpec, *states: str) -> list[LedgerRecord]:
     return [
-        LedgerRecord(key="k", attempt=n, spec=spec.canonical(), state=state) for n, state in enumerate(states, 1)
+        LedgerRecord(key="k", attempt=n, spec=spec.canonical(), state=state)
+        for n, state in enumerate(states, 1)
     ]
 
 
@@ -279,7 +284,9 @@ def test_policy_by_failure_class():
         memory_environment={"TOOL_MEMORY_BYTES": 0.5},
     )
     escalated = policy.next_spec(_attempts(spec, "OUT_OF_MEMORY"))
-    assert escalated.memory_mb == 2000 and escalated.environment["TOOL_MEMORY_BYTES"] == str(1000 * 1024 * 1024)
+    assert escalated.memory_mb == 2000 and escalated.environment["TOOL_MEMORY_BYTES"] == str(
+        1000 * 1024 * 1024
+    )
     bigger = replace(spec, memory_mb=2000)
     assert policy.next_spec(_attempts(bigger, "OUT_OF_MEMORY", "OUT_OF_MEMORY")).memory_mb == 3000
     assert policy.next_spec(_attempts(spec, "OUT_OF_MEMORY", "TIMEOUT", "OUT_OF_MEMORY")) is None  # budget

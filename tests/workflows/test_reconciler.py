@@ -81,7 +81,9 @@ def test_passes_take_a_request_from_plan_to_completed(pipeline_world, jobs):
     for analysis in analyses:
         assert analysis.summary["contigs"] >= 1 and analysis.summary["n50"] > 1000
     jobs_of_request = ClusterJob.objects.filter(request=request)
-    assert jobs_of_request.count() == 8 and set(jobs_of_request.values_list("state", flat=True)) == {"COMPLETED"}
+    assert jobs_of_request.count() == 8 and set(jobs_of_request.values_list("state", flat=True)) == {
+        "COMPLETED"
+    }
     for job in jobs_of_request:
         assert job_ids_with_comment(job.submission_key) == {job.slurm_job_id}
     assert RequestProgress.objects.get(pk=request.pk).passes == len(results)
@@ -141,7 +143,9 @@ def test_ingestion_is_an_upsert_under_a_constraint(pipeline_world, jobs):
     assert Analysis.objects.filter(request=request).count() == 2
     analysis = Analysis.objects.filter(request=request).first()
     with pytest.raises(IntegrityError), transaction.atomic():
-        Analysis.objects.create(study=analysis.study, run=analysis.run, request=request, assembly=analysis.assembly)
+        Analysis.objects.create(
+            study=analysis.study, run=analysis.run, request=request, assembly=analysis.assembly
+        )
 
 
 def test_qa_rejections_and_a_study_unknown_to_ena(pipeline_world, jobs):
@@ -232,4 +236,6 @@ def _database_env() -> dict[str, str]:
     from django.db import connection
 
     db = connection.settings_dict
-    return {"DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"}
+    return {
+        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    }
