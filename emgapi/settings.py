@@ -77,7 +77,8 @@ TEMPLATES = [
 WSGI_APPLICATION = "emgapi.wsgi.application"
 ASGI_APPLICATION = "emgapi.asgi.application"
 
-# SQLite only as the zero-setup default of `make run`; tests and production set DATABASE_URL to PostgreSQL.
+# SQLite only for a look at the web side without PostgreSQL: `make run`, the tests and production use PostgreSQL
+# (the reconciler's per-request lock and recovery's view of live passes are PostgreSQL advisory locks).
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}",

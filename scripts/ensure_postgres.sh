@@ -21,8 +21,24 @@ except Exception as exc:
 PYEOF
 }
 
+ensure_database() {
+  "$PY" - "$1" <<'PYEOF'
+import sys, psycopg
+from psycopg import sql
+from urllib.parse import urlsplit, urlunsplit
+url = urlsplit(sys.argv[1])
+name = url.path.lstrip("/")
+admin = urlunsplit((url.scheme.replace("postgresql", "postgres"), url.netloc, "/postgres", url.query, ""))
+with psycopg.connect(admin, autocommit=True) as conn:
+    if name and not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        print(f"PostgreSQL: created database {name}")
+PYEOF
+}
+
 if can_connect "$DATABASE_URL"; then
   echo "PostgreSQL: reachable"
+  ensure_database "$DATABASE_URL"
   exit 0
 fi
 
@@ -46,3 +62,4 @@ done
 su postgres -c "psql -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
 can_connect "$DATABASE_URL" || { echo "PostgreSQL still not reachable at $DATABASE_URL" >&2; exit 1; }
 echo "PostgreSQL: reachable"
+ensure_database "$DATABASE_URL"

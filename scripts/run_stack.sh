@@ -2,20 +2,26 @@
 # `make run`: the whole stack on this machine, in the foreground; Ctrl-C stops what this script started.
 #   single-node Slurm, PostgreSQL for Prefect, the Prefect server, the served deployments (+ trigger
 #   dispatcher), an ENA stub with demo data (unless ENA_PORTAL_API_URL is set), and Django on 127.0.0.1:8000.
-# Django uses SQLite in var/ unless DATABASE_URL is set.
+# Django uses the PostgreSQL database emgapi_dev unless DATABASE_URL is set: the reconciler's per-request lock and
+# the recovery sweep's view of live passes are PostgreSQL advisory locks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 export DEBUG=${DEBUG:-1}
+export DATABASE_URL=${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/emgapi_dev}
 export WORKFLOWS_DISPATCH_INTERVAL_SECONDS=${WORKFLOWS_DISPATCH_INTERVAL_SECONDS:-2}
 export SLURM_POLL_MIN_SECONDS=${SLURM_POLL_MIN_SECONDS:-1}
 export SLURM_POLL_MAX_SECONDS=${SLURM_POLL_MAX_SECONDS:-10}
+# The demo's jobs take seconds: a flow pass watches them that long instead of suspending after each step.
+export WORKFLOWS_LINGER_SECONDS=${WORKFLOWS_LINGER_SECONDS:-20}
+export WORKFLOWS_SWEEP_INTERVAL_SECONDS=${WORKFLOWS_SWEEP_INTERVAL_SECONDS:-5}
+export WORKFLOWS_STALL_SECONDS=${WORKFLOWS_STALL_SECONDS:-30}
 WEB_PORT=${WEB_PORT:-8000}
 ENA_STUB_PORT=${ENA_STUB_PORT:-8081}
 mkdir -p var/log "$JOBS_ROOT"
 
 scripts/bootstrap.sh
-DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/prefect scripts/ensure_postgres.sh
+scripts/ensure_postgres.sh
 
 started=()
 cleanup() {
