@@ -1,0 +1,130 @@
+"""The recovery sweep against the real Prefect server: every state a request's flow run can be left in."""
+
+import contextlib
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Cancelled, Crashed, Failed, Pending, Running, Suspended
+
+from analyses.models import AssemblyAnalysisRequest
+from workflows.models import ClusterJob, RequestProgress, Trigger
+from workflows.recovery import sweep
+from workflows.request_lock import request_lock
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@flow(name="emgapi-test-sweep")
+def unserved(request_id: int = 0) -> None:
+    """A deployment nobody serves: its flow runs stay in whatever state a test puts them."""
+
+
+@pytest.fixture(scope="module")
+def deployment_id() -> uuid.UUID:
+    return unserved.to_deployment(name="sweep-tests").apply()
+
+
+@pytest.fixture
+def request_with_run(settings, deployment_id):
+    """A running request whose flow run (of the unserved deployment) the test sets to a state."""
+    settings.WORKFLOWS_DISPATCH_ON_COMMIT = False
+    created: list[uuid.UUID] = []
+
+    def make(state) -> tuple[AssemblyAnalysisRequest, uuid.UUID]:
+        request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB00001")
+        Trigger.objects.all().delete()  # the request's own trigger would be "awaiting dispatch"
+        with get_client(sync_client=True) as client:
+            flow_run = client.create_flow_run_from_deployment(
+                deployment_id, parameters={"request_id": request.pk}
+            )
+            client.set_flow_run_state(flow_run.id, state, force=True)
+        created.append(flow_run.id)
+        request.status = AssemblyAnalysisRequest.Status.RUNNING
+        request.request_metadata = {"flow_run_id": str(flow_run.id)}
+        request.save()
+        return request, flow_run.id
+
+    yield make
+    with get_client(sync_client=True) as client:
+        for flow_run_id in created:
+            with contextlib.suppress(ObjectNotFound):  # a test may have deleted it
+                client.delete_flow_run(flow_run_id)
+
+
+def state_of(flow_run_id: uuid.UUID):
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id).state
+
+
+def later() -> timezone.datetime:
+    return timezone.now() + timedelta(seconds=settings.WORKFLOWS_STALL_SECONDS + 1)
+
+
+def test_a_run_left_pending_by_a_killed_runner_is_rescheduled(request_with_run):
+    request, flow_run_id = request_with_run(Pending())
+    assert sweep().rescheduled == []  # not stalled yet: a runner may be starting its process
+    assert sweep(now=later()).rescheduled == [request.pk]
+    assert state_of(flow_run_id).type.value == "SCHEDULED"
+    progress = RequestProgress.objects.get(pk=request.pk)
+    assert progress.total_recoveries == 1 and "PENDING" in progress.last_recovery
+
+
+def test_a_running_run_is_left_alone_while_its_pass_holds_the_lock(request_with_run):
+    request, flow_run_id = request_with_run(Running())
+    with request_lock(request.pk):
+        assert sweep(now=later()).rescheduled == []
+    assert sweep(now=later()).rescheduled == [request.pk]  # its process died: no one holds the lock
+
+
+def test_crashed_and_failed_runs_are_rescheduled_with_backoff(request_with_run):
+    request, flow_run_id = request_with_run(Crashed())
+    assert sweep().rescheduled == [request.pk]
+    first = state_of(flow_run_id)
+    assert first.type.value == "SCHEDULED" and first.state_details.scheduled_time <= timezone.now()
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Failed(message="database went away"), force=True)
+    assert sweep().rescheduled == [request.pk]
+    second = state_of(flow_run_id)
+    # A second recovery in a row waits before the run starts again.
+    assert second.state_details.scheduled_time > timezone.now() + timedelta(seconds=5)
+    assert RequestProgress.objects.get(pk=request.pk).recoveries == 2
+
+
+def test_a_suspended_run_is_resumed_when_a_job_changed_after_its_last_pass(request_with_run):
+    request, flow_run_id = request_with_run(Suspended(timeout_seconds=None))
+    read_at = timezone.now()
+    RequestProgress.objects.create(request=request, last_read_at=read_at)
+    ClusterJob.objects.create(
+        key="k" * 40, spec={}, request=request, slurm_job_id="1", state="RUNNING", state_changed_at=read_at
+    )
+    assert sweep().resumed == []  # nothing happened since the pass: it waits on a running job
+
+    ClusterJob.objects.filter(request=request).update(state="COMPLETED", state_changed_at=timezone.now())
+    assert sweep().resumed == [request.pk]  # the poller's wake-up was lost: the sweep makes up for it
+    assert state_of(flow_run_id).name == "Resuming"
+    assert RequestProgress.objects.get(pk=request.pk).resumes == 1
+
+
+def test_a_run_cancelled_in_prefect_cancels_the_request(request_with_run):
+    request, _ = request_with_run(Cancelled())
+    assert sweep().cancelled == [request.pk]
+    request.refresh_from_db()
+    assert request.status == "cancelled" and request.status_detail == "Flow run cancelled in Prefect."
+    assert RequestProgress.objects.get(pk=request.pk).cancel_carried_out_at is not None
+
+
+def test_a_deleted_run_is_replaced_by_a_new_one_under_a_new_key(request_with_run):
+    request, flow_run_id = request_with_run(Suspended(timeout_seconds=None))
+    with get_client(sync_client=True) as client:
+        client.delete_flow_run(flow_run_id)
+    assert sweep().restarted == [request.pk]
+    trigger = Trigger.objects.get()
+    assert trigger.parameters == {"request_id": request.pk} and ":gen2:" in trigger.idempotency_key
+    assert sweep().restarted == []  # its trigger awaits dispatch: not replaced twice
