@@ -222,13 +222,16 @@ class SlurmJobs:
 
     # --- the shared poller ---------------------------------------------------------------------------------
 
-    def poll_once(self, holder: str) -> list[LedgerRecord] | None:
-        """One scheduler round for the whole service: one `job_states` call for every active ledger job.
+    def poll_once(
+        self, holder: str, log_paths: Mapping[str, str | None] | None = None
+    ) -> list[LedgerRecord] | None:
+        """One scheduler round for the whole service: one `job_states` call for every active ledger job
+        (`log_paths` is `ledger.active_jobs()`, for a caller that has just read it).
 
         Returns the rows whose state changed, or None when `holder` lost the poller lease meanwhile (then
         nothing was written: a poller that stalled past its lease must not overwrite a newer poller's states).
         """
-        log_paths = self.ledger.active_jobs()
+        log_paths = self.ledger.active_jobs() if log_paths is None else log_paths
         job_ids = list(log_paths)
         if not job_ids:
             self.ledger.record_poll(POLLER_LEASE, ok=True)
@@ -307,9 +310,10 @@ class Poller:
         if not self.jobs.ledger.try_acquire_lease(POLLER_LEASE, self.holder, ttl):
             self.interval = config.min_interval
             return None
-        active = frozenset(self.jobs.ledger.active_jobs())
+        log_paths = self.jobs.ledger.active_jobs()
+        active = frozenset(log_paths)
         try:
-            changed = self.jobs.poll_once(self.holder)
+            changed = self.jobs.poll_once(self.holder, log_paths)
         except SchedulerError as exc:
             logger.warning("Poll failed: %s", exc)
             changed = []

@@ -21,6 +21,7 @@ from django.utils import timezone
 from analyses.models import AssemblyAnalysisRequest
 from prefect_utils.jobs import ResubmitPolicy, SlurmJobs, describe_failure
 from prefect_utils.ledger import LedgerRecord, Submission
+from prefect_utils.scheduler import TERMINAL_STATES
 from workflows.models import ClusterJob, PlanStep, RequestProgress
 from workflows.plans import Pipeline, freeze_plan
 from workflows.request_lock import request_lock
@@ -79,14 +80,18 @@ def reconcile(
     """Passes over the request under its lock, until it finishes or has to wait on Slurm.
 
     With `linger_seconds`, a request whose jobs are short is not suspended at once: the ledger (kept fresh by the
-    service poller) is watched that long, and a job that ends meanwhile gets a new pass in this process.
+    service poller) is watched that long, and a job that ends meanwhile gets a new pass in this process. The lock
+    is held throughout, so recovery sees a lingering run as alive.
     """
     with request_lock(request_id, wait_seconds=lock_wait_seconds):
         result = reconcile_once(request_id, pipeline=pipeline, jobs=jobs, flow_run_id=flow_run_id)
         deadline = time.monotonic() + linger_seconds
         while result.waiting and time.monotonic() < deadline:
             sleep(0.5)
-            if ClusterJob.objects.filter(request_id=request_id, state_changed_at__gt=result.read_at).exists():
+            ended = ClusterJob.objects.filter(
+                request_id=request_id, state__in=TERMINAL_STATES, state_changed_at__gt=result.read_at
+            )
+            if ended.exists():
                 result = reconcile_once(request_id, pipeline=pipeline, jobs=jobs, flow_run_id=flow_run_id)
         return result
 

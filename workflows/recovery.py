@@ -135,7 +135,9 @@ def sweep(now: datetime | None = None) -> SweepReport:
         for row in ClusterJob.objects.filter(request__in=requests)
         .values("request_id")
         .annotate(
-            last_change=Max("state_changed_at"), unfinished=Count("pk", filter=~Q(state__in=TERMINAL_STATES))
+            # Only a job that ended gives a pass something to do; one that merely started running does not.
+            last_change=Max("state_changed_at", filter=Q(state__in=TERMINAL_STATES)),
+            unfinished=Count("pk", filter=~Q(state__in=TERMINAL_STATES)),
         )
     }
     stall = timedelta(seconds=settings.WORKFLOWS_STALL_SECONDS)

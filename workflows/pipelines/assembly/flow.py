@@ -66,6 +66,8 @@ def assemble_and_analyse_study(request_id: int) -> dict[str, Any]:
         jobs=build_jobs_service(),
         flow_run_id=str(current_flow_run.id),
         linger_seconds=settings.WORKFLOWS_LINGER_SECONDS,
+        # Another run of this request may be lingering with the lock: wait that out rather than fail.
+        lock_wait_seconds=settings.WORKFLOWS_LINGER_SECONDS + 60,
     )
     logger.info("Request %s: %s", request_id, result.summary)
     for accession, reason in result.failed.items():
