@@ -6,11 +6,15 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from analyses.models import AssemblyAnalysisRequest
 from prefect_utils.jobs import POLLER_LEASE
 from prefect_utils.scheduler import SlurmClient
 from workflows import prefect_api
 from workflows.ledger import DjangoJobLedger
-from workflows.models import PollerLease, Trigger
+from workflows.models import PollerLease, RequestProgress, Trigger
+
+# Consecutive recoveries of one request after which an operator should look: a flow run that keeps dying.
+RECOVERIES_WORTH_A_LOOK = 3
 
 
 def check_prefect() -> dict[str, Any]:
@@ -56,9 +60,30 @@ def check_poller() -> dict[str, Any]:
     }
 
 
+def check_recovery() -> dict[str, Any]:
+    """Requests whose flow run keeps being put back: each is a request that makes no progress on its own."""
+    troubled = (
+        RequestProgress.objects.filter(
+            recoveries__gte=RECOVERIES_WORTH_A_LOOK,
+            request__status__in=[
+                AssemblyAnalysisRequest.Status.PENDING,
+                AssemblyAnalysisRequest.Status.RUNNING,
+            ],
+        )
+        .order_by("-recoveries")
+        .values("request_id", "recoveries", "last_recovery_at", "last_recovery", "last_outcome")[:10]
+    )
+    requests = [
+        {**row, "last_recovery_at": row["last_recovery_at"].isoformat() if row["last_recovery_at"] else None}
+        for row in troubled
+    ]
+    return {"ok": not requests, "optional": True, "requests_recovering": requests}
+
+
 CHECKS = {
     "prefect": check_prefect,
     "slurm": check_slurm,
     "dispatcher": check_dispatcher,
     "poller": check_poller,
+    "recovery": check_recovery,
 }
