@@ -175,6 +175,9 @@ class PlanStep(models.Model):
     key = models.CharField(
         max_length=64, help_text="Submission key of the spec and inputs (the ledger's key)."
     )
+    first_attempt = models.PositiveSmallIntegerField(
+        default=1, help_text="Attempts before this one belong to an earlier generation of the plan (a retry)."
+    )
 
     class Meta:
         ordering = ["plan", "run_accession", "position"]

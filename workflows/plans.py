@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 
 from analyses.models import AssemblyAnalysisRequest
 from prefect_utils.jobs import ResubmitPolicy, job_key
+from prefect_utils.ledger import LedgerRecord
 from prefect_utils.scheduler import JobSpec
 from workflows.models import Plan, PlanStep
 
@@ -88,3 +89,42 @@ def freeze_plan(request: AssemblyAnalysisRequest, pipeline: Pipeline) -> Plan:
         if plan is None:
             raise
     return plan
+
+
+def supersede_for_retry(plan: Plan, attempts: dict[str, list[LedgerRecord]]) -> tuple[Plan, list[PlanStep]]:
+    """The next generation of `plan`: the same frozen steps, where each step whose last attempt failed starts a
+    new attempt; completed steps are reused as they are. `plan` itself is left as it was.
+
+    Returns the new plan and its steps that will run again.
+    """
+    with transaction.atomic():
+        new_plan = Plan.objects.create(
+            request_id=plan.request_id,
+            generation=plan.generation + 1,
+            pipeline=plan.pipeline,
+            pipeline_version=plan.pipeline_version,
+            uid=uuid.uuid4().hex,
+            rejected=plan.rejected,
+        )
+        steps, retried = [], []
+        for step in plan.steps.all():
+            history = [r for r in attempts.get(step.key, []) if r.attempt >= step.first_attempt]
+            failed = bool(history) and history[-1].is_terminal and history[-1].state != "COMPLETED"
+            copy = PlanStep(
+                plan=new_plan,
+                run_id=step.run_id,
+                run_accession=step.run_accession,
+                step=step.step,
+                position=step.position,
+                depends_on=step.depends_on,
+                spec=step.spec,
+                inputs=step.inputs,
+                policy=step.policy,
+                key=step.key,
+                first_attempt=history[-1].attempt + 1 if failed else step.first_attempt,
+            )
+            steps.append(copy)
+            if failed:
+                retried.append(copy)
+        PlanStep.objects.bulk_create(steps)
+    return new_plan, retried

@@ -188,13 +188,16 @@ def _evaluate(
     runs = []
     for accession, run_steps in by_run.items():
         run = _RunState(accession, run_steps)
-        completed = set()
+        # Attempts before a step's first_attempt belong to an earlier generation of the plan (see plans.py).
+        histories = {
+            step.step: [r for r in attempts.get(step.key, []) if r.attempt >= step.first_attempt]
+            for step in run_steps
+        }
+        completed = {
+            name for name, history in histories.items() if history and history[-1].state == "COMPLETED"
+        }
         for step in run_steps:
-            history = attempts.get(step.key, [])
-            if history and history[-1].state == "COMPLETED":
-                completed.add(step.step)
-        for step in run_steps:
-            history = attempts.get(step.key, [])
+            history = histories[step.step]
             last = history[-1] if history else None
             if last is not None and last.state == "COMPLETED":
                 continue
@@ -204,7 +207,7 @@ def _evaluate(
             if not set(step.depends_on) <= completed:
                 continue
             if last is None or last.needs_submission:
-                attempt = last.attempt if last else 1
+                attempt = last.attempt if last else step.first_attempt
                 spec = last.spec if last else step.spec
                 run.to_submit.append(Submission(step.key, attempt, spec, step.inputs, labels))
                 continue

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Count, F, Max, Q
 from django.utils import timezone
 from prefect.client.schemas.objects import StateType
@@ -23,6 +24,7 @@ from prefect_utils.scheduler import TERMINAL_STATES, SchedulerError
 from workflows import deployments, prefect_api
 from workflows.dispatch import enqueue_trigger, source_label
 from workflows.models import ClusterJob, RequestProgress, Trigger
+from workflows.plans import current_plan, supersede_for_retry
 from workflows.request_lock import RequestBusy, request_lock, requests_with_live_pass
 from workflows.services import build_jobs_service
 
@@ -222,3 +224,43 @@ def _record_recovery(request_id: int, reason: str) -> None:
         last_recovery_at=timezone.now(),
         last_recovery=reason[:2000],
     )
+
+
+class NothingToRetry(Exception):
+    """The request is not finished, was cancelled, or no step of it failed."""
+
+
+def retry_failed_runs(request_id: int) -> list[str]:
+    """Run again the failed steps of a finished request (a new generation of its plan) in a new flow run.
+
+    Completed steps are reused, so a run whose assembly failed starts again at its assembly. Returns the runs
+    retried. Runs that data QA turned away are not retried: their data, not a job, was the problem.
+    """
+    with transaction.atomic():
+        request = AssemblyAnalysisRequest.objects.select_for_update().get(pk=request_id)
+        if request.status not in (Status.COMPLETED, Status.FAILED):
+            raise NothingToRetry(
+                f"Request {request_id} is {request.status}: only a finished request is retried."
+            )
+        plan = current_plan(request)
+        if plan is None:
+            raise NothingToRetry(f"Request {request_id} has no plan: nothing of it ever ran.")
+        attempts = build_jobs_service().ledger.attempts(plan.steps.values_list("key", flat=True))
+        _, retried = supersede_for_retry(plan, attempts)
+        if not retried:
+            raise NothingToRetry(f"No step of request {request_id} failed.")
+        runs = sorted({step.run_accession for step in retried})
+        request.status = Status.PENDING
+        request.status_detail = f"Retrying the failed steps of {', '.join(runs)}."
+        request.save(update_fields=["status", "status_detail", "updated"])
+        progress, _ = RequestProgress.objects.get_or_create(request_id=request_id)
+        progress.flow_run_generation += 1
+        progress.save(update_fields=["flow_run_generation"])
+        enqueue_trigger(
+            request,
+            deployment=deployments.ASSEMBLY_ANALYSIS,
+            parameters={"request_id": request_id},
+            generation=progress.flow_run_generation,
+        )
+    logger.info("Request %s: retrying %s", request_id, runs)
+    return runs

@@ -17,8 +17,9 @@ from tests.slurm_support import job_ids_with_comment, poll_until
 from workflows.ledger import DjangoJobLedger
 from workflows.models import ClusterJob, Plan, PlanStep, RequestProgress
 from workflows.pipelines.assembly.pipeline import ASSEMBLY
+from workflows.pipelines.assembly.steps import STEP_SCRIPTS, STEPS
 from workflows.reconciler import PassResult, reconcile, reconcile_once
-from workflows.recovery import carry_out_cancellation
+from workflows.recovery import NothingToRetry, carry_out_cancellation, retry_failed_runs
 from workflows.request_lock import RequestBusy, request_lock, requests_with_live_pass
 
 pytestmark = [pytest.mark.slurm, pytest.mark.django_db(transaction=True)]
@@ -108,7 +109,7 @@ def test_a_second_pass_in_a_row_changes_nothing(pipeline_world, jobs):
     assert Plan.objects.filter(request=request).count() == 1
 
 
-def test_the_plan_is_frozen_against_new_settings_code_and_ena(pipeline_world, jobs, tmp_path):
+def test_the_plan_is_frozen_against_new_settings_code_and_ena(pipeline_world, jobs, tmp_path, monkeypatch):
     request = new_request()
     first = reconcile_once(request.pk, pipeline=ASSEMBLY, jobs=jobs)
     planned = {step.key: step.spec for step in PlanStep.objects.filter(plan__request=request)}
@@ -118,6 +119,8 @@ def test_the_plan_is_frozen_against_new_settings_code_and_ena(pipeline_world, jo
     pipeline_world.PIPELINE_CONFIG = {"fetch_reads": {"memory_mb": 768}, "assembly": {"cpus": 1}}
     pipeline_world.JOBS_ROOT = tmp_path / "elsewhere"
     pipeline_world.ENA_PORTAL_API_URL = "http://127.0.0.1:9/ena/portal/api"
+    for step in STEPS:  # and new step scripts, which would fail every job
+        monkeypatch.setitem(STEP_SCRIPTS, step, "#!/bin/bash\necho 'a script of the new release'\nexit 99\n")
     sbatch = jobs.client.calls["sbatch"]
     second = reconcile_once(request.pk, pipeline=ASSEMBLY, jobs=jobs)
     assert second.submitted == [] and jobs.client.calls["sbatch"] == sbatch
@@ -239,3 +242,40 @@ def _database_env() -> dict[str, str]:
     return {
         "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     }
+
+
+def test_retrying_failed_runs_supersedes_the_plan_and_reuses_completed_steps(
+    pipeline_world, jobs, monkeypatch, tmp_path
+):
+    allow = tmp_path / "allow-stats"
+    gate = f"[ -e {allow} ] || {{ echo 'stats refused for now' >&2; exit 3; }}\n"
+    script = STEP_SCRIPTS["assembly_stats"].replace("set -euo pipefail\n", "set -euo pipefail\n" + gate, 1)
+    monkeypatch.setitem(STEP_SCRIPTS, "assembly_stats", script)
+    request = new_request()
+    run_to_the_end(request.pk, jobs)
+    request.refresh_from_db()
+    assert request.status == "failed"
+    reason = request.request_metadata["failed_runs"]["ERR9000001"]
+    assert (
+        "exit code 3" in reason and "stats refused for now" in reason
+    )  # an exit code is reported, not retried
+    assert not ClusterJob.objects.filter(request=request, attempt__gt=1).exists()
+
+    sbatch = jobs.client.calls["sbatch"]
+    allow.touch()
+    assert retry_failed_runs(request.pk) == ["ERR9000001", "ERR9000002"]
+    request.refresh_from_db()
+    assert request.status == "pending"
+    run_to_the_end(request.pk, jobs)
+    request.refresh_from_db()
+    assert request.status == "completed", request.status_detail
+    assert jobs.client.calls["sbatch"] == sbatch + 2  # only the two stats steps ran again
+    assert set(
+        ClusterJob.objects.filter(request=request, attempt=2).values_list("spec__name", flat=True)
+    ) == {"emgapi-assembly_stats-ERR9000001", "emgapi-assembly_stats-ERR9000002"}
+    first, second = Plan.objects.filter(request=request).order_by("generation")
+    assert set(first.steps.values_list("first_attempt", flat=True)) == {1}  # superseded, not edited
+    assert sorted(second.steps.values_list("first_attempt", flat=True)) == [1, 1, 1, 1, 1, 1, 2, 2]
+    assert Analysis.objects.filter(request=request).count() == 2
+    with pytest.raises(NothingToRetry):
+        retry_failed_runs(request.pk)
