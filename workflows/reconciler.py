@@ -101,7 +101,7 @@ def reconcile_once(
 ) -> PassResult:
     """One pass. The caller holds the request lock (see `reconcile`)."""
     read_at = timezone.now()
-    progress, _ = RequestProgress.objects.get_or_create(request_id=request_id)
+    RequestProgress.objects.get_or_create(request_id=request_id)
     RequestProgress.objects.filter(pk=request_id).update(
         passes=F("passes") + 1, last_pass_started_at=read_at, last_read_at=read_at
     )

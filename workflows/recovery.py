@@ -139,7 +139,9 @@ def sweep(now: datetime | None = None) -> SweepReport:
         .annotate(
             # Only a job that ended gives a pass something to do; one that merely started running does not.
             last_change=Max("state_changed_at", filter=Q(state__in=TERMINAL_STATES)),
-            unfinished=Count("pk", filter=~Q(state__in=TERMINAL_STATES)),
+            # Jobs on the cluster; a row never submitted (the controller was down, the cap was reached) needs a
+            # pass, not a poll.
+            on_cluster=Count("pk", filter=Q(slurm_job_id__isnull=False) & ~Q(state__in=TERMINAL_STATES)),
         )
     }
     stall = timedelta(seconds=settings.WORKFLOWS_STALL_SECONDS)
@@ -156,12 +158,12 @@ def sweep(now: datetime | None = None) -> SweepReport:
         stalled = now - state.timestamp > stall
         progress = getattr(request, "progress", None)
         if state.type == StateType.PAUSED:
-            jobs = activity.get(request.pk, {"last_change": None, "unfinished": 0})
+            jobs = activity.get(request.pk, {"last_change": None, "on_cluster": 0})
             read_at = progress.last_read_at if progress else None
             changed_since_pass = jobs["last_change"] is not None and (
                 read_at is None or jobs["last_change"] > read_at
             )
-            if not changed_since_pass and jobs["unfinished"] == 0:
+            if not changed_since_pass and jobs["on_cluster"] == 0:
                 # Nothing of its own runs: it waits for cluster capacity, or its wake-up was lost.
                 capacity = build_jobs_service().capacity() if capacity is None else capacity
                 changed_since_pass = capacity > 0

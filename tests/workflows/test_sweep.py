@@ -112,6 +112,14 @@ def test_a_suspended_run_is_resumed_when_a_job_changed_after_its_last_pass(reque
     assert RequestProgress.objects.get(pk=request.pk).resumes == 1
 
 
+def test_a_suspended_run_whose_steps_never_reached_the_cluster_is_resumed(request_with_run):
+    request, flow_run_id = request_with_run(Suspended(timeout_seconds=None))
+    RequestProgress.objects.create(request=request, last_read_at=timezone.now())
+    # The controller stopped answering mid-batch: a row waits for a pass to submit it, no job will wake it.
+    ClusterJob.objects.create(key="n" * 40, spec={}, request=request, state="NEW")
+    assert sweep().resumed == [request.pk]
+
+
 def test_a_run_cancelled_in_prefect_cancels_the_request(request_with_run):
     request, _ = request_with_run(Cancelled())
     assert sweep().cancelled == [request.pk]
