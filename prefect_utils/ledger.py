@@ -78,7 +78,8 @@ class JobLedger(Protocol):
     def locked(self, pairs: Sequence[tuple[str, int]]) -> AbstractContextManager[LockedBatch]:
         """One transaction holding the row locks of `pairs`; what `set_job_id`/`reject` wrote commits on exit."""
 
-    def records(self, pairs: Iterable[tuple[str, int]]) -> list[LedgerRecord]: ...
+    def records(self, pairs: Iterable[tuple[str, int]]) -> list[LedgerRecord]:
+        """The records of these (key, attempt) pairs that exist, in the order asked."""
 
     def attempts(self, keys: Iterable[str]) -> dict[str, list[LedgerRecord]]:
         """Every attempt of each key, oldest first: one query however many keys."""
