@@ -23,9 +23,12 @@ and finished jobs for the ones sacct must settle. Never-issued ("unknown") ids w
 with nothing, which measures neither its output nor the ledger updates. Array task ids (A_i) are not used in the
 queue scenario: squeue prints an array task under its own job id, so SlurmClient would not match it.
 
-Per round, around `SlurmJobs.poll_once()` only: scheduler calls (SlurmClient.calls), wall time,
+Per round, around `SlurmJobs.poll_once(holder)` only: scheduler calls (SlurmClient.calls), wall time,
 `time.process_time()` (the poller's CPU), the CPU of the squeue/sacct child processes, SQL statements.
-One warm-up round per scenario and N is not counted.
+poll_once writes only while `holder` holds the poller lease, so the benchmark takes the lease once per scenario
+(`ledger.try_acquire_lease`, outside the timing) for longer than its rounds last; the lease check inside
+`apply_states` (a SELECT FOR UPDATE of the lease row) is part of every round. One warm-up round per scenario
+and N is not counted.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from bench._setup import (  # noqa: E402
 )
 
 MAX_ARRAY = 1000  # Slurm's default MaxArraySize is 1001: indices up to 1000.
+HOLDER = "bench-poll"  # the poller lease's holder in the benchmark's own database
 
 
 def main() -> int:
@@ -220,7 +224,7 @@ def measure(rows: list[tuple[str, str]], *, reset: list[str], rounds: int, profi
     from django.db import connection
     from django.utils import timezone
 
-    from prefect_utils.jobs import SlurmJobs
+    from prefect_utils.jobs import POLLER_LEASE, SlurmJobs
     from prefect_utils.scheduler import JobSpec, SlurmClient
     from workflows.ledger import DjangoJobLedger
     from workflows.models import ClusterJob
@@ -256,15 +260,23 @@ def measure(rows: list[tuple[str, str]], *, reset: list[str], rounds: int, profi
                 parts["job_states"] += time.process_time() - start
 
     class TimedLedger(DjangoJobLedger):
-        def apply_states(self, infos, log_tails, checked_at):  # noqa: ANN001, ANN202
+        def apply_states(self, infos, log_tails, checked_at, *, lease):  # noqa: ANN001, ANN202
             start = time.process_time()
             try:
-                return super().apply_states(infos, log_tails, checked_at)
+                return super().apply_states(infos, log_tails, checked_at, lease=lease)
             finally:
                 parts["apply_states"] += time.process_time() - start
 
     client = TimedClient()
     jobs = SlurmJobs(TimedLedger(), client)
+    # poll_once writes only while its holder has the poller lease: take it once, for longer than the rounds
+    # last (Poller.tick would renew it every round, one more UPDATE, outside what is measured here).
+    if not jobs.ledger.try_acquire_lease(POLLER_LEASE, HOLDER, ttl_seconds=3600):
+        raise SystemExit(f"the poller lease {POLLER_LEASE!r} of the fresh database is held by someone else")
+
+    def poll() -> None:
+        if jobs.poll_once(HOLDER) is None:
+            raise SystemExit("poll_once lost the poller lease: nothing was recorded")
 
     def put_back() -> None:
         for part in chunks(reset, 1000):
@@ -273,7 +285,7 @@ def measure(rows: list[tuple[str, str]], *, reset: list[str], rounds: int, profi
             )
 
     put_back()
-    jobs.poll_once()  # warm-up: first queries, first parse
+    poll()  # warm-up: first queries, first parse
     parts.clear()
     calls, walls, cpus, childs, sqls, states = Counter(), [], [], [], [], Counter()
     for _ in range(rounds):
@@ -284,7 +296,7 @@ def measure(rows: list[tuple[str, str]], *, reset: list[str], rounds: int, profi
         with connection.execute_wrapper(queries):
             wall = time.perf_counter()
             cpu = time.process_time()
-            jobs.poll_once()
+            poll()
             cpus.append(1000 * (time.process_time() - cpu))
             walls.append(1000 * (time.perf_counter() - wall))
         t1 = os.times()
@@ -307,14 +319,14 @@ def measure(rows: list[tuple[str, str]], *, reset: list[str], rounds: int, profi
         "states": ", ".join(f"{count} {state}" for state, count in sorted(states.items())),
     }
     if profile:
-        print_poll_profile(jobs, len(rows))
+        print_poll_profile(poll, len(rows))
     return result
 
 
-def print_poll_profile(jobs, n: int) -> None:  # noqa: ANN001
+def print_poll_profile(poll, n: int) -> None:  # noqa: ANN001
     profiler = cProfile.Profile()
     profiler.enable()
-    jobs.poll_once()
+    poll()
     profiler.disable()
     stats = pstats.Stats(profiler, stream=io.StringIO()).stats
     rows = sorted(
