@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -301,7 +302,16 @@ class Poller:
         self.jobs = jobs
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.interval = jobs.poll.min_interval
+        self.holding = False
         self._last_active: frozenset[str] = frozenset()
+        self._next_at = 0.0
+
+    def due(self) -> bool:
+        """Whether to tick now: the interval has passed, or jobs were submitted since the last poll (they may
+        end within seconds, and waiting a long interval for them would delay their flow runs)."""
+        if time.monotonic() >= self._next_at:
+            return True
+        return self.holding and self.jobs.ledger.count_active() != len(self._last_active)
 
     def tick(self) -> list[LedgerRecord] | None:
         """Poll if this process holds (or takes) the lease; the rows that changed state, None if not polling.
@@ -310,8 +320,10 @@ class Poller:
         """
         config = self.jobs.poll
         ttl = max(self.interval * config.lease_ttl_factor, config.min_interval * 3)
-        if not self.jobs.ledger.try_acquire_lease(POLLER_LEASE, self.holder, ttl):
+        self.holding = self.jobs.ledger.try_acquire_lease(POLLER_LEASE, self.holder, ttl)
+        if not self.holding:
             self.interval = config.min_interval
+            self._next_at = time.monotonic() + self.interval
             return None
         log_paths = self.jobs.ledger.active_jobs()
         active = frozenset(log_paths)
@@ -325,6 +337,7 @@ class Poller:
         else:
             self.interval = min(self.interval * config.growth, config.max_interval)
         self._last_active = active
+        self._next_at = time.monotonic() + self.interval
         return changed
 
     def release(self) -> None:

@@ -20,6 +20,8 @@ def run_service_loop(stop: threading.Event) -> None:
     and sweep (only the process holding the poller lease, so two hosts never poll or sweep twice)."""
     poller = Poller(build_jobs_service())
     next_dispatch = next_sweep = 0.0
+    # How often the loop wakes to see what is due; polling itself follows the poller's adaptive interval.
+    step = min(settings.SLURM_POLL_MIN_SECONDS, settings.WORKFLOWS_DISPATCH_INTERVAL_SECONDS)
     try:
         while not stop.is_set():
             close_old_connections()  # a restarted PostgreSQL leaves broken connections: drop them each round
@@ -27,15 +29,15 @@ def run_service_loop(stop: threading.Event) -> None:
             if now >= next_dispatch:
                 _guarded(dispatch_pending_triggers)
                 next_dispatch = now + settings.WORKFLOWS_DISPATCH_INTERVAL_SECONDS
-            changed = _guarded(poller.tick)
-            if changed:
-                ended = {r.labels.get("request_id") for r in changed if r.is_terminal} - {None}
+            if _guarded(poller.due):
+                changed = _guarded(poller.tick)
+                ended = {r.labels.get("request_id") for r in changed or () if r.is_terminal} - {None}
                 if ended:
                     _guarded(resume_requests, ended)
-            if changed is not None and now >= next_sweep:
+            if poller.holding and now >= next_sweep:
                 _guarded(sweep)
                 next_sweep = now + settings.WORKFLOWS_SWEEP_INTERVAL_SECONDS
-            stop.wait(min(poller.interval, settings.WORKFLOWS_DISPATCH_INTERVAL_SECONDS))
+            stop.wait(step)
     finally:
         _guarded(poller.release)
 

@@ -197,6 +197,18 @@ def test_poller_lease_makes_one_poller_per_interval(slurm_cluster, tmp_path):
     assert all(r.state == "COMPLETED" for r in service.ledger.records([(r.key, 1) for r in records]))
 
 
+def test_the_poller_polls_at_its_interval_and_at_once_for_new_jobs(service, tmp_path):
+    slow = SlurmJobs(DjangoJobLedger(), service.client, poll=PollConfig(min_interval=30, max_interval=60))
+    poller = Poller(slow)
+    assert poller.due()
+    poller.tick()
+    assert poller.holding and not poller.due()  # nothing new: the next poll is 30 s away
+    service.submit_once(spec_in(tmp_path, "true", name="new"))
+    assert poller.due()  # a new job may end within seconds
+    poller.tick()
+    assert not poller.due()
+
+
 def test_a_poller_whose_lease_expired_writes_nothing(service, tmp_path):
     record = service.submit_once(spec_in(tmp_path, "sleep 2"))
     stalled = Poller(service, holder="stalled")
