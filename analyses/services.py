@@ -17,8 +17,10 @@ def create_assembly_analysis_request(
 ) -> AssemblyAnalysisRequest:
     request = AssemblyAnalysisRequest(study_accession=study_accession, requester=requester)
     request.full_clean()
-    request.save()
-    # Outside a transaction the workflow layer dispatches at once and records the flow run on the row.
+    # The row and its trigger (written by the workflow layer's post_save) commit together or not at all; the
+    # trigger is dispatched once they have, and records the flow run on the row.
+    with transaction.atomic():
+        request.save()
     request.refresh_from_db()
     return request
 

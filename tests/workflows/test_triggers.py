@@ -143,3 +143,16 @@ def test_deployment_names_come_from_the_registry():
     )
     for full_name, (flow_fn, deployment_name) in FLOWS.items():
         assert full_name == f"{flow_fn.name}/{deployment_name}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_created_through_the_api_path_never_commits_without_its_trigger(monkeypatch, user):
+    from analyses.services import create_assembly_analysis_request
+
+    def broken_outbox(*args, **kwargs):
+        raise RuntimeError("the trigger could not be written")
+
+    monkeypatch.setattr(Trigger.objects, "create", broken_outbox)
+    with pytest.raises(RuntimeError):
+        create_assembly_analysis_request(study_accession="PRJEB40003", requester=user)
+    assert not AssemblyAnalysisRequest.objects.filter(study_accession="PRJEB40003").exists()
