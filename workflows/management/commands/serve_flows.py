@@ -34,9 +34,15 @@ class Command(BaseCommand):
             )
             for full_name, (flow, deployment_name) in FLOWS.items()
         ]
+        stop = threading.Event()
+        loop = threading.Thread(target=run_service_loop, args=(stop,), name="service-loop", daemon=True)
         if not no_service_loop:
-            threading.Thread(
-                target=run_service_loop, args=(threading.Event(),), name="service-loop", daemon=True
-            ).start()
+            loop.start()
         self.stdout.write(f"Serving {', '.join(FLOWS)}")
-        serve(*served, limit=limit)
+        try:
+            serve(*served, limit=limit)
+        finally:
+            # A graceful stop hands the poller lease on at once instead of leaving it to expire.
+            stop.set()
+            if loop.is_alive():
+                loop.join(timeout=10)
