@@ -227,10 +227,16 @@ def test_controller_down_makes_states_stale_never_failed(tmp_path, slurm_cluster
     service = SlurmJobs(DjangoJobLedger(), client, poll=PollConfig(min_interval=0.3, max_interval=0.5))
     record = wait(service, service.submit_once(spec_in(tmp_path, "sleep 8")), state="RUNNING")
 
-    poller = Poller(service)
+    poller = Poller(service)  # takes the lease once the waiter's poller above lets it expire
     slurm("stop-ctld")
     try:
-        poller.tick()
+        poll_until(
+            lambda: (
+                poller.tick() is not None and ClusterJob.objects.get(slurm_job_id=record.job_id).state_stale
+            ),
+            timeout=60,
+            what="the poller to mark the state stale",
+        )
         row = ClusterJob.objects.get(slurm_job_id=record.job_id)
         assert row.state_stale and row.state == "RUNNING"
         assert PollerLease.objects.get(name=POLLER_LEASE).last_error
