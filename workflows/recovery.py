@@ -172,10 +172,14 @@ def sweep(now: datetime | None = None) -> SweepReport:
         elif state.type == StateType.CRASHED or (
             state.type in (StateType.PENDING, StateType.RUNNING) and stalled and live is not None
         ):
-            _reschedule(request, progress, f"flow run {state.type.value} with no live pass", now)
+            _reschedule(
+                request, progress, f"flow run {state.type.value} with no live pass", now, backoff=False
+            )
             report.rescheduled.append(request.pk)
         elif state.type == StateType.FAILED:
-            _reschedule(request, progress, f"flow run failed: {(state.message or '')[:300]}", now)
+            _reschedule(
+                request, progress, f"flow run failed: {(state.message or '')[:300]}", now, backoff=True
+            )
             report.rescheduled.append(request.pk)
         elif state.type == StateType.CANCELLED or (state.type == StateType.CANCELLING and stalled):
             # Cancelled in the Prefect UI: that is an operator's intent for the request and its jobs.
@@ -193,10 +197,17 @@ def sweep(now: datetime | None = None) -> SweepReport:
 
 
 def _reschedule(
-    request: AssemblyAnalysisRequest, progress: RequestProgress | None, reason: str, now: datetime
+    request: AssemblyAnalysisRequest,
+    progress: RequestProgress | None,
+    reason: str,
+    now: datetime,
+    *,
+    backoff: bool,
 ) -> None:
-    """Same flow run, back in the queue: at once the first time, then backing off while it keeps failing."""
-    recoveries = progress.recoveries if progress else 0
+    """Same flow run, back in the queue. A run whose process died goes back at once (the process, not the
+    request, was the problem: bench/chaos.py saw a request held 10 minutes by back-off after repeated kills); a
+    run that failed goes back at once the first time, then backing off while it keeps failing."""
+    recoveries = progress.recoveries if progress and backoff else 0
     delay = min(timedelta(seconds=5 * 2**recoveries) if recoveries else timedelta(0), MAX_RECOVERY_DELAY)
     prefect_api.reschedule_flow_run(request.flow_run_id, f"emgapi recovery: {reason}", at=now + delay)
     _record_recovery(request.pk, reason)

@@ -82,6 +82,16 @@ def test_a_running_run_is_left_alone_while_its_pass_holds_the_lock(request_with_
     assert sweep(now=later()).rescheduled == [request.pk]  # its process died: no one holds the lock
 
 
+def test_a_run_whose_process_keeps_dying_goes_back_at_once_every_time(request_with_run):
+    request, flow_run_id = request_with_run(Crashed())
+    for _ in range(4):
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(flow_run_id, Crashed(), force=True)
+        assert sweep().rescheduled == [request.pk]
+        assert state_of(flow_run_id).state_details.scheduled_time <= timezone.now()
+    assert RequestProgress.objects.get(pk=request.pk).recoveries == 4
+
+
 def test_crashed_and_failed_runs_are_rescheduled_with_backoff(request_with_run):
     request, flow_run_id = request_with_run(Crashed())
     assert sweep().rescheduled == [request.pk]
