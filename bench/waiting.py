@@ -43,24 +43,19 @@ import argparse
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._setup import (  # noqa: E402
-    DEFAULT_DATABASE_URL,
     ROOT,
     chunks,
     fresh_database,
@@ -68,12 +63,20 @@ from bench._setup import (  # noqa: E402
     say,
     scancel,
     wait_for_slurm,
-    wait_until_idle,
+)
+from bench._stack import (  # noqa: E402
+    Stack,
+    admin_url,
+    children,
+    cmdline,
+    descendants,
+    flow_processes,
+    is_flow_process,
+    proc_state,
+    status_field,
 )
 
 STUDY = "PRJEB00001"
-DEMO_ENA = ROOT / "demo" / "ena"
-VENV_BIN = Path(sys.executable).parent
 # What serve_flows runs with (besides the addresses of the isolated stack): short intervals, stated in the output.
 SERVICE_SETTINGS = {
     "PREFECT_RUNNER_POLL_FREQUENCY": "1",
@@ -105,115 +108,20 @@ end
 # --- processes ----------------------------------------------------------------------------------------------------
 
 
-class Service:
-    """A process started in its own session (process group), its output in a log file; stopped by its group."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.name = name
-        self.log = log
-        with open(log, "w") as out:
-            self.process = subprocess.Popen(
-                args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self.pid = self.process.pid
-
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, grace: float = 20.0) -> None:
-        if not self.running():
-            return
-        try:
-            os.killpg(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            say(f"{self.name} did not stop within {grace:.0f} s of SIGTERM: SIGKILL to its process group")
-        try:
-            os.killpg(
-                self.pid, signal.SIGKILL
-            )  # whatever else of the group is left (flow processes, workers)
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=30)
-
-
-def _proc_state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-
-
-def _status_field(pid: int, name: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(name + ":"):
-                return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except (FileNotFoundError, ProcessLookupError):
-        return ""
-
-
-def _children(pid: int) -> list[int]:
-    pids: list[int] = []
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except FileNotFoundError:
-        return pids
-    for task in tasks:
-        try:
-            pids += [int(child) for child in (task / "children").read_text().split()]
-        except FileNotFoundError:
-            continue
-    return pids
-
-
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], _children(pid)
-    while todo:
-        child = todo.pop()
-        found.append(child)
-        todo += _children(child)
-    return found
-
-
-def _is_flow_process(pid: int) -> bool:
-    """The runner starts each flow run as `python -m prefect.engine`; its other children (the poller's squeue and
-    sacct, say) are not flow processes."""
-    return "prefect.engine" in _cmdline(pid)
-
-
-def flow_processes(server_pid: int) -> list[int]:
-    """Live (not zombie) flow-run processes of serve_flows."""
-    return [
-        pid for pid in _children(server_pid) if _proc_state(pid) not in (None, "Z") and _is_flow_process(pid)
-    ]
-
-
 def process_sample(server_pid: int) -> dict:
-    children = _children(server_pid)
-    live = [pid for pid in _descendants(server_pid) if _proc_state(pid) not in (None, "Z")]
+    direct = children(server_pid)
+    live = [pid for pid in descendants(server_pid) if proc_state(pid) not in (None, "Z")]
     return {
-        "flow_processes": len([pid for pid in children if pid in live and _is_flow_process(pid)]),
-        "zombies": len([pid for pid in children if _proc_state(pid) == "Z"]),
+        "flow_processes": len([pid for pid in direct if pid in live and is_flow_process(pid)]),
+        "zombies": len([pid for pid in direct if proc_state(pid) == "Z"]),
         "other_children": {
-            _cmdline(pid).split(" ", 1)[0].rsplit("/", 1)[-1]
-            for pid in children
-            if pid in live and not _is_flow_process(pid)
+            cmdline(pid).split(" ", 1)[0].rsplit("/", 1)[-1]
+            for pid in direct
+            if pid in live and not is_flow_process(pid)
         },
-        "threads": _status_field(server_pid, "Threads"),
-        "rss_main_mb": _status_field(server_pid, "VmRSS") / 1024,
-        "rss_children_mb": sum(_status_field(pid, "VmRSS") for pid in live) / 1024,
+        "threads": status_field(server_pid, "Threads"),
+        "rss_main_mb": status_field(server_pid, "VmRSS") / 1024,
+        "rss_children_mb": sum(status_field(pid, "VmRSS") for pid in live) / 1024,
     }
 
 
@@ -237,44 +145,7 @@ def process_snapshot(server_pid: int, seconds: float, every: float = 0.25) -> di
     }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def poll_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 1.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval)
-    say(f"  !! gave up after {timeout:.0f} s waiting for {what}")
-    return False
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return ""
-
-
-# --- PostgreSQL -------------------------------------------------------------------------------------------------
-
-
-def admin_url() -> str:
-    base = urlsplit(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
-    return urlunsplit(base._replace(scheme="postgresql", path="/postgres"))
-
-
-def recreate_database(name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(admin_url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+# --- PostgreSQL ---------------------------------------------------------------------------------------------------
 
 
 def pg_connections(database: str) -> dict:
@@ -421,18 +292,13 @@ def main() -> int:
 
     wait_for_slurm()
     tmp = Path(tempfile.mkdtemp(prefix="emgapi-bench-waiting-"))
-    started: list[Service] = []
     bench = None
     try:
-        bench = Bench(args, sizes, tmp, started)
+        bench = Bench(args, sizes, tmp)
         bench.run()
     finally:
         if bench is not None:
-            bench.cancel_jobs()
-        for service in reversed(started):
-            service.stop()
-        if bench is not None:
-            bench.wait_jobs_gone()
+            bench.shutdown()
         if args.keep:
             say(f"kept {tmp} (logs: serve_flows.log, prefect_server.log, ena_stub.log)")
         else:
@@ -440,178 +306,16 @@ def main() -> int:
     return 0
 
 
-class Bench:
-    def __init__(self, args: argparse.Namespace, sizes: list[int], tmp: Path, started: list[Service]) -> None:
+class Bench(Stack):
+    def __init__(self, args: argparse.Namespace, sizes: list[int], tmp: Path) -> None:
+        super().__init__(tmp, args.database, SERVICE_SETTINGS)
         self.args = args
         self.sizes = sizes
-        self.tmp = tmp
-        self.started = started
-        self.prefect_db = f"{args.database}_prefect"
-        self.serve_flows: Service | None = None
         self.request_ids: list[int] = []
-        self.ids_to_wait: list[str] = []
-
-    # -- the stack --
-
-    def start_stack(self) -> dict[str, str]:
-        port = free_port()
-        api_url = f"http://127.0.0.1:{port}/api"
-        base = urlsplit(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
-        prefect_db_url = urlunsplit(base._replace(scheme="postgresql+asyncpg", path=f"/{self.prefect_db}"))
-        # The bench process reads Prefect and dispatches flow runs (the outbox) through its own server only.
-        os.environ.update(
-            {
-                "PREFECT_API_URL": api_url,
-                "PREFECT_HOME": str(self.tmp / "prefect-home"),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(self.tmp / "prefect-results"),
-            }
-        )
-        recreate_database(self.prefect_db)
-        server_env = {
-            **os.environ,
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_db_url,
-            "PREFECT_SERVER_UI_ENABLED": "false",
-        }
-        self.prefect = Service(
-            "Prefect server",
-            [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            server_env,
-            self.tmp / "prefect_server.log",
-        )
-        self.started.append(self.prefect)
-        start = time.monotonic()
-
-        port_file = self.tmp / "ena_stub.port"
-        stub = Service(
-            "ENA stub",
-            [
-                sys.executable,
-                "scripts/ena_stub.py",
-                "--data-dir",
-                str(DEMO_ENA),
-                "--fastq-dir",
-                str(self.tmp / "fastq"),
-                "--port",
-                "0",
-                "--port-file",
-                str(port_file),
-            ],
-            dict(os.environ),
-            self.tmp / "ena_stub.log",
-        )
-        self.started.append(stub)
-        if not poll_until(
-            lambda: port_file.exists() and port_file.read_text().strip() != "", 30, "the ENA stub", 0.1
-        ):
-            raise SystemExit(f"ENA stub did not start:\n{tail(stub.log)}")
-        ena_url = f"http://127.0.0.1:{port_file.read_text().strip()}/ena/portal/api"
-
-        import httpx
-
-        def healthy() -> bool:
-            if not self.prefect.running():
-                raise SystemExit(f"the Prefect server exited:\n{tail(self.prefect.log)}")
-            try:
-                return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        if not poll_until(healthy, 180, "the Prefect server", 0.5):
-            raise SystemExit(f"the Prefect server did not answer:\n{tail(self.prefect.log)}")
-        say(
-            f"Prefect server (own, database {self.prefect_db}) answering at {api_url} after {time.monotonic() - start:.0f} s"
-        )
-        say(f"ENA stub at {ena_url}")
-        return {"ENA_PORTAL_API_URL": ena_url}
-
-    def start_serve_flows(self, extra: dict[str, str], slurm_conf: Path) -> None:
-        env = {
-            **os.environ,
-            **extra,
-            **SERVICE_SETTINGS,
-            "JOBS_ROOT": str(self.tmp / "jobs"),
-            "SLURM_CONF": str(slurm_conf),
-            "LOG_LEVEL": "INFO",
-        }
-        shown = {key: env[key] for key in SERVICE_SETTINGS}
-        say("serve_flows settings: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
-        say(f"                      DB_CONN_MAX_AGE={env.get('DB_CONN_MAX_AGE', '60 (default)')}")
-        self.serve_flows = Service(
-            "serve_flows", [sys.executable, "manage.py", "serve_flows"], env, self.tmp / "serve_flows.log"
-        )
-        self.started.append(self.serve_flows)
-        start = time.monotonic()
-        if not poll_until(self.deployments_served, 180, "serve_flows to register its deployments"):
-            raise SystemExit(f"serve_flows did not register its deployments:\n{tail(self.serve_flows.log)}")
-        say(f"serve_flows (pid {self.serve_flows.pid}) serving after {time.monotonic() - start:.0f} s")
-
-    def deployments_served(self) -> bool:
-        from prefect.client.orchestration import get_client
-        from prefect.exceptions import ObjectNotFound
-
-        from workflows import deployments
-
-        if self.serve_flows is not None and not self.serve_flows.running():
-            raise SystemExit(f"serve_flows exited:\n{tail(self.serve_flows.log)}")
-        with get_client(sync_client=True) as client:
-            try:
-                served = [
-                    client.read_deployment_by_name(name)
-                    for name in (deployments.ASSEMBLY_ANALYSIS, deployments.STUDY_SYNC)
-                ]
-            except ObjectNotFound:
-                return False
-        return not any(deployment.paused for deployment in served)
-
-    # -- reading state --
-
-    def flow_run_ids(self, request_ids: Iterable[int]) -> dict[int, str | None]:
-        from analyses.models import AssemblyAnalysisRequest
-
-        rows = AssemblyAnalysisRequest.objects.filter(pk__in=list(request_ids))
-        return {row.pk: row.flow_run_id for row in rows}
-
-    def flow_runs(self, flow_run_ids: Iterable[str]) -> dict:
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-        ids = [uuid.UUID(i) for i in flow_run_ids]
-        found = {}
-        with get_client(sync_client=True) as client:
-            for part in chunks(ids, 100):
-                runs = client.read_flow_runs(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(part))), limit=len(part)
-                )
-                found.update({str(r.id): r for r in runs})
-        return found
-
-    def run_states(self, request_ids: Iterable[int]) -> Counter[str]:
-        """'Suspended', 'Running', ... per request; 'undispatched' while the request has no flow run yet."""
-        ids = self.flow_run_ids(request_ids)
-        runs = self.flow_runs(i for i in ids.values() if i)
-        states: Counter[str] = Counter()
-        for flow_run_id in ids.values():
-            run_ = runs.get(flow_run_id) if flow_run_id else None
-            if flow_run_id is None:
-                states["undispatched"] += 1
-            elif run_ is None or run_.state is None:
-                states["missing in Prefect"] += 1
-            else:
-                states[run_.state.name or run_.state.type.value] += 1
-        return states
 
     def all_suspended(self, request_ids: list[int]) -> bool:
         states = self.run_states(request_ids)
         return states.get("Suspended", 0) == len(request_ids) and not flow_processes(self.serve_flows.pid)
-
-    def ledger_jobs(self, request_ids: Iterable[int] | None = None) -> list:
-        from workflows.models import ClusterJob
-
-        jobs = ClusterJob.objects.exclude(slurm_job_id__isnull=True)
-        if request_ids is not None:
-            jobs = jobs.filter(request_id__in=list(request_ids))
-        return list(jobs.order_by("pk"))
 
     def measure(self, n: int) -> dict:
         from django.db import connections
@@ -712,7 +416,7 @@ class Bench:
         settled = False
         while time.monotonic() < deadline:
             state, end = sacct_end(job.slurm_job_id, ended_at)
-            states = self.states_since(flow_run_id, ended_at) if end else []
+            states = self.flow_run_states(flow_run_id, ended_at) if end else []
             resuming = _first(states, lambda s: s.name == "Resuming")
             if resuming is not None:
                 latest = states[-1]
@@ -745,35 +449,6 @@ class Bench:
         )
         return outcome
 
-    def states_since(self, flow_run_id: str, since: datetime) -> list:
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            states = client.read_flow_run_states(uuid.UUID(flow_run_id))
-        return sorted((s for s in states if s.timestamp >= since), key=lambda s: s.timestamp)
-
-    # -- cleanup --
-
-    def job_ids(self) -> list[str]:
-        try:
-            return [job.slurm_job_id for job in self.ledger_jobs()]
-        except Exception as exc:  # the database may be what failed: nothing more to cancel from here
-            say(f"cannot read the ledger to cancel its jobs: {exc}")
-            return []
-
-    def cancel_jobs(self) -> None:
-        if self.serve_flows is not None:
-            self.serve_flows.stop()  # first, so that nothing submits after the scancel
-        self.ids_to_wait = self.job_ids()
-        scancel(self.ids_to_wait)
-
-    def wait_jobs_gone(self) -> None:
-        ids = self.ids_to_wait
-        if ids:
-            scancel(self.job_ids())
-            waited = wait_until_idle(ids, timeout=120, what="the benchmark's jobs")
-            say(f"cancelled the benchmark's {len(ids)} jobs (gone from the queue after {waited:.0f} s)")
-
     # -- the whole run --
 
     def run(self) -> None:
@@ -782,13 +457,13 @@ class Bench:
             f"bench/waiting.py: sizes {self.sizes} (batches of {self.args.batch}), {self.args.releases} releases "
             f"and {self.args.cancels} cancels per size, settle {self.args.settle:g} s; repo at {commit or '?'}"
         )
-        extra = self.start_stack()
+        self.start()
         where = fresh_database(self.args.database)
         say(f"Django database {where} (fresh); study {STUDY} (2 runs: 2 held fetch_reads jobs per request)")
         conf = hold_everything_conf(self.tmp / "slurm")
         held_job_works(conf, self.tmp)
         say(f"hold filter: {conf} (cli_filter/lua sets --hold on every sbatch; checked: JobHeldUser)")
-        self.start_serve_flows(extra, conf)
+        self.start_serve_flows({"SLURM_CONF": str(conf)})
         say()
 
         time.sleep(self.args.settle)
@@ -881,28 +556,6 @@ class Bench:
         for text, ok, detail in goals:
             say(f"{'meets ' if ok else 'MISSES'}  {text}: {detail}")
         say("(sacct's End is whole seconds: each delay may read up to 1 s long)")
-
-    def log_findings(self) -> None:
-        if self.serve_flows is None:
-            return
-        lines = self.serve_flows.log.read_text(errors="replace").splitlines()
-        kinds: Counter[str] = Counter()
-        errors: list[str] = []
-        warnings: list[str] = []
-        for line in lines:
-            kind = next((k for k in ("Traceback", "CRITICAL", "ERROR", "WARNING") if k in line), None)
-            if kind is None:
-                continue
-            kinds[kind] += 1
-            (warnings if kind == "WARNING" else errors).append(line[:240])
-        notable = list(dict.fromkeys(errors))[:15] + list(dict.fromkeys(warnings))[:5]
-        say()
-        say(
-            f"serve_flows log: {len(lines)} lines; "
-            + (", ".join(f"{k} {v}" for k, v in kinds.items()) or "no errors")
-        )
-        for line in notable:
-            say(f"  | {line}")
 
 
 def _rss(snapshot: dict) -> float:
