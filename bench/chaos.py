@@ -755,7 +755,7 @@ class Chaos(Stack):
                     {
                         "request": request_id,
                         "at": state.timestamp.timestamp(),
-                        "delay": (details.scheduled_time - state.timestamp).total_seconds(),
+                        "delay": max(0.0, (details.scheduled_time - state.timestamp).total_seconds()),
                         "premature": bool(early and (state.timestamp - start).total_seconds() < stall),
                     }
                 )
