@@ -40,15 +40,16 @@ stuck. Then:
     restricted to the benchmark's jobs (work directory under its JOBS_ROOT); a comment on two jobs is a
     submission key submitted twice. Jobs of the benchmark the ledger does not know are counted too;
   * duplicate domain rows: Assembly and Analysis rows per (request, run);
-  * time to recover: from the last kill that found a request unfinished to every request finished, and per
-    request from the last kill of its life to its end;
+  * time to recover: from serve_flows' restart after the last kill that found a request unfinished to every
+    request finished, and per request from the restart after the last kill of its life to its end (the outage
+    itself is not counted);
   * flow runs left not final in Prefect (a finished request whose flow run stays Running forever);
   * per request: kills lived through, life time, reconciler passes, resumes, recoveries by the sweep, flow-run
     generations, analyses.
 
-For a stuck request, a failed one or a duplicate the evidence (request, RequestProgress and ClusterJob rows, the
-flow runs' state histories, the serve_flows log lines that name it) is written to evidence.txt and the temporary
-directory is kept. At the end every job of the benchmark is cancelled and what it started is stopped by pid.
+For a stuck request, a failed one, a flow run left not final or a duplicate the evidence (request, RequestProgress
+and ClusterJob rows, the flow runs' state histories, the serve_flows log lines that name it) is written to
+evidence.txt and the temporary directory is kept. At the end every job of the benchmark is cancelled and what it started is stopped by pid.
 """
 
 from __future__ import annotations
@@ -565,7 +566,8 @@ class Chaos(Stack):
                     "request": r,
                     "kills": len(lived),
                     "life": end - r.at if end else None,
-                    "recover": end - lived[-1].at if end and lived else None,
+                    # From serve_flows' restart after the last kill of its life: the outage itself is not recovery.
+                    "recover": max(0.0, end - lived[-1].at - lived[-1].down) if end and lived else None,
                     "progress": progress.get(r.request_id),
                     "analyses": analyses.get(r.request_id, 0),
                     "backoff": max((x["delay"] for x in reschedules.get(r.request_id, [])), default=None),
@@ -573,16 +575,16 @@ class Chaos(Stack):
             )
         finished_at = max((r.finished_at for r in done), default=None)
         # Kills after every request had finished have nothing to recover: measure from the last one before.
-        hits = [k.at for k in self.kills if set(k.phases.values()) - {"finishing"}]
-        last_hit = max(hits, default=last_kill)
-        overall = finished_at - last_hit if finished_at and not stuck else None
-        flow_runs = self.flow_runs(i for i in self.flow_run_ids(ids).values() if i)
-        not_final = Counter(
-            (run_.state.name if run_.state else "no state")
-            for run_ in flow_runs.values()
-            if run_.state is None or not run_.state.is_final()
-        )
-        in_life = [k for k in self.kills if k.phases]
+        in_life = [k for k in self.kills if set(k.phases.values()) - {"finishing"}]
+        restart = in_life[-1].at + in_life[-1].down if in_life else last_kill
+        overall = max(0.0, finished_at - restart) if finished_at and not stuck else None
+        flow_runs = self.flow_runs(i for i in current_runs.values() if i)
+        not_final = {
+            request_id: flow_runs[flow_run_id].state.name if flow_runs[flow_run_id].state else "no state"
+            for request_id, flow_run_id in current_runs.items()
+            if flow_run_id in flow_runs
+            and (flow_runs[flow_run_id].state is None or not flow_runs[flow_run_id].state.is_final())
+        }
         incidences = Counter(p for k in self.kills for p in k.phases.values())
         kills_in = Counter(p for k in self.kills for p in set(k.phases.values()))
         positions = Counter()
@@ -597,16 +599,16 @@ class Chaos(Stack):
 
         say()
         say(
-            f"{'request':>7} {'study':<10} {'status':<9} {'kills':>5} {'life s':>7} {'last kill -> end s':>18} "
+            f"{'request':>7} {'study':<10} {'status':<9} {'kills':>5} {'life s':>7} {'last restart -> end s':>21} "
             f"{'passes':>6} {'resumes':>7} {'recoveries':>10} {'max backoff s':>13} {'generation':>10} "
             f"{'analyses':>8}"
         )
-        say("-" * 118)
+        say("-" * 121)
         for row in rows:
             r, p = row["request"], row["progress"]
             say(
                 f"{r.request_id:>7} {r.study:<10} {r.status if r.finished_at else 'STUCK':<9} {row['kills']:>5} "
-                f"{_fmt(row['life']):>7} {_fmt(row['recover']):>18} {p.passes if p else 0:>6} "
+                f"{_fmt(row['life']):>7} {_fmt(row['recover']):>21} {p.passes if p else 0:>6} "
                 f"{p.resumes if p else 0:>7} {p.total_recoveries if p else 0:>10} {_fmt(row['backoff']):>13} "
                 f"{p.flow_run_generation if p else 0:>10} {row['analyses']:>4} / {STUDIES[r.study]}"
             )
@@ -616,7 +618,7 @@ class Chaos(Stack):
         figures = [
             (
                 "kills",
-                f"{len(self.kills)} ({len(in_life)} in a request's life; {len(aimed)} aimed at a submission, "
+                f"{len(self.kills)} ({len(in_life)} in an unfinished request's life; {len(aimed)} aimed at a submission, "
                 f"{sum(1 for k in aimed if k.orphans)} of them orphaning a job); down "
                 + (f"median {statistics.median(downs):.1f} s, max {max(downs):.1f} s" if downs else "-")
                 + "".join(f"; {k.down:.0f} s after kill {k.number}" for k in self.kills if k.orphans),
@@ -683,10 +685,10 @@ class Chaos(Stack):
                 + f"; serve_flows logged {self.adoptions()} adoption(s) in all",
             ),
             (
-                "recovery: last kill in a life -> all done",
+                "recovery: last restart -> all done",
                 (f"{overall:.1f} s" if overall is not None else "-")
                 + (
-                    f"; per request (last kill of its life -> its end) median {statistics.median(recovers):.1f} s, "
+                    f"; per request (restart after the last kill of its life -> its end) median {statistics.median(recovers):.1f} s, "
                     f"max {max(recovers):.1f} s over {len(recovers)}"
                     if recovers
                     else ""
@@ -694,9 +696,8 @@ class Chaos(Stack):
             ),
             (
                 "flow runs not final in Prefect",
-                f"{sum(not_final.values())}"
-                + (f" ({dict(not_final)})" if not_final else "")
-                + f" of the requests' {len(flow_runs)} current flow runs",
+                f"{len(not_final)} of the requests' {len(flow_runs)} current flow runs"
+                + "".join(f"; request {i}: {name}" for i, name in sorted(not_final.items())),
             ),
             (
                 "request life",
@@ -725,9 +726,9 @@ class Chaos(Stack):
         for text, ok in goals:
             say(f"{'meets ' if ok else 'MISSES'}  {text}")
         self.log_findings()
-        findings = bool(stuck or failed or duplicated or dup_rows or unknown)
+        findings = bool(stuck or failed or duplicated or dup_rows or unknown or not_final)
         if findings:
-            self.write_evidence([r.request_id for r in stuck + failed], duplicated)
+            self.write_evidence([r.request_id for r in stuck + failed] + list(not_final), duplicated)
         return not findings
 
     def recovery_reschedules(self, request_id: int, flow_run_id: str) -> list[dict]:
