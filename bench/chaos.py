@@ -11,7 +11,7 @@ and never loses a request. Goal: >= 50 kills, 0 duplicates, 0 stuck requests.
 The whole service runs for real and isolated (bench/_stack.py: its own Prefect server and database, the ENA stub,
 a fresh Django database) and the demo's jobs really run on the cluster (each is over in about a second).
 `--requests` requests are created with `create_assembly_analysis_request` (the API's service: the request and its
-trigger commit together, the trigger is dispatched on commit), cycling over the demo studies PRJEB00001 (2 runs,
+trigger commit together, and the commit wakes serve_flows' dispatcher), cycling over the demo studies PRJEB00001 (2 runs,
 2 analyses) and PRJEB00002 (data QA rejects one of its 2 runs: 1 analysis), spread over the kills: the next
 request comes as soon as no request is unfinished (then the next kill comes right after it), or once the last one
 has lived through its share of the kills left. So, until the last request has ended, every kill lands in a

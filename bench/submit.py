@@ -21,7 +21,7 @@ of the previous phase are cancelled and waited for):
 Then the SQL statement counts of (b), (c), (d1), (d2) again with `--small` submissions/steps, to show that they do
 not grow with N. The throttle is out of reach (ThrottleConfig(max_active_jobs=10**6, submits_per_minute=10**6));
 SlurmJobs.submit does not consult it, the reconciler's `capacity()` (two counting queries) does once per pass
-that submits. Requests are created with WORKFLOWS_DISPATCH_ON_COMMIT=0: nothing is sent to Prefect.
+that submits. Nothing is sent to Prefect: no service loop runs to dispatch the requests' triggers.
 All jobs are cancelled at the end.
 """
 
@@ -193,11 +193,8 @@ def main() -> int:
     n = args.jobs
 
     wait_for_slurm()
-    # A request created here must not be sent to Prefect: its passes are run by this script.
-    os.environ["WORKFLOWS_DISPATCH_ON_COMMIT"] = "0"
     where = fresh_database(args.database)
 
-    from django.conf import settings
     from django.db import connection, connections
 
     from prefect_utils.jobs import SlurmJobs, ThrottleConfig, job_key
@@ -206,7 +203,6 @@ def main() -> int:
     from workflows.ledger import DjangoJobLedger
     from workflows.models import ClusterJob
 
-    assert not settings.WORKFLOWS_DISPATCH_ON_COMMIT
     throttle = ThrottleConfig(max_active_jobs=10**6, submits_per_minute=10**6)
     run_id = uuid.uuid4().hex[:8]
     tmp = Path(tempfile.mkdtemp(prefix="emgapi-bench-submit-"))

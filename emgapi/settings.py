@@ -160,9 +160,8 @@ LOGGING = {
 
 # --- Workflow layer ---------------------------------------------------------------------------------------
 PREFECT_API_URL = os.environ.get("PREFECT_API_URL", "")
-# Dispatching a trigger must never hold up an HTTP response for long: Prefect down means "retry later".
+# A hanging Prefect must not hold up the service loop for long: Prefect down means "retry later".
 PREFECT_DISPATCH_TIMEOUT_SECONDS = float(os.environ.get("PREFECT_DISPATCH_TIMEOUT_SECONDS", "3"))
-WORKFLOWS_DISPATCH_ON_COMMIT = env_bool("WORKFLOWS_DISPATCH_ON_COMMIT", True)
 ENA_PORTAL_API_URL = os.environ.get("ENA_PORTAL_API_URL", "https://www.ebi.ac.uk/ena/portal/api")
 JOBS_ROOT = Path(os.environ.get("JOBS_ROOT", BASE_DIR / "var" / "jobs"))
 SLURM_PARTITION = os.environ.get("SLURM_PARTITION") or None

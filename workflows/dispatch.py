@@ -1,15 +1,15 @@
-"""The trigger outbox: enqueue in the caller's transaction, dispatch after commit, retry with backoff."""
+"""The trigger outbox: enqueue in the caller's transaction, dispatched by the service loops, retried with backoff."""
 
 import logging
 import uuid
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
 from workflows import prefect_api
 from workflows.models import Trigger
+from workflows.wakeup import wake_service_loops
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,9 @@ def enqueue_trigger(
     parameters: dict,
     generation: int = 1,
 ) -> Trigger:
-    """Write the trigger row now (same transaction as `obj`) and dispatch it once that transaction commits.
+    """Write the trigger row now (same transaction as `obj`); a service loop dispatches it once that commits.
+
+    The caller (an HTTP request, an admin save) never waits on Prefect: it only wakes the service loops.
 
     The idempotency key is fixed on the trigger row, so however often the dispatch is retried, Prefect creates
     one flow run. It names the row and carries a random part too: primary keys start again in a new database
@@ -38,9 +40,7 @@ def enqueue_trigger(
     trigger = Trigger.objects.create(
         idempotency_key=key, deployment_name=deployment, parameters=parameters, source=source_label(obj)
     )
-    # Off only where something else (a test, a bulk import) sends the triggers with the dispatcher.
-    if settings.WORKFLOWS_DISPATCH_ON_COMMIT:
-        transaction.on_commit(lambda: dispatch_trigger(trigger.pk))
+    wake_service_loops()
     return trigger
 
 

@@ -69,6 +69,18 @@ def carry_out_cancellation(request_id: int, *, lock_held: bool = False) -> bool:
     return True
 
 
+def carry_out_pending_cancellations() -> list[int]:
+    """Try every cancellation not yet confirmed by Slurm; returns the requests now fully cancelled."""
+    pending = AssemblyAnalysisRequest.objects.filter(status=Status.CANCELLED).exclude(
+        progress__cancel_carried_out_at__isnull=False
+    )
+    return [
+        request_id
+        for request_id in pending.values_list("pk", flat=True)
+        if carry_out_cancellation(request_id)
+    ]
+
+
 def resume_requests(request_ids: set[int]) -> list[int]:
     """Resume the suspended flow run of each request; resuming one that is not suspended is a no-op."""
     resumed = []
@@ -110,13 +122,7 @@ def sweep(now: datetime | None = None) -> SweepReport:
     """One round of recovery over every unfinished request: a constant number of queries and Prefect calls,
     plus one call per request that needs putting back."""
     now = now or timezone.now()
-    report = SweepReport()
-    to_cancel = AssemblyAnalysisRequest.objects.filter(status=Status.CANCELLED).exclude(
-        progress__cancel_carried_out_at__isnull=False
-    )
-    for request_id in to_cancel.values_list("pk", flat=True):
-        if carry_out_cancellation(request_id):
-            report.cancelled.append(request_id)
+    report = SweepReport(cancelled=carry_out_pending_cancellations())
 
     requests = [
         r
@@ -187,6 +193,7 @@ def sweep(now: datetime | None = None) -> SweepReport:
                 cancel_assembly_analysis_request(request, by=None, reason="Flow run cancelled in Prefect.")
             except RequestAlreadyFinished:
                 continue
+            carry_out_cancellation(request.pk)  # a first try now; later sweeps retry until Slurm confirms
             report.cancelled.append(request.pk)
         elif state.type == StateType.COMPLETED:
             _start_new_flow_run(request, "its flow run completed with the request unfinished")

@@ -14,8 +14,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import psycopg
 from django.db import connection
+
+from workflows.pg import is_postgres, own_connection
 
 logger = logging.getLogger(__name__)
 
@@ -28,19 +29,6 @@ _local_guard = threading.Lock()
 
 class RequestBusy(Exception):
     """Another pass over the same request did not finish within the wait."""
-
-
-def _is_postgres() -> bool:
-    return connection.vendor == "postgresql"
-
-
-def _connect() -> psycopg.Connection:
-    params = connection.get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    params.pop("prepare_threshold", None)
-    params.pop("server_side_binding", None)
-    return psycopg.connect(**params, autocommit=True, connect_timeout=10)
 
 
 def _check_id(request_id: int) -> int:
@@ -56,7 +44,7 @@ def request_lock(
     """Hold the request's lock for the block; RequestBusy if another pass holds it longer than `wait_seconds`."""
     _check_id(request_id)
     deadline = time.monotonic() + wait_seconds
-    if not _is_postgres():
+    if not is_postgres():
         with _local_guard:
             lock = _local_locks.setdefault(request_id, threading.Lock())
         if not lock.acquire(timeout=wait_seconds):
@@ -66,7 +54,7 @@ def request_lock(
         finally:
             lock.release()
         return
-    conn = _connect()
+    conn = own_connection()
     try:
         while not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_NAMESPACE, request_id)).fetchone()[0]:
             if time.monotonic() > deadline:
@@ -79,7 +67,7 @@ def request_lock(
 
 def requests_with_live_pass() -> set[int] | None:
     """Ids of the requests a pass holds the lock of right now (any process, any host); None if unknowable."""
-    if not _is_postgres():
+    if not is_postgres():
         return None
     with connection.cursor() as cursor:
         cursor.execute(

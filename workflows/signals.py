@@ -1,6 +1,5 @@
 """Model saves become flow runs, through the outbox: never lost, never sent twice."""
 
-from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
@@ -8,6 +7,7 @@ from analyses.models import AssemblyAnalysisRequest, Study
 from analyses.signals import request_cancelled
 from workflows import deployments
 from workflows.dispatch import enqueue_trigger
+from workflows.wakeup import wake_service_loops
 
 
 @receiver(post_save, sender=AssemblyAnalysisRequest, dispatch_uid="workflows.request_created")
@@ -37,8 +37,6 @@ def study_created(sender, instance: Study, created: bool, raw: bool = False, **k
 
 @receiver(request_cancelled, dispatch_uid="workflows.request_cancelled")
 def request_was_cancelled(sender, request: AssemblyAnalysisRequest, **kwargs) -> None:
-    # The cancelled status is the durable intent: this first try is best effort (it never waits on a running
-    # pass or a dead controller), and the recovery sweep retries until Slurm confirms every job over.
-    from workflows.recovery import carry_out_cancellation
-
-    transaction.on_commit(lambda: carry_out_cancellation(request.pk))
+    # The cancelled status is the durable intent. A woken service loop carries it out at once, and the sweep
+    # retries it until Slurm confirms every job over; the request thread never waits on Slurm or Prefect.
+    wake_service_loops()

@@ -33,9 +33,8 @@ def jobs(slurm_cluster) -> SlurmJobs:
 
 @pytest.fixture
 def pipeline_world(settings, demo_stub, tmp_path):
-    """Settings as a flow process has them, with no Prefect: dispatch is off, ENA is the stub."""
+    """Settings as a flow process has them, with no Prefect (nothing here dispatches) and ENA the stub."""
     _, ena_url = demo_stub
-    settings.WORKFLOWS_DISPATCH_ON_COMMIT = False
     settings.ENA_PORTAL_API_URL = ena_url
     settings.JOBS_ROOT = tmp_path / "jobs"
     settings.PIPELINE_CONFIG = {}

@@ -33,7 +33,6 @@ def deployment_id() -> uuid.UUID:
 @pytest.fixture
 def request_with_run(settings, deployment_id):
     """A running request whose flow run (of the unserved deployment) the test sets to a state."""
-    settings.WORKFLOWS_DISPATCH_ON_COMMIT = False
     created: list[uuid.UUID] = []
 
     def make(state) -> tuple[AssemblyAnalysisRequest, uuid.UUID]:

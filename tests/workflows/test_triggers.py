@@ -1,16 +1,21 @@
 """Signals -> outbox -> Prefect, against the real Prefect server that `make test` starts."""
 
+import socket
+import threading
 import uuid
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from prefect import flow
 from prefect.client.orchestration import get_client
 
 from analyses.models import AssemblyAnalysisRequest, Study
+from tests.slurm_support import poll_until
 from workflows import deployments
 from workflows.dispatch import dispatch_pending_triggers, dispatch_trigger
 from workflows.models import Trigger
+from workflows.wakeup import CHANNEL, WakeUps
 
 UNREACHABLE_PREFECT = "http://127.0.0.1:9/api"
 
@@ -45,7 +50,7 @@ def test_created_request_writes_exactly_one_trigger(django_capture_on_commit_cal
     assert trigger.parameters == {"request_id": request.pk}
     assert trigger.status == Trigger.Status.PENDING
     assert str(request.pk) in trigger.idempotency_key
-    assert len(callbacks) == 1
+    assert callbacks == []  # nothing runs in the saving thread after commit: a service loop dispatches
 
     request.status = AssemblyAnalysisRequest.Status.RUNNING
     request.save()
@@ -77,14 +82,31 @@ def test_rolled_back_save_leaves_no_trigger():
     assert not Trigger.objects.exists()
 
 
-@pytest.mark.django_db
-def test_on_commit_dispatch_records_the_flow_run(
-    route_to_test_deployment, django_capture_on_commit_callbacks
+@pytest.fixture
+def wakeups():
+    stop = threading.Event()
+    listener = WakeUps(stop).start()
+    yield listener
+    stop.set()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_request_wakes_the_service_loops_and_dispatch_records_the_flow_run(
+    route_to_test_deployment, wakeups, user_client
 ):
-    with django_capture_on_commit_callbacks(execute=True):
-        request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB40004")
+    # Let the listener connect first: a notification sent before LISTEN is not queued for it.
+    _poll_until_listening()
+    response = user_client.post(
+        "/api/assembly-analysis-requests/", {"study_accession": "PRJEB40004"}, format="json"
+    )
+    assert response.status_code == 201
+    assert wakeups.wait(30), "the commit never woke the listener"
     trigger = Trigger.objects.get()
-    request.refresh_from_db()
+    assert trigger.status == Trigger.Status.PENDING and trigger.attempts == 0
+
+    assert dispatch_pending_triggers() == 1
+    trigger.refresh_from_db()
+    request = AssemblyAnalysisRequest.objects.get()
     assert trigger.status == Trigger.Status.DISPATCHED and trigger.attempts == 1
     assert request.flow_run_id == trigger.flow_run_id
     with get_client(sync_client=True) as client:
@@ -93,21 +115,70 @@ def test_on_commit_dispatch_records_the_flow_run(
     assert flow_run.idempotency_key == trigger.idempotency_key
 
 
+def _poll_until_listening(timeout: float = 30) -> None:
+    def listening() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = %s AND pid <> pg_backend_pid()",
+                [f"LISTEN {CHANNEL}"],
+            )
+            return cursor.fetchone()[0] > 0
+
+    poll_until(listening, timeout=timeout, what="the wake-up listener to LISTEN")
+
+
+class HangingServer:
+    """Accepts connections and never answers: Prefect hung. Counts who connected."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/api"
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        for conn in self.accepted:
+            conn.close()
+        self.sock.close()
+
+
 @pytest.mark.django_db
-def test_prefect_down_keeps_trigger_pending_then_one_flow_run(
-    route_to_test_deployment, django_capture_on_commit_callbacks, settings, user_client
+@pytest.mark.parametrize("prefect", ["refusing", "hanging"])
+def test_prefect_down_never_reaches_the_request_thread_then_one_flow_run(
+    prefect, route_to_test_deployment, django_capture_on_commit_callbacks, settings, user_client
 ):
-    settings.PREFECT_API_URL = UNREACHABLE_PREFECT
-    with django_capture_on_commit_callbacks(execute=True):
-        response = user_client.post(
-            "/api/assembly-analysis-requests/", {"study_accession": "PRJEB40005"}, format="json"
-        )
-    assert response.status_code == 201
-    assert response.json()["flow_run_id"] is None
-    trigger = Trigger.objects.get()
-    assert trigger.status == Trigger.Status.PENDING and trigger.attempts == 1
-    assert trigger.last_error and trigger.next_attempt_at > timezone.now()
-    assert dispatch_pending_triggers() == 0  # not due yet: backoff
+    hanging = HangingServer() if prefect == "hanging" else None
+    settings.PREFECT_API_URL = hanging.url if hanging else UNREACHABLE_PREFECT
+    settings.PREFECT_DISPATCH_TIMEOUT_SECONDS = 1
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = user_client.post(
+                "/api/assembly-analysis-requests/", {"study_accession": "PRJEB40005"}, format="json"
+            )
+        assert response.status_code == 201
+        assert response.json()["flow_run_id"] is None
+        trigger = Trigger.objects.get()
+        assert trigger.status == Trigger.Status.PENDING and trigger.attempts == 0
+        if hanging:
+            assert hanging.accepted == [], "the request thread connected to Prefect"
+
+        # The service loop's dispatcher meets the outage: the trigger stays pending, backing off.
+        assert dispatch_pending_triggers() == 0
+        trigger.refresh_from_db()
+        assert trigger.status == Trigger.Status.PENDING and trigger.attempts == 1
+        assert trigger.last_error and trigger.next_attempt_at > timezone.now()
+        assert dispatch_pending_triggers() == 0  # not due yet: backoff
+    finally:
+        if hanging:
+            hanging.close()
 
     settings.PREFECT_API_URL = ""  # back to the real server
     Trigger.objects.update(next_attempt_at=timezone.now())
@@ -126,9 +197,9 @@ def test_prefect_down_keeps_trigger_pending_then_one_flow_run(
 
 
 @pytest.mark.django_db
-def test_dispatched_trigger_is_not_sent_again(route_to_test_deployment, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=True):
-        AssemblyAnalysisRequest.objects.create(study_accession="PRJEB40006")
+def test_dispatched_trigger_is_not_sent_again(route_to_test_deployment):
+    AssemblyAnalysisRequest.objects.create(study_accession="PRJEB40006")
+    assert dispatch_pending_triggers() == 1
     trigger = Trigger.objects.get()
     assert dispatch_trigger(trigger.pk) is None
     trigger.refresh_from_db()
