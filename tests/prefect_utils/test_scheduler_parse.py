@@ -261,6 +261,10 @@ def test_parse_sbatch_job_id_refuses_other_output(text: str) -> None:
         "sbatch_controller_down.stderr.txt",
         "scancel_controller_down.stderr.txt",
         "sacct_dbd_down.stderr.txt",
+        "squeue_munge_down.stderr.txt",
+        "sbatch_munge_down.stderr.txt",
+        "scancel_munge_down.stderr.txt",
+        "sacct_munge_down.stderr.txt",
     ],
 )
 def test_outages_are_transient(name: str) -> None:
@@ -523,13 +527,12 @@ def test_submit_after_a_lost_answer_adopts_the_job_instead_of_submitting_again(t
     assert client.calls == {"sbatch": 1, "squeue": 1}
 
 
-def test_submit_retries_when_the_controller_was_never_reached(tmp_path: Path) -> None:
-    replay = Replay(
-        {"sbatch": [(1, "", read("sbatch_controller_down.stderr.txt")), (0, "123;emgapi\n", "")]},
-    )
+@pytest.mark.parametrize("refusal", ["sbatch_controller_down.stderr.txt", "sbatch_munge_down.stderr.txt"])
+def test_submit_retries_when_the_controller_was_never_reached(refusal: str, tmp_path: Path) -> None:
+    replay = Replay({"sbatch": [(1, "", read(refusal)), (0, "123;emgapi\n", "")]})
     client = SlurmClient(backoff_seconds=0, runner=replay)
     assert client.submit(make_spec(tmp_path), "key-1") == "123"
-    # "connect failure": the job cannot exist, so no lookup before the second sbatch.
+    # "connect failure", or a request munge could not sign: the job cannot exist, so no lookup before the retry.
     assert client.calls == {"sbatch": 2}
 
 

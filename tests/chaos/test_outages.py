@@ -1,0 +1,118 @@
+"""Outages of every component while a request waits, against the real stack: nothing fails, every request ends.
+
+Each fault lasts OUTAGE_SECONDS (CHAOS_OUTAGE_SECONDS), and for the faults squeue sees, until the poller has
+reported the outage.
+The fetch job is held RUNNING by the stub's gate, the flow run suspends, then the fault begins, the job ends
+during it, and the fault ends: the request must complete with every step on its first attempt (no job marked
+failed because the orchestrator had a bad minute) and one Slurm job per submission key.
+"""
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+from django.db import connections
+
+from analyses.models import Analysis
+from tests.e2e.test_request_flow import (
+    assert_one_slurm_job_per_key,
+    post_request,
+    request_status,
+    running_job,
+    suspended,
+)
+from tests.faults import restart_postgres, start_slurm_daemon, stop_slurm_daemon
+from tests.slurm_support import poll_until
+from workflows.models import ClusterJob, PollerLease
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
+
+OUTAGE_SECONDS = float(os.environ.get("CHAOS_OUTAGE_SECONDS", "10"))
+
+
+@contextmanager
+def daemon_down(daemon: str) -> Iterator[None]:
+    stop_slurm_daemon(daemon)
+    try:
+        yield
+    finally:
+        start_slurm_daemon(daemon)
+
+
+@contextmanager
+def postgres_restarted() -> Iterator[None]:
+    restart_postgres()
+    yield
+
+
+# Faults the poller must see (squeue fails): the test proves the outage was met, not slept through.
+SEEN_BY_THE_POLLER = {"slurmctld-down", "munge-restart"}
+
+FAULTS: dict[str, Callable[[], contextmanager]] = {
+    "postgres-restart": postgres_restarted,
+    "slurmctld-down": lambda: daemon_down("ctld"),
+    "slurmdbd-down": lambda: daemon_down("dbd"),
+    "munge-restart": lambda: daemon_down("munge"),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_an_outage_while_a_request_waits_fails_nothing(fault, flows_server, gated_stub, user_client):
+    stub, _ = gated_stub
+    stub.fastq_gate.clear()  # the fetch job blocks in curl: RUNNING on Slurm until the gate opens
+    request = post_request(user_client, "PRJEB00002")
+    held = poll_until(lambda: running_job(request), timeout=120, what="the fetch job to run")
+    poll_until(lambda: suspended(request), timeout=60, what="the flow run to suspend while its job runs")
+
+    with FAULTS[fault]():
+        began = time.monotonic()
+        stub.fastq_gate.set()  # the job ends during the outage
+        if fault in SEEN_BY_THE_POLLER:
+            poll_until(
+                lambda: PollerLease.objects.exclude(last_error="").exists(),
+                timeout=120,  # a poll retries an outage for about 12 s before it reports it
+                what="the poller to meet the outage",
+            )
+        # The length of the outage is the fault itself, not a wait for anything.
+        time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - began)))
+    connections.close_all()  # the test's own connection may have been cut with the others
+
+    poll_until(
+        lambda: request_status(request) in {"completed", "failed"}, timeout=400, what="the request to finish"
+    )
+    assert request.status == "completed", request.status_detail
+    held.refresh_from_db()
+    assert held.state == "COMPLETED" and held.attempt == 1
+    jobs = ClusterJob.objects.filter(request=request)
+    assert set(jobs.values_list("state", flat=True)) == {"COMPLETED"}
+    assert not jobs.filter(attempt__gt=1).exists()
+    assert_one_slurm_job_per_key(request)
+    assert Analysis.objects.filter(request=request).count() == 1
+
+
+def test_a_controller_down_at_submission_is_back_pressure_not_a_failed_step(flows_server, user_client):
+    stop_slurm_daemon("ctld")
+    try:
+        request = post_request(user_client, "PRJEB00002")
+        # The plan is made (ENA is up) and its first step cannot reach the controller: it must wait, not fail.
+        poll_until(
+            lambda: ClusterJob.objects.filter(request=request).exists(),
+            timeout=120,
+            what="the first step to be recorded in the ledger",
+        )
+        time.sleep(OUTAGE_SECONDS)  # the outage itself
+        assert request_status(request) in {"pending", "running"}, request.status_detail
+        assert not ClusterJob.objects.filter(request=request, state="FAILED").exists()
+    finally:
+        start_slurm_daemon("ctld")
+
+    poll_until(
+        lambda: request_status(request) in {"completed", "failed"}, timeout=400, what="the request to finish"
+    )
+    assert request.status == "completed", request.status_detail
+    jobs = ClusterJob.objects.filter(request=request)
+    assert set(jobs.values_list("state", flat=True)) == {"COMPLETED"}
+    assert not jobs.filter(attempt__gt=1).exists()
+    assert_one_slurm_job_per_key(request)
