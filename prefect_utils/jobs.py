@@ -22,7 +22,9 @@ from typing import Any
 
 from prefect_utils.ledger import JobLedger, LedgerRecord, Submission
 from prefect_utils.scheduler import (
+    JobInfo,
     JobSpec,
+    JobState,
     SchedulerError,
     SchedulerUnavailable,
     SlurmClient,
@@ -230,7 +232,8 @@ class SlurmJobs:
         self, holder: str, log_paths: Mapping[str, str | None] | None = None
     ) -> list[LedgerRecord] | None:
         """One scheduler round for the whole service: one `job_states` call for every active ledger job
-        (`log_paths` is `ledger.active_jobs()`, for a caller that has just read it).
+        (`log_paths` is `ledger.active_jobs()`, for a caller that has just read it). A job that Slurm would keep
+        pending forever is cancelled and recorded FAILED.
 
         Returns the rows whose state changed, or None when `holder` lost the poller lease meanwhile (then
         nothing was written: a poller that stalled past its lease must not overwrite a newer poller's states).
@@ -254,10 +257,43 @@ class SlurmJobs:
             if info.state.value not in ("PENDING", "UNKNOWN")
             and (path := info.stdout_path or log_paths.get(job_id))
         }
+        infos = self._fail_unschedulable(infos)
         changed = self.ledger.apply_states(infos, tails, self.clock(), lease=(POLLER_LEASE, holder))
         if changed is not None:
             self.ledger.record_poll(POLLER_LEASE, ok=True)
         return changed
+
+    def _fail_unschedulable(self, infos: Mapping[str, JobInfo]) -> Mapping[str, JobInfo]:
+        """`infos` with every job Slurm would keep pending forever cancelled and reported FAILED, the reason in
+        the failure text: a FAILED attempt is final for ResubmitPolicy, as the same spec would only pend again.
+
+        The cancel comes before the lease-fenced write. Should this poller have lost its lease meanwhile, it has
+        cancelled a job nobody could run and the next poller records the end Slurm reports; the other order could
+        leave a row final while its job still pends, and no one would ever cancel that job.
+        """
+        stuck = [job_id for job_id, info in infos.items() if info.unschedulable]
+        if not stuck:
+            return infos
+        try:
+            self.client.cancel(stuck)
+        except SchedulerError as exc:
+            # They stay PENDING for another try at the next poll; the other jobs' states are recorded meanwhile.
+            logger.warning("Could not cancel never-schedulable Slurm jobs %s: %s", stuck, exc)
+            return infos
+        ended = self.clock()
+        failed = {}
+        for job_id in stuck:
+            info = infos[job_id]
+            logger.warning("Cancelled Slurm job %s: pending for good (%s)", job_id, info.reason)
+            failed[job_id] = replace(
+                info,
+                state=JobState.FAILED,
+                reason=f"never schedulable: {info.reason} (it violates limits or constraints of the cluster, which "
+                "may have changed after submission: Slurm would keep it pending until an operator stepped in); "
+                "cancelled",
+                end=ended,
+            )
+        return {**infos, **failed}
 
     # --- cancellation --------------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ __all__ = [
     "SubmissionRejected",
     "SubmitLimitReached",
     "TERMINAL_STATES",
+    "UNSCHEDULABLE_REASONS",
     "expand_output_pattern",
     "map_state",
     "parse_exit_code",
@@ -92,6 +93,41 @@ _SLURM_STATES: Mapping[str, JobState] = {
     "CANCELLED": JobState.CANCELLED,
     "REVOKED": JobState.CANCELLED,
 }
+
+
+# Reasons Slurm gives for keeping a job PENDING that time alone never clears: the job asks for more than a limit
+# allows, or for what no node of its partition has, or waits on a dependency that can no longer be met. Only an
+# operator changing the job or the limits would let it start. EnforcePartLimits refuses such jobs at submission,
+# so a job meets these when the limits change under it, e.g. a partition's MaxTime lowered below its --time.
+# Left out although they may also last long, because they clear without anyone touching the job or the limits:
+# - PartitionNodeLimit: Slurm documents that it may also mean the partition's nodes are DOWN or DRAINED, and a node
+#   returns when its slurmd registers again (ReturnToService=2).
+# - InvalidAccount, InvalidQOS: slurmctld looks the association and QOS up again on every scheduling pass and
+#   clears these once found, e.g. after a slurmctld that started while slurmdbd was down gets its associations.
+# - PartitionDown/Inactive, JobHeldAdmin/User, ReqNodeNotAvail, Reservation: states that operators set and lift.
+# - Grp*, Max*PerUser, Max*PerAccount: limits on what other jobs use, which frees up as those jobs end.
+# The strings are Slurm 22.05's (job_reason_string in src/common/slurm_protocol_defs.c).
+UNSCHEDULABLE_REASONS: frozenset[str] = frozenset(
+    {
+        "PartitionTimeLimit",
+        # Any other partition limit (CPUs, AllowGroups, nodes outside the partition...).
+        "PartitionConfig",
+        "BadConstraints",
+        "DependencyNeverSatisfied",
+        # Per-job limits of the job's QOS or association (AccountingStorageEnforce=limits): they weigh the
+        # job's own request only.
+        "QOSMaxWallDurationPerJobLimit",
+        "AssocMaxWallDurationPerJobLimit",
+        "QOSMaxCpuPerJobLimit",
+        "AssocMaxCpuPerJobLimit",
+        "QOSMaxCpuMinutesPerJobLimit",
+        "AssocMaxCpuMinutesPerJobLimit",
+        "QOSMaxNodePerJobLimit",
+        "AssocMaxNodePerJobLimit",
+        "QOSMaxMemoryPerJob",
+        "AssocMaxMemPerJob",
+    }
+)
 
 
 class SchedulerError(Exception):
@@ -201,6 +237,11 @@ class JobInfo:
     @classmethod
     def unknown(cls, job_id: str, slurm_state: str = "", reason: str | None = None) -> JobInfo:
         return cls(job_id=job_id, state=JobState.UNKNOWN, slurm_state=slurm_state, reason=reason)
+
+    @property
+    def unschedulable(self) -> bool:
+        """Slurm keeps the job pending for a reason that never clears by itself (``UNSCHEDULABLE_REASONS``)."""
+        return self.state is JobState.PENDING and self.reason in UNSCHEDULABLE_REASONS
 
 
 # --- parsing: everything Slurm prints is read here -----------------------------------------------------------

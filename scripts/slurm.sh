@@ -333,6 +333,8 @@ SlurmctldDebug=info
 SlurmdDebug=info
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$real_mb State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=$OVERSUBSCRIBE
+# Tests only: they change this partition's limits under their own queued jobs, where no one else's jobs wait.
+PartitionName=limits Nodes=$NODE Default=NO MaxTime=INFINITE State=UP OverSubscribe=$OVERSUBSCRIBE
 EOF
 	SLURM_CONF_NEEDS_RESTART=0
 	if needs_restart "$SLURM_CONF_FILE" "$tmp"; then
