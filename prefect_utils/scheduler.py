@@ -431,9 +431,12 @@ _TRANSIENT = (
     "backup controller in standby mode",
     "problem talking to the database",
     "resource temporarily unavailable",
+    # munged stopped or restarting: the client cannot sign its request, or the controller cannot check it.
+    "protocol authentication error",
 )
-# ... of which these mean the request never reached the controller, so a retried sbatch cannot duplicate a job.
-_NEVER_CONNECTED = ("connect failure", "connection refused")
+# ... of which these mean the controller never took the request in (unreachable, or it refused an unsigned one), so
+# a retried sbatch cannot duplicate a job.
+_NEVER_CONNECTED = ("connect failure", "connection refused", "protocol authentication error")
 _SUBMIT_LIMIT = (
     "qosmaxsubmitjobperuserlimit",
     "qosmaxsubmitjobperaccountlimit",

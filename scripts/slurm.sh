@@ -7,6 +7,8 @@
 #   scripts/slurm.sh status      each daemon's state and sinfo; exit 0 only when everything is up
 #   scripts/slurm.sh stop-ctld   stop only slurmctld (tests: "controller unreachable")
 #   scripts/slurm.sh start-ctld  start only slurmctld and wait until it answers
+#   scripts/slurm.sh stop-dbd | start-dbd      the same for slurmdbd (tests: "accounting unreachable")
+#   scripts/slurm.sh stop-munge | start-munge  the same for munged (tests: "authentication fails")
 #
 # Environment: EMGAPI_SLURM_DIR (state, pid files and logs; default /var/lib/emgapi-slurm),
 # EMGAPI_SLURM_CLUSTER (default emgapi), EMGAPI_SLURM_PARTITION (default debug),
@@ -568,19 +570,50 @@ cmd_start_ctld() {
 	start_slurmctld
 }
 
+cmd_stop_dbd() {
+	require_root
+	stop_daemon slurmdbd "$RUN_DIR/slurmdbd.pid"
+}
+
+cmd_start_dbd() {
+	require_root
+	[[ -f $DBD_CONF_FILE ]] || die "no $DBD_CONF_FILE: run '$0 up' first"
+	DBD_CONF_CHANGED=0
+	start_slurmdbd
+}
+
+cmd_stop_munge() {
+	require_root
+	stop_daemon munged "$MUNGE_DIR/munged.pid"
+}
+
+cmd_start_munge() {
+	require_root
+	start_munge
+}
+
 usage() {
-	echo "usage: $0 up|down|status|stop-ctld|start-ctld" >&2
+	echo "usage: $0 up|down|status|stop-ctld|start-ctld|stop-dbd|start-dbd|stop-munge|start-munge" >&2
 	exit 2
 }
 
 main() {
 	(($# == 1)) || usage
+	# One invocation at a time: two starting slurmctld at once (a test's start-ctld beside another `up`) leave one
+	# slurmctld running whose pid file the other removed on its way out.
+	install -d -m 0755 "$STATE_DIR"
+	exec 9>"$STATE_DIR/slurm.sh.lock"
+	flock 9
 	case $1 in
 	up) cmd_up ;;
 	down) cmd_down ;;
 	status) cmd_status ;;
 	stop-ctld) cmd_stop_ctld ;;
 	start-ctld) cmd_start_ctld ;;
+	stop-dbd) cmd_stop_dbd ;;
+	start-dbd) cmd_start_dbd ;;
+	stop-munge) cmd_stop_munge ;;
+	start-munge) cmd_start_munge ;;
 	*) usage ;;
 	esac
 }
