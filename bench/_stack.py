@@ -213,6 +213,11 @@ class Stack:
         self.serve_flows_logs: list[Path] = []
         self.ena_url = ""
         self.ids_to_wait: list[str] = []
+        self.serve_flows_args: list[str] = []  # after `manage.py serve_flows` (e.g. ["--limit", "8"])
+        self.prefect: Service | None = None
+        self.prefect_starts = 0
+        self.prefect_port = 0
+        self.api_url = ""
 
     @property
     def jobs_root(self) -> Path:
@@ -220,32 +225,19 @@ class Stack:
 
     def start(self) -> None:
         """The Prefect server (and this process's Prefect settings pointed at it) and the ENA stub."""
-        port = free_port()
-        api_url = f"http://127.0.0.1:{port}/api"
-        base = urlsplit(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
-        prefect_db_url = urlunsplit(base._replace(scheme="postgresql+asyncpg", path=f"/{self.prefect_db}"))
+        self.prefect_port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.prefect_port}/api"
         # The bench process reads Prefect and dispatches flow runs (the outbox) through its own server only.
         os.environ.update(
             {
-                "PREFECT_API_URL": api_url,
+                "PREFECT_API_URL": self.api_url,
                 "PREFECT_HOME": str(self.tmp / "prefect-home"),
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                 "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(self.tmp / "prefect-results"),
             }
         )
         recreate_database(self.prefect_db)
-        server_env = {
-            **os.environ,
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_db_url,
-            "PREFECT_SERVER_UI_ENABLED": "false",
-        }
-        self.prefect = Service(
-            "Prefect server",
-            [str(VENV_BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            server_env,
-            self.tmp / "prefect_server.log",
-        )
-        self.started.append(self.prefect)
+        self.launch_prefect()
         start = time.monotonic()
 
         port_file = self.tmp / "ena_stub.port"
@@ -273,22 +265,75 @@ class Stack:
             raise SystemExit(f"ENA stub did not start:\n{tail(stub.log)}")
         self.ena_url = f"http://127.0.0.1:{port_file.read_text().strip()}/ena/portal/api"
 
+        self.wait_prefect()
+        say(
+            f"Prefect server (own, database {self.prefect_db}) answering at {self.api_url} after {time.monotonic() - start:.0f} s"
+        )
+        say(f"ENA stub at {self.ena_url}")
+
+    def launch_prefect(self) -> Service:
+        """The Prefect server on the stack's port and database (kept from any earlier start); returns at once.
+
+        The previous server must be gone; its log stays (prefect_server.log, then prefect_server.N.log)."""
+        previous = self.prefect
+        if previous is not None and previous.running():
+            raise RuntimeError("the Prefect server is still running")
+        if previous is not None:
+            self.started.remove(previous)
+        self.prefect_starts += 1
+        base = urlsplit(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+        prefect_db_url = urlunsplit(base._replace(scheme="postgresql+asyncpg", path=f"/{self.prefect_db}"))
+        server_env = {
+            **os.environ,
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_db_url,
+            "PREFECT_SERVER_UI_ENABLED": "false",
+        }
+        log = (
+            "prefect_server.log" if self.prefect_starts == 1 else f"prefect_server.{self.prefect_starts}.log"
+        )
+        self.prefect = Service(
+            "Prefect server",
+            [
+                str(VENV_BIN / "prefect"),
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.prefect_port),
+            ],
+            server_env,
+            self.tmp / log,
+        )
+        self.started.append(self.prefect)
+        return self.prefect
+
+    def prefect_answers(self, timeout: float = 2.0) -> bool:
         import httpx
+
+        try:
+            return httpx.get(f"{self.api_url}/health", timeout=timeout).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_prefect(self, timeout: float = 180.0) -> None:
+        """Until the Prefect server answers /health (SystemExit if it exits or never does)."""
 
         def healthy() -> bool:
             if not self.prefect.running():
                 raise SystemExit(f"the Prefect server exited:\n{tail(self.prefect.log)}")
-            try:
-                return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
+            return self.prefect_answers()
 
-        if not poll_until(healthy, 180, "the Prefect server", 0.5):
+        if not poll_until(healthy, timeout, "the Prefect server", 0.5):
             raise SystemExit(f"the Prefect server did not answer:\n{tail(self.prefect.log)}")
-        say(
-            f"Prefect server (own, database {self.prefect_db}) answering at {api_url} after {time.monotonic() - start:.0f} s"
-        )
-        say(f"ENA stub at {self.ena_url}")
+
+    def restart_prefect(self) -> float:
+        """A new Prefect server on the same port and database, after the previous one was stopped; the seconds
+        until it answers."""
+        start = time.monotonic()
+        self.launch_prefect()
+        self.wait_prefect()
+        return time.monotonic() - start
 
     def serve_flows_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         return {
@@ -316,7 +361,10 @@ class Stack:
         log = self.tmp / ("serve_flows.log" if number == 1 else f"serve_flows.{number}.log")
         self.serve_flows_logs.append(log)
         self.serve_flows = Service(
-            "serve_flows", [sys.executable, "manage.py", "serve_flows"], self.serve_flows_env(extra), log
+            "serve_flows",
+            [sys.executable, "manage.py", "serve_flows", *self.serve_flows_args],
+            self.serve_flows_env(extra),
+            log,
         )
         self.started.append(self.serve_flows)
         return self.serve_flows

@@ -155,7 +155,8 @@ start_daemon() {
 		die "$name is already running as pid $other, not started by this script (no $file): stop it first"
 	fi
 	rm -f "$file"
-	if ! "$@"; then
+	# 9>&-: a daemon must not inherit the lock of this script (see main), or it would hold it for its whole life.
+	if ! "$@" 9>&-; then
 		log_tail "$logfile"
 		die "$name did not start: $*"
 	fi
@@ -206,7 +207,7 @@ ensure_mariadb() {
 	if [[ ! -d /var/lib/mysql/mysql ]]; then
 		mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
 	fi
-	start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+	start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql 9>&-
 	wait_for "$DAEMON_DEADLINE" "MariaDB on 127.0.0.1:3306" mariadb_answers || die "MariaDB did not start"
 }
 
