@@ -170,6 +170,9 @@ SLURM_SUBMIT_RATE_PER_MINUTE = float(os.environ.get("SLURM_SUBMIT_RATE_PER_MINUT
 SLURM_POLL_MIN_SECONDS = float(os.environ.get("SLURM_POLL_MIN_SECONDS", "1"))
 SLURM_POLL_MAX_SECONDS = float(os.environ.get("SLURM_POLL_MAX_SECONDS", "60"))
 SLURM_MAX_MEMORY_MB = int(os.environ.get("SLURM_MAX_MEMORY_MB", "64000"))  # escalation stops here
+# How often a Slurm command is retried through an outage before the caller hears "unavailable" (states go stale,
+# submission waits); the pauses double from 0.5 s.
+SLURM_COMMAND_RETRIES = int(os.environ.get("SLURM_COMMAND_RETRIES", "3"))
 SLURM_MAX_TIME_MINUTES = int(os.environ.get("SLURM_MAX_TIME_MINUTES", str(7 * 24 * 60)))
 # A flow pass watches its jobs this long before it suspends: short jobs (the demo) then cost no resume.
 WORKFLOWS_LINGER_SECONDS = float(os.environ.get("WORKFLOWS_LINGER_SECONDS", "15"))

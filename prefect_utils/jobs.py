@@ -35,7 +35,8 @@ from prefect_utils.scheduler import (
 logger = logging.getLogger(__name__)
 
 POLLER_LEASE = "slurm-poller"
-# Names of the points where a test may have the process SIGKILL itself, to prove the rerun repairs it.
+# Names of the points where a test may have the process SIGKILL itself, to prove the rerun repairs it, or with
+# ":stop" SIGSTOP itself there: a barrier the test releases (SIGCONT) or turns into a crash (SIGKILL).
 FAULT_POINT_ENV = "PREFECT_UTILS_FAULT_POINT"
 
 # Failure classes (see ResubmitPolicy).
@@ -44,8 +45,9 @@ RESOURCE_FAILURES = frozenset({"OUT_OF_MEMORY", "TIMEOUT"})
 
 
 def _fault_point(name: str) -> None:
-    if os.environ.get(FAULT_POINT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    point, _, action = os.environ.get(FAULT_POINT_ENV, "").partition(":")
+    if point == name:
+        os.kill(os.getpid(), signal.SIGSTOP if action == "stop" else signal.SIGKILL)
 
 
 def job_key(spec: JobSpec, inputs: Mapping[str, str]) -> str:

@@ -10,7 +10,7 @@ from workflows.ledger import DjangoJobLedger
 def build_jobs_service() -> SlurmJobs:
     return SlurmJobs(
         DjangoJobLedger(),
-        SlurmClient(),
+        SlurmClient(retries=settings.SLURM_COMMAND_RETRIES),
         poll=PollConfig(
             min_interval=settings.SLURM_POLL_MIN_SECONDS, max_interval=settings.SLURM_POLL_MAX_SECONDS
         ),

@@ -72,16 +72,18 @@ def test_an_outage_while_a_request_waits_fails_nothing(fault, flows_server, gate
         if fault in SEEN_BY_THE_POLLER:
             poll_until(
                 lambda: PollerLease.objects.exclude(last_error="").exists(),
-                timeout=120,  # a poll retries an outage for about 12 s before it reports it
+                timeout=120,  # a poll retries an outage (SLURM_COMMAND_RETRIES) before it reports it
                 what="the poller to meet the outage",
             )
         # The length of the outage is the fault itself, not a wait for anything.
         time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - began)))
     connections.close_all()  # the test's own connection may have been cut with the others
+    ended_at, outage = time.monotonic(), time.monotonic() - began
 
     poll_until(
         lambda: request_status(request) in {"completed", "failed"}, timeout=400, what="the request to finish"
     )
+    print(f"{fault}: down {outage:.1f} s; request finished {time.monotonic() - ended_at:.1f} s after")
     assert request.status == "completed", request.status_detail
     held.refresh_from_db()
     assert held.state == "COMPLETED" and held.attempt == 1

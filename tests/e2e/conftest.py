@@ -131,6 +131,8 @@ def flows_server_env(transactional_db, gated_stub, tmp_path) -> dict[str, str]:
         "WORKFLOWS_LINGER_SECONDS": "1",
         "SLURM_POLL_MIN_SECONDS": "0.5",
         "SLURM_POLL_MAX_SECONDS": "2",
+        # One retry: an outage reaches the poller in seconds, not the production ~45 s (tests/chaos wait for it).
+        "SLURM_COMMAND_RETRIES": "1",
     }
 
 

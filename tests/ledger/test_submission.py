@@ -1,9 +1,11 @@
 """The submission protocol and the shared poller, against the real single-node Slurm and PostgreSQL."""
 
 import json
+import os
 import signal
 import threading
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -88,6 +90,45 @@ def test_process_killed_around_sbatch_is_repaired_by_rerun(service, run_child, t
     assert service.client.calls["sbatch"] == 0
     assert wait(service, rerun).state == "COMPLETED"
     assert job_ids_with_comment(f"{key}-1") == submitted
+
+
+def _stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def _waiting_on_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+@pytest.mark.parametrize("creator", ["dies", "finishes"])
+def test_an_adopter_waits_for_the_creator_between_sbatch_and_commit(run_child, tmp_path, creator):
+    """The creator of a row stops right after its sbatch (a barrier), holding the row; a second process asks for
+    the same work meanwhile. It must wait, not sbatch; then it adopts the creator's job whether the creator dies
+    there or goes on to record it."""
+    spec = spec_in(tmp_path, "sleep 1", name="barrier")
+    key = job_key(spec, {})
+    first = run_child(json.dumps(spec.canonical()), env={"PREFECT_UTILS_FAULT_POINT": "after_sbatch:stop"})
+    poll_until(lambda: _stopped(first.pid), timeout=60, what="the creator to stop after its sbatch")
+    (submitted,) = job_ids_with_comment(f"{key}-1")
+
+    second = run_child(json.dumps(spec.canonical()))
+    poll_until(_waiting_on_a_lock, timeout=60, what="the second process to wait for the creator's row")
+    assert second.poll() is None
+    assert job_ids_with_comment(f"{key}-1") == {submitted}
+
+    os.kill(first.pid, signal.SIGKILL if creator == "dies" else signal.SIGCONT)
+    out, err = second.communicate(timeout=120)
+    first.communicate(timeout=60)
+    assert second.returncode == 0, err
+    assert out.strip() == submitted
+    if creator == "finishes":
+        assert first.returncode == 0
+    assert job_ids_with_comment(f"{key}-1") == {submitted}
+    assert ClusterJob.objects.get(key=key, attempt=1).slurm_job_id == submitted
 
 
 def test_twenty_concurrent_processes_submit_one_job(run_child, tmp_path):
