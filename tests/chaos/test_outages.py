@@ -114,13 +114,9 @@ def test_a_controller_outage_fails_no_waiting_step_and_holds_submission_back(
             timeout=120,
             what="the second request's first steps to be recorded in the ledger",
         )
-        poll_until(
-            lambda: PollerLease.objects.exclude(last_error="").exists(),
-            timeout=120,
-            what="the poller to meet the outage",
-        )
         time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - began)))  # the outage itself
         assert not ClusterJob.objects.filter(request__in=[waiting, submitting], state="FAILED").exists()
+        # Its steps met the outage: recorded, not on the cluster (an sbatch that got through would have an id).
         assert not ClusterJob.objects.filter(request=submitting).exclude(slurm_job_id=None).exists()
         assert request_status(submitting) in {"pending", "running"}, submitting.status_detail
     finally:
