@@ -57,8 +57,10 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -80,6 +82,7 @@ SERVICE_SETTINGS = {
 WEB_SETTINGS = {"DEBUG": "0", "ALLOWED_HOSTS": "127.0.0.1", "SECURE_SSL_REDIRECT": "0"}
 ENDPOINT = "/api/assembly-analysis-requests/"
 P99_GOAL_MS = 200.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -114,6 +117,27 @@ class Phase:
 
     def latencies(self) -> list[float]:
         return sorted(p.ms for p in self.posts)
+
+
+def retry_db(read: Callable[[], T], tries: int = 60) -> T:
+    """`read()`, again every 2 s while PostgreSQL is restarting (others restart it while benchmarks run)."""
+    from django.db import InterfaceError, OperationalError, connection
+
+    for attempt in range(tries):
+        try:
+            return read()
+        except (OperationalError, InterfaceError) as exc:
+            if attempt == tries - 1:
+                raise
+            say(f"  (PostgreSQL: {str(exc).strip().splitlines()[0][:100]}; reading again in 2 s)")
+            connection.close()
+            time.sleep(2)
+    raise AssertionError("unreachable")
+
+
+def db_tolerant(check: Callable[[], bool]) -> Callable[[], bool]:
+    """A poll check that reads False while PostgreSQL is restarting."""
+    return lambda: retry_db(check)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -228,7 +252,7 @@ class PrefectDown(Stack):
         ):
             self.phases.append(phase)
             self.run_phase(phase)
-        self.report()
+        retry_db(self.report, tries=10)
 
     def start_web(self) -> None:
         import httpx
@@ -301,7 +325,7 @@ class PrefectDown(Stack):
                 dispatched.append(time.monotonic() - start)
             return request.is_terminal and not flow_processes(self.serve_flows.pid)
 
-        if not poll_until(ended, 120, f"request {request_id} ({self.args.study}) to end", 0.2):
+        if not poll_until(db_tolerant(ended), 120, f"request {request_id} ({self.args.study}) to end", 0.2):
             raise SystemExit(f"request {request_id} for {self.args.study} did not end within 120 s")
         took = time.monotonic() - start
         request = AssemblyAnalysisRequest.objects.get(pk=request_id)
@@ -346,7 +370,7 @@ class PrefectDown(Stack):
             phase.back_at = phase.down_at
         else:
             time.sleep(max(0.0, phase.down_at + args.down - time.monotonic()))
-            phase.attempts_down, phase.pending_down = self.attempts(phase.request_ids)
+            phase.attempts_down, phase.pending_down = retry_db(lambda: self.attempts(phase.request_ids))
             phase.serve_flows_alive = self.serve_flows.running()
             if phase.outage == "refusing":
                 phase.restart_s = self.restart_prefect()
@@ -444,7 +468,9 @@ class PrefectDown(Stack):
             self.revive_check()
             return all(i for i in self.flow_run_ids(ids).values())
 
-        if poll_until(dispatched, self.args.deadline, f"the dispatch of {phase.title}'s requests", 0.2):
+        if poll_until(
+            db_tolerant(dispatched), self.args.deadline, f"the dispatch of {phase.title}'s requests", 0.2
+        ):
             phase.dispatched_s = time.monotonic() - phase.back_at
 
         def ended() -> bool:
@@ -453,9 +479,9 @@ class PrefectDown(Stack):
                 flow_processes(self.serve_flows.pid)
             )
 
-        if poll_until(ended, self.args.deadline, f"the end of {phase.title}'s requests", 0.5):
+        if poll_until(db_tolerant(ended), self.args.deadline, f"the end of {phase.title}'s requests", 0.5):
             phase.settled_s = time.monotonic() - phase.back_at
-        phase.statuses = Counter(rows.values_list("status", flat=True))
+        phase.statuses = retry_db(lambda: Counter(rows.values_list("status", flat=True)))
 
     def revive_check(self) -> None:
         """serve_flows exiting while Prefect is up is a finding, not an outage to wait out: say so, and go on."""
@@ -537,6 +563,13 @@ class PrefectDown(Stack):
         slurm = ClusterJob.objects.exclude(slurm_job_id__isnull=True).count()
         statuses = Counter(AssemblyAnalysisRequest.objects.values_list("status", flat=True))
         outages = [p for p in self.phases if p.outage]
+        observer = [
+            line[:8]
+            for log in self.serve_flows_logs
+            if log.exists()
+            for line in log.read_text(errors="replace").splitlines()
+            if "Cancellation polling task failed" in line
+        ]
         figures = [
             ("requests", f"{len(requests)} (1 check + {len(self.phases)} x {args.posts}); {dict(statuses)}"),
             ("requests without flow_run_id", f"{undispatched}"),
@@ -562,6 +595,15 @@ class PrefectDown(Stack):
                 + "".join(f"; pid {pid} exited (code {code})" for pid, _, code in exits)
                 + f"; restarted by the benchmark after {sum(p.serve_flows_restarted for p in outages)} of "
                 f"{len(outages)} outages",
+            ),
+            (
+                "runner's cancellation observer",
+                (
+                    f"gave up {len(observer)} time(s), at {', '.join(observer)} (Prefect's 'Cancellation polling task "
+                    "failed ... flow run cancellation will fail': not restarted while serve_flows lives)"
+                )
+                if observer
+                else "alive",
             ),
             ("ledger rows, Slurm jobs", f"{ledger}, {slurm}"),
         ]
