@@ -138,6 +138,14 @@ def sweep(now: datetime | None = None) -> SweepReport:
         Trigger.objects.filter(status=Trigger.Status.PENDING).values_list("source", flat=True)
     )
     flow_runs = prefect_api.read_flow_runs(r.flow_run_id for r in requests)
+    # Read again after Prefect answered: a pass that finished its request in between left its run COMPLETED for a
+    # request that needs no other (bench/prefect_down.py saw a second flow run started so). Read in this order, a
+    # request still unfinished here really has a run that ended without finishing it.
+    unfinished = set(
+        AssemblyAnalysisRequest.objects.filter(
+            pk__in=[r.pk for r in requests], status__in=[Status.PENDING, Status.RUNNING]
+        ).values_list("pk", flat=True)
+    )
     activity = {
         row["request_id"]: row
         for row in ClusterJob.objects.filter(request__in=requests)
@@ -153,7 +161,11 @@ def sweep(now: datetime | None = None) -> SweepReport:
     stall = timedelta(seconds=settings.WORKFLOWS_STALL_SECONDS)
     capacity: int | None = None
     for request in requests:
-        if (live and request.pk in live) or source_label(request) in awaiting_dispatch:
+        if (
+            request.pk not in unfinished
+            or (live and request.pk in live)
+            or source_label(request) in awaiting_dispatch
+        ):
             continue
         flow_run = flow_runs.get(request.flow_run_id)
         if flow_run is None or flow_run.state is None:

@@ -10,9 +10,10 @@ from django.utils import timezone
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
-from prefect.states import Cancelled, Crashed, Failed, Pending, Running, Suspended
+from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, Running, Suspended
 
 from analyses.models import AssemblyAnalysisRequest
+from workflows import prefect_api
 from workflows.models import ClusterJob, RequestProgress, Trigger
 from workflows.recovery import sweep
 from workflows.request_lock import request_lock
@@ -135,6 +136,21 @@ def test_a_run_cancelled_in_prefect_cancels_the_request(request_with_run):
     request.refresh_from_db()
     assert request.status == "cancelled" and request.status_detail == "Flow run cancelled in Prefect."
     assert RequestProgress.objects.get(pk=request.pk).cancel_carried_out_at is not None
+
+
+def test_a_request_finished_while_the_sweep_reads_prefect_gets_no_new_run(request_with_run, monkeypatch):
+    """The race bench/prefect_down.py met: the pass finishes the request and its run completes between the sweep's
+    read of the requests and its read of Prefect. Injected by wrapping the Prefect read (the real one still runs)."""
+    request, _ = request_with_run(Completed())
+    real_read = prefect_api.read_flow_runs
+
+    def read_while_the_pass_finishes(ids):
+        AssemblyAnalysisRequest.objects.filter(pk=request.pk).update(status="completed")
+        return real_read(ids)
+
+    monkeypatch.setattr(prefect_api, "read_flow_runs", read_while_the_pass_finishes)
+    assert sweep().restarted == []
+    assert not Trigger.objects.exists()
 
 
 def test_a_deleted_run_is_replaced_by_a_new_one_under_a_new_key(request_with_run):
