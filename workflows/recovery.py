@@ -30,6 +30,7 @@ from workflows.services import build_jobs_service
 
 logger = logging.getLogger(__name__)
 Status = AssemblyAnalysisRequest.Status
+UNFINISHED = (Status.PENDING, Status.RUNNING)
 MAX_RECOVERY_DELAY = timedelta(minutes=10)
 
 
@@ -84,9 +85,7 @@ def carry_out_pending_cancellations() -> list[int]:
 def resume_requests(request_ids: set[int]) -> list[int]:
     """Resume the suspended flow run of each request; resuming one that is not suspended is a no-op."""
     resumed = []
-    requests = AssemblyAnalysisRequest.objects.filter(
-        pk__in=request_ids, status__in=[Status.PENDING, Status.RUNNING]
-    )
+    requests = AssemblyAnalysisRequest.objects.filter(pk__in=request_ids, status__in=UNFINISHED)
     for request in requests:
         if request.flow_run_id and _resume(request.pk, request.flow_run_id):
             resumed.append(request.pk)
@@ -126,9 +125,7 @@ def sweep(now: datetime | None = None) -> SweepReport:
 
     requests = [
         r
-        for r in AssemblyAnalysisRequest.objects.filter(
-            status__in=[Status.PENDING, Status.RUNNING]
-        ).select_related("progress")
+        for r in AssemblyAnalysisRequest.objects.filter(status__in=UNFINISHED).select_related("progress")
         if r.flow_run_id
     ]
     if not requests:
@@ -143,7 +140,7 @@ def sweep(now: datetime | None = None) -> SweepReport:
     # request still unfinished here really has a run that ended without finishing it.
     unfinished = set(
         AssemblyAnalysisRequest.objects.filter(
-            pk__in=[r.pk for r in requests], status__in=[Status.PENDING, Status.RUNNING]
+            pk__in=[r.pk for r in requests], status__in=UNFINISHED
         ).values_list("pk", flat=True)
     )
     activity = {
