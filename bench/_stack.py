@@ -389,7 +389,7 @@ class Stack:
         with get_client(sync_client=True) as client:
             try:
                 served = [
-                    client.read_deployment_by_name(name)
+                    client.read_deployment_by_name(deployments.in_this_environment(name))
                     for name in (deployments.ASSEMBLY_ANALYSIS, deployments.STUDY_SYNC)
                 ]
             except ObjectNotFound:

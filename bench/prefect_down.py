@@ -499,7 +499,9 @@ class PrefectDown(Stack):
 
         runs: list = []
         with get_client(sync_client=True) as client:
-            deployment = client.read_deployment_by_name(deployments.ASSEMBLY_ANALYSIS)
+            deployment = client.read_deployment_by_name(
+                deployments.in_this_environment(deployments.ASSEMBLY_ANALYSIS)
+            )
             while True:
                 page = client.read_flow_runs(
                     deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),

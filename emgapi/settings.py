@@ -160,6 +160,9 @@ LOGGING = {
 
 # --- Workflow layer ---------------------------------------------------------------------------------------
 PREFECT_API_URL = os.environ.get("PREFECT_API_URL", "")
+# Scopes the deployments, flow runs and keys this service makes on a Prefect server that other environments may
+# share; empty means "the database's name" (workflows.deployments.environment).
+EMGAPI_ENVIRONMENT = os.environ.get("EMGAPI_ENVIRONMENT", "")
 # A hanging Prefect must not hold up the service loop for long: Prefect down means "retry later".
 PREFECT_DISPATCH_TIMEOUT_SECONDS = float(os.environ.get("PREFECT_DISPATCH_TIMEOUT_SECONDS", "3"))
 ENA_PORTAL_API_URL = os.environ.get("ENA_PORTAL_API_URL", "https://www.ebi.ac.uk/ena/portal/api")

@@ -1,9 +1,27 @@
-"""The one registry of deployment names: signals dispatch to these, `serve_flows` serves them."""
+"""The one registry of deployment names, and the environment that scopes them on a shared Prefect server.
+
+Signals and recovery record the *base* name (`ASSEMBLY_ANALYSIS`) on a trigger; the dispatcher and `serve_flows`
+both resolve it to this environment's deployment (`...@<environment>`). Two services sharing one Prefect server
+(staging and production, or `make run` and `make test`) therefore serve and create flow runs of different
+deployments, and a served runner only ever picks up its own environment's runs.
+"""
+
+import re
+
+from django.conf import settings
+from django.db import connections
 
 ASSEMBLY_ANALYSIS_FLOW = "Assemble and analyse a study"
 ASSEMBLY_ANALYSIS_DEPLOYMENT = "assembly_analysis_request_deployment"
 STUDY_SYNC_FLOW = "Sync a study with ENA"
 STUDY_SYNC_DEPLOYMENT = "study_sync_deployment"
+
+# Prefect refuses "/", "%", "&", "<" and ">" in names; keep to what reads well in a URL and a log line.
+_ENVIRONMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class WrongEnvironment(Exception):
+    """A flow run meant for another environment reached this one: it must not touch this database."""
 
 
 def full_name(flow_name: str, deployment_name: str) -> str:
@@ -12,3 +30,45 @@ def full_name(flow_name: str, deployment_name: str) -> str:
 
 ASSEMBLY_ANALYSIS = full_name(ASSEMBLY_ANALYSIS_FLOW, ASSEMBLY_ANALYSIS_DEPLOYMENT)
 STUDY_SYNC = full_name(STUDY_SYNC_FLOW, STUDY_SYNC_DEPLOYMENT)
+
+
+def environment() -> str:
+    """`EMGAPI_ENVIRONMENT`, or else the name of the database this process is connected to.
+
+    The database is the default because it is exactly what must not cross: a flow run executed against another
+    environment's database is the failure this prevents. It is read from the connection settings, not the
+    settings module, so under pytest both the test process and the `serve_flows` it starts (given the test
+    database's URL) name the test database.
+    """
+    name = settings.EMGAPI_ENVIRONMENT or str(connections["default"].settings_dict["NAME"])
+    if not _ENVIRONMENT_NAME.match(name):
+        raise ValueError(
+            f"EMGAPI_ENVIRONMENT {name!r} is not a valid environment name "
+            "(letters, digits, '_', '.', '-'; at most 63; set EMGAPI_ENVIRONMENT explicitly)"
+        )
+    return name
+
+
+def served_deployment_name(deployment_name: str) -> str:
+    """The deployment name `serve_flows` registers for this environment."""
+    return f"{deployment_name}@{environment()}"
+
+
+def in_this_environment(name: str) -> str:
+    """`Flow/deployment` as recorded on a trigger -> this environment's `Flow/deployment@environment`."""
+    flow_name, _, deployment_name = name.partition("/")
+    return full_name(flow_name, served_deployment_name(deployment_name))
+
+
+def environment_tag() -> str:
+    return f"env:{environment()}"
+
+
+def refuse_other_environment(flow_run_environment: str | None) -> None:
+    """First thing in every flow: a run created for another environment fails before reading any row."""
+    ours = environment()
+    if flow_run_environment is not None and flow_run_environment != ours:
+        raise WrongEnvironment(
+            f"This flow run belongs to environment {flow_run_environment!r}, but this process serves {ours!r}: "
+            "refusing to run it against this database."
+        )

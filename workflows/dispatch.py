@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.db import models, transaction
 from django.utils import timezone
 
-from workflows import prefect_api
+from workflows import deployments, prefect_api
 from workflows.models import Trigger
 from workflows.wakeup import wake_service_loops
 
@@ -36,7 +36,7 @@ def enqueue_trigger(
     (a restored backup, a test run) while Prefect never forgets a key, and a reused one would hand back some
     old flow run. `generation` numbers deliberate re-triggers of the same object.
     """
-    key = f"{source_label(obj)}:{deployment}:gen{generation}:{uuid.uuid4().hex}"
+    key = f"{deployments.environment()}:{source_label(obj)}:{deployment}:gen{generation}:{uuid.uuid4().hex}"
     trigger = Trigger.objects.create(
         idempotency_key=key, deployment_name=deployment, parameters=parameters, source=source_label(obj)
     )
@@ -61,11 +61,12 @@ def dispatch_trigger(trigger_id: int) -> Trigger | None:
             return None
         trigger.attempts += 1
         try:
+            # The trigger keeps the base name: this environment's deployment is resolved when it is sent.
             flow_run_id = prefect_api.create_flow_run(
-                trigger.deployment_name,
-                trigger.parameters,
+                deployments.in_this_environment(trigger.deployment_name),
+                {**trigger.parameters, "environment": deployments.environment()},
                 idempotency_key=trigger.idempotency_key,
-                tags=[trigger.source],
+                tags=[trigger.source, deployments.environment_tag()],
             )
         except Exception as exc:  # Prefect down, slow, or not serving the deployment yet: all retried later
             trigger.last_error = f"{type(exc).__name__}: {exc}"[:2000]

@@ -17,7 +17,8 @@ from workflows.study_sync import sync_study
 
 
 @flow(name=deployments.STUDY_SYNC_FLOW, description="Create or update a study's samples and runs from ENA.")
-def sync_study_with_ena(study_id: int) -> dict[str, Any]:
+def sync_study_with_ena(study_id: int, environment: str | None = None) -> dict[str, Any]:
+    deployments.refuse_other_environment(environment)
     study = Study.objects.get(pk=study_id)
     result = sync_study(study.ena_accession, EnaClient(settings.ENA_PORTAL_API_URL))
     return {"usable_runs": len(result.usable_run_ids), "rejected": result.rejected}

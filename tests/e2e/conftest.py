@@ -75,8 +75,15 @@ def _alive(pid: int) -> bool:
 
 
 def _delete_leftover_runs() -> None:
-    """Runs left SCHEDULED by an earlier, interrupted session would be picked up and mistaken for ours."""
-    names = [deployments.ASSEMBLY_ANALYSIS_DEPLOYMENT, deployments.STUDY_SYNC_DEPLOYMENT]
+    """Runs left SCHEDULED by an earlier, interrupted session would be picked up and mistaken for ours.
+
+    Only this environment's deployments: another environment on the same Prefect server (a `make run`, another
+    test session with its own database) keeps its runs.
+    """
+    names = [
+        deployments.served_deployment_name(name)
+        for name in (deployments.ASSEMBLY_ANALYSIS_DEPLOYMENT, deployments.STUDY_SYNC_DEPLOYMENT)
+    ]
     with get_client(sync_client=True) as client:
         leftovers = client.read_flow_runs(
             deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=names)),
@@ -87,11 +94,13 @@ def _delete_leftover_runs() -> None:
                 client.delete_flow_run(flow_run.id)
 
 
-def _deployments_registered() -> bool:
+def deployments_registered(environment: str | None = None) -> bool:
+    """Every deployment of `environment` (default: ours) is registered and not paused."""
+    environment = environment or deployments.environment()
     with get_client(sync_client=True) as client:
         try:
             served = [
-                client.read_deployment_by_name(name)
+                client.read_deployment_by_name(f"{name}@{environment}")
                 for name in (deployments.ASSEMBLY_ANALYSIS, deployments.STUDY_SYNC)
             ]
         except ObjectNotFound:
@@ -141,7 +150,7 @@ def flows_server(flows_server_env, slurm_cluster, tmp_path) -> Iterator[FlowsSer
     _delete_leftover_runs()
     server = FlowsServer(flows_server_env, tmp_path)
     server.start()
-    poll_until(_deployments_registered, timeout=120, what="serve_flows to register its deployments")
+    poll_until(deployments_registered, timeout=120, what="serve_flows to register its deployments")
     try:
         yield server
     finally:

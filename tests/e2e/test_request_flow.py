@@ -55,7 +55,9 @@ def test_request_is_assembled_and_analysed_on_slurm(flows_server, user_client):
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment(flow_run.deployment_id)
         flow = client.read_flow(flow_run.flow_id)
-    assert f"{flow.name}/{deployment.name}" == deployments.ASSEMBLY_ANALYSIS
+    assert f"{flow.name}/{deployment.name}" == deployments.in_this_environment(deployments.ASSEMBLY_ANALYSIS)
+    assert flow_run.parameters["environment"] == deployments.environment()
+    assert deployments.environment_tag() in flow_run.tags
 
     poll_until(
         lambda: request_status(request) in {"completed", "failed"}, timeout=400, what="the request to finish"

@@ -21,13 +21,14 @@ UNREACHABLE_PREFECT = "http://127.0.0.1:9/api"
 
 
 @flow(name="emgapi-test-noop")
-def noop(request_id: int = 0, study_id: int = 0) -> None:
+def noop(request_id: int = 0, study_id: int = 0, environment: str | None = None) -> None:
     """A deployment nobody serves: its flow runs are created and never executed."""
 
 
 @pytest.fixture(scope="module")
-def test_deployment() -> str:
-    noop.to_deployment(name="unit-tests").apply()
+def test_deployment(django_db_setup) -> str:
+    # Registered under this environment's name, as serve_flows would: the dispatcher resolves it so.
+    noop.to_deployment(name=deployments.served_deployment_name("unit-tests")).apply()
     return "emgapi-test-noop/unit-tests"
 
 
@@ -111,7 +112,7 @@ def test_a_committed_request_wakes_the_service_loops_and_dispatch_records_the_fl
     assert request.flow_run_id == trigger.flow_run_id
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(uuid.UUID(trigger.flow_run_id))
-    assert flow_run.parameters == {"request_id": request.pk}
+    assert flow_run.parameters == {"request_id": request.pk, "environment": deployments.environment()}
     assert flow_run.idempotency_key == trigger.idempotency_key
 
 
@@ -227,3 +228,17 @@ def test_a_request_created_through_the_api_path_never_commits_without_its_trigge
     with pytest.raises(RuntimeError):
         create_assembly_analysis_request(study_accession="PRJEB40003", requester=user)
     assert not AssemblyAnalysisRequest.objects.filter(study_accession="PRJEB40003").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dispatched_flow_run_carries_its_environment(route_to_test_deployment):
+    AssemblyAnalysisRequest.objects.create(study_accession="PRJEB40007")
+    assert dispatch_pending_triggers() == 1
+    trigger = Trigger.objects.get()
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(uuid.UUID(trigger.flow_run_id))
+        deployment = client.read_deployment(flow_run.deployment_id)
+    assert deployment.name == f"unit-tests@{deployments.environment()}"
+    assert flow_run.parameters["environment"] == deployments.environment()
+    assert deployments.environment_tag() in flow_run.tags
+    assert trigger.idempotency_key.startswith(f"{deployments.environment()}:")

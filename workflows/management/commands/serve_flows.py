@@ -3,6 +3,7 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from workflows import deployments
 from workflows.service_loop import run_service_loop
 
 
@@ -26,8 +27,8 @@ class Command(BaseCommand):
         served = [
             flow.to_deployment(
                 # A runner that stops pauses its deployments; a new one must resume them or nothing runs.
-                name=deployment_name,
-                tags=["emgapi"],
+                name=deployments.served_deployment_name(deployment_name),
+                tags=["emgapi", deployments.environment_tag()],
                 description=flow.description,
                 paused=False,
                 concurrency_limit=settings.WORKFLOWS_CONCURRENCY_LIMITS.get(full_name),
@@ -38,7 +39,10 @@ class Command(BaseCommand):
         loop = threading.Thread(target=run_service_loop, args=(stop,), name="service-loop", daemon=True)
         if not no_service_loop:
             loop.start()
-        self.stdout.write(f"Serving {', '.join(FLOWS)}")
+        self.stdout.write(
+            f"Serving {', '.join(deployments.in_this_environment(name) for name in FLOWS)} "
+            f"(environment {deployments.environment()!r})"
+        )
         try:
             serve(*served, limit=limit)
         finally:

@@ -57,8 +57,12 @@ def jobs_table(request_id: int) -> list[dict[str, str]]:
     description="Fetch an ENA study, check its runs, then QC, assemble and analyse each run as Slurm jobs.",
     on_cancellation=[_on_cancelled],
 )
-def assemble_and_analyse_study(request_id: int) -> dict[str, Any]:
-    """A reconciler: each run of this flow (first, resumed or rescheduled) moves the request on and exits."""
+def assemble_and_analyse_study(request_id: int, environment: str | None = None) -> dict[str, Any]:
+    """A reconciler: each run of this flow (first, resumed or rescheduled) moves the request on and exits.
+
+    `environment` is set by the dispatcher; a run without it predates environments and is taken as ours.
+    """
+    deployments.refuse_other_environment(environment)
     logger = get_run_logger()
     result = reconcile(
         request_id,
