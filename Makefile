@@ -3,10 +3,12 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 help:
-	@echo "make run     bring up the whole stack (Slurm, database, Prefect, served flows, Django)"
-	@echo "make test    install what is missing, start the services the tests need, run the suite"
+	@echo "make run        bring up the whole stack (Slurm, database, Prefect, served flows, Django)"
+	@echo "make test       install what is missing, start the services the tests need, run the suite"
+	@echo "make test-fast  the suite without Slurm and without a Prefect server (PostgreSQL only), about a minute"
+	@echo "make down       stop what make run / make test left running (by recorded pid)"
+	@echo "make lint       ruff, mypy over prefect_utils/ and workflows/, shellcheck over scripts/"
 	@echo "make slurm-up | slurm-down | slurm-status   the single-node Slurm cluster"
-	@echo "make lint    ruff"
 
 install:
 	bash scripts/bootstrap.sh
@@ -16,6 +18,13 @@ run:
 
 test:
 	bash scripts/test.sh
+
+test-fast: install
+	bash scripts/ensure_postgres.sh
+	. scripts/env.sh && .venv/bin/pytest -m "not e2e and not slurm and not prefect_server" -q
+
+down:
+	bash scripts/down.sh
 
 slurm-up:
 	bash scripts/slurm.sh up
@@ -27,7 +36,6 @@ slurm-status:
 	bash scripts/slurm.sh status
 
 lint: install
-	.venv/bin/ruff check .
-	.venv/bin/ruff format --check .
+	bash scripts/lint.sh
 
-.PHONY: help install run test slurm-up slurm-down slurm-status lint
+.PHONY: help install run test test-fast down slurm-up slurm-down slurm-status lint

@@ -20,8 +20,25 @@ WEB_PORT=${WEB_PORT:-8000}
 ENA_STUB_PORT=${ENA_STUB_PORT:-8081}
 mkdir -p var/log "$JOBS_ROOT"
 
-scripts/bootstrap.sh
-scripts/ensure_postgres.sh
+# One `make run` per clone: a second one must change nothing (not the live stub's port file, not the password).
+# `<>` opens without truncating, so the loser can still read the winner's pid.
+exec 7<>var/run.lock
+if ! flock -n 7; then
+  echo "make run: already running (pid $(cat var/run.lock 2>/dev/null || echo '?')); 'make down' stops it" >&2
+  exit 1
+fi
+echo $$ >var/run.lock
+# A shared hold on the machine's services: tests that stop Slurm daemons or restart PostgreSQL take it
+# exclusively, so they skip while this stack uses them, and this waits while one of them runs.
+mkdir -p "$(dirname "$EMGAPI_SERVICES_LOCK")"
+exec 6<>"$EMGAPI_SERVICES_LOCK"
+if ! flock -s -n 6; then
+  echo "make run: a test that stops the shared daemons is running; waiting for it to finish..."
+  flock -s 6
+fi
+
+scripts/bootstrap.sh 6>&- 7>&-
+scripts/ensure_postgres.sh 6>&- 7>&-
 
 started=()
 cleanup() {
@@ -30,19 +47,21 @@ cleanup() {
   for pid in "${started[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true; done
   [ -n "${stop_prefect:-}" ] && scripts/prefect_server.sh down || true
   [ -n "${stop_slurm:-}" ] && scripts/slurm.sh down || true
+  rm -f var/run.pids
 }
 trap cleanup INT TERM EXIT
 
 scripts/slurm.sh status >/dev/null 2>&1 || stop_slurm=1
-scripts/slurm.sh up
+scripts/slurm.sh up 6>&- 7>&-
 scripts/prefect_server.sh status >/dev/null 2>&1 || stop_prefect=1
-scripts/prefect_server.sh up
+scripts/prefect_server.sh up 6>&- 7>&-
+: >var/run.pids
 
 if [ -z "${ENA_PORTAL_API_URL:-}" ]; then
   rm -f var/ena_stub.port
   setsid .venv/bin/python scripts/ena_stub.py --data-dir demo/ena --port "$ENA_STUB_PORT" \
-    --port-file var/ena_stub.port >var/log/ena_stub.log 2>&1 &
-  started+=($!)
+    --port-file var/ena_stub.port >var/log/ena_stub.log 2>&1 7>&- &
+  started+=($!); echo $! >>var/run.pids
   for _ in $(seq 1 100); do [ -s var/ena_stub.port ] && break; sleep 0.1; done
   [ -s var/ena_stub.port ] || { echo "ENA stub did not start; see var/log/ena_stub.log" >&2; exit 1; }
   export ENA_PORTAL_API_URL="http://127.0.0.1:$(cat var/ena_stub.port)/ena/portal/api"
@@ -62,8 +81,18 @@ user.set_password(os.environ['ADMIN_PASSWORD'])
 user.save()
 print(Token.objects.get_or_create(user=user)[0].key)" | tail -n 1)
 
-setsid .venv/bin/python manage.py serve_flows >var/log/flows.log 2>&1 &
-started+=($!)
+# serve_flows keeps the services hold (fd 6): while it lives, this stack is using Slurm and PostgreSQL.
+setsid .venv/bin/python manage.py serve_flows >var/log/flows.log 2>&1 7>&- &
+serve_pid=$!
+started+=("$serve_pid"); echo "$serve_pid" >>var/run.pids
+# "Up" means a POST would run: serve_flows alive and this environment's deployments registered and not paused.
+deadline=$((SECONDS + 180))
+until .venv/bin/python manage.py wait_for_deployments --timeout 5 >/dev/null 2>&1; do
+  if ! kill -0 "$serve_pid" 2>/dev/null; then
+    echo "serve_flows exited; last lines of var/log/flows.log:" >&2; tail -n 30 var/log/flows.log >&2; exit 1
+  fi
+  [ $SECONDS -lt $deadline ] || { echo "serve_flows did not register its deployments in 180 s; see var/log/flows.log" >&2; exit 1; }
+done
 
 cat <<EOM
 
@@ -79,7 +108,11 @@ cat <<EOM
   Try:  curl -s -X POST http://127.0.0.1:$WEB_PORT/api/assembly-analysis-requests/ \\
           -H 'Authorization: Token $ADMIN_TOKEN' -H 'Content-Type: application/json' \\
           -d '{"study_accession": "PRJEB00001"}'
-  Ctrl-C stops everything make run started.
+  Ctrl-C (or 'make down' from another terminal) stops everything make run started.
 
 EOM
-.venv/bin/python manage.py runserver "127.0.0.1:$WEB_PORT" --noreload
+# In the background and waited for: bash runs the cleanup trap (Ctrl-C, `make down`) only between commands.
+.venv/bin/python manage.py runserver "127.0.0.1:$WEB_PORT" --noreload 7>&- &
+web_pid=$!
+started+=("$web_pid"); echo "$web_pid" >>var/run.pids
+wait "$web_pid"

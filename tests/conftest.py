@@ -10,6 +10,31 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The marker follows the fixture, so `-m "not prefect_server"` (make test-fast) can never miss a test.
+    for item in items:
+        if "prefect_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.prefect_server)
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> str:
+    """The real Prefect server (scripts/prefect_server.sh up) that a test registers deployments on; its URL."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        pytest.fail(
+            f"needs a Prefect server at {url} ({exc}): run scripts/prefect_server.sh up, or deselect with "
+            '-m "not prefect_server"',
+            pytrace=False,
+        )
+    return url
+
+
 @pytest.fixture(autouse=True)
 def _plain_http(settings):
     # Production settings redirect to HTTPS; the test client speaks plain HTTP.
@@ -110,3 +135,12 @@ def demo_stub(ena_stub: ModuleType, stub_fastq_dir: Path) -> Iterator[tuple[obje
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def services_to_ourselves() -> Iterator[None]:
+    """For a test that stops a Slurm daemon or PostgreSQL: skips while a `make run` uses them (tests/faults.py)."""
+    from tests.faults import shared_services_to_ourselves
+
+    with shared_services_to_ourselves():
+        yield

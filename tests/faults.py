@@ -1,11 +1,15 @@
 """Real faults for the chaos tests: daemons stopped by the pid their own pid file records, never by name."""
 
+import fcntl
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from django.db import connection, connections
 
 from tests.slurm_support import slurm
@@ -43,3 +47,29 @@ def stop_slurm_daemon(daemon: str) -> None:
 
 def start_slurm_daemon(daemon: str) -> None:
     slurm(f"start-{daemon}")
+
+
+SERVICES_LOCK = Path(os.environ.get("EMGAPI_SERVICES_LOCK", "/run/lock/emgapi-services.lock"))
+
+
+@contextmanager
+def shared_services_to_ourselves() -> Iterator[None]:
+    """Hold the machine's services exclusively while a test stops or restarts them, or skip the test.
+
+    `make run` holds this lock shared while its stack uses Slurm and PostgreSQL (scripts/run_stack.sh): a test
+    that stopped slurmctld under it would fail the demo's jobs' polls and disturb someone's work. Held
+    exclusively, it also makes a `make run` started meanwhile wait until the test is done.
+    """
+    SERVICES_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(SERVICES_LOCK, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pytest.skip(
+                f"a running `make run` holds {SERVICES_LOCK}: this test stops the Slurm daemons or PostgreSQL it "
+                "uses ('make down' first, or run the tests on another machine)"
+            )
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

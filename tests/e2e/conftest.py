@@ -146,7 +146,7 @@ def flows_server_env(transactional_db, gated_stub, tmp_path) -> dict[str, str]:
 
 
 @pytest.fixture
-def flows_server(flows_server_env, slurm_cluster, tmp_path) -> Iterator[FlowsServer]:
+def flows_server(flows_server_env, slurm_cluster, prefect_server, tmp_path) -> Iterator[FlowsServer]:
     _delete_leftover_runs()
     server = FlowsServer(flows_server_env, tmp_path)
     server.start()

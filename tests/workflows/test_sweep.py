@@ -27,7 +27,7 @@ def unserved(request_id: int = 0) -> None:
 
 
 @pytest.fixture(scope="module")
-def deployment_id() -> uuid.UUID:
+def deployment_id(prefect_server) -> uuid.UUID:
     return unserved.to_deployment(name="sweep-tests").apply()
 
 

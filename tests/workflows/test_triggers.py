@@ -26,7 +26,7 @@ def noop(request_id: int = 0, study_id: int = 0, environment: str | None = None)
 
 
 @pytest.fixture(scope="module")
-def test_deployment(django_db_setup) -> str:
+def test_deployment(django_db_setup, prefect_server) -> str:
     # Registered under this environment's name, as serve_flows would: the dispatcher resolves it so.
     noop.to_deployment(name=deployments.served_deployment_name("unit-tests")).apply()
     return "emgapi-test-noop/unit-tests"
