@@ -9,6 +9,9 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
+    UV_PROJECT_ENVIRONMENT=/opt/venv \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_NO_CACHE=1 \
     PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 # The munge package generates a key at install time, which every container of the image would then share:
@@ -25,12 +28,14 @@ RUN apt-get update \
 RUN useradd --uid 1000 --create-home emgapi \
     && install -d -o emgapi -g emgapi /jobs
 
-COPY pyproject.toml /tmp/deps/
-RUN python3 -m venv "$VIRTUAL_ENV" && pip install /tmp/deps && rm -rf /tmp/deps
+# uv.lock's versions, as in scripts/bootstrap.sh and docker/Dockerfile; uv in a venv of its own.
+RUN python3 -m venv /opt/uv && /opt/uv/bin/pip install uv==0.13.8
 
 WORKDIR /app
+COPY pyproject.toml uv.lock ./
+RUN /opt/uv/bin/uv sync --frozen --no-install-project --python /usr/bin/python3
 COPY . .
-RUN pip install --no-deps . && rm -rf build ./*.egg-info
+RUN /opt/uv/bin/uv sync --frozen --no-editable --python /usr/bin/python3 && rm -rf build ./*.egg-info
 
 # The node itself (root: it starts system daemons). `flows` overrides the command and the user.
 CMD ["bash", "/app/docker/slurm-node.sh"]

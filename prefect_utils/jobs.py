@@ -259,8 +259,8 @@ class SlurmJobs:
             if info.state.value not in ("PENDING", "UNKNOWN")
             and (path := info.stdout_path or log_paths.get(job_id))
         }
-        infos = self._fail_unschedulable(infos)
-        changed = self.ledger.apply_states(infos, tails, self.clock(), lease=(POLLER_LEASE, holder))
+        polled = self._fail_unschedulable(infos)
+        changed = self.ledger.apply_states(polled, tails, self.clock(), lease=(POLLER_LEASE, holder))
         if changed is not None:
             self.ledger.record_poll(POLLER_LEASE, ok=True)
         return changed

@@ -100,10 +100,11 @@ class JobLedger(Protocol):
         log_tails: Mapping[str, str],
         checked_at: datetime,
         *,
-        lease: tuple[str, str],
+        lease: tuple[str, str] | None,
     ) -> list[LedgerRecord] | None:
         """Record polled states of active rows while holding `lease` (name, holder); the rows whose state
-        changed, or None when the lease was no longer ours and nothing was written."""
+        changed, or None when the lease was no longer ours and nothing was written. `lease=None` is for the one
+        caller that polls its own jobs outside the poller (confirming a cancellation)."""
 
     def mark_stale(self, job_ids: Iterable[str]) -> None: ...
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Install what the project needs on a Debian machine: system packages (the pipeline's tools) and the Python venv.
-# Idempotent and quiet when everything is already there.
+# Install what the project needs on a Debian machine: system packages (the pipeline's tools) and the Python venv,
+# exactly as uv.lock says (`uv sync --frozen`). Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
+# uv itself, pinned, in a venv of its own (.tools): the project venv holds only what uv.lock lists.
+UV_VERSION=0.13.8
+TOOLS=${TOOLS:-.tools}
 
 need_apt=()
 for pair in python3:python3 curl:curl fastp:fastp megahit:megahit seqkit:seqkit md5sum:coreutils; do
@@ -16,13 +19,17 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-stamp="$VENV/.installed"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
+if [ "$("$TOOLS/bin/uv" --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+  echo "bootstrap: installing uv $UV_VERSION into $TOOLS"
+  python3 -m venv "$TOOLS"
+  "$TOOLS/bin/pip" install -q --disable-pip-version-check "uv==$UV_VERSION"
 fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "bootstrap: installing Python packages into $VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -U pip
-  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[dev]"
+
+stamp="$VENV/.installed"
+if [ ! -f "$stamp" ] || [ uv.lock -nt "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "bootstrap: installing Python packages into $VENV (uv.lock)"
+  # The machine's python3; never a download (there may be no internet but the package registries).
+  UV_PROJECT_ENVIRONMENT=$VENV UV_PYTHON_DOWNLOADS=never \
+    "$TOOLS/bin/uv" sync --frozen --extra dev --python "$(command -v python3)" --quiet
   touch "$stamp"
 fi

@@ -19,7 +19,7 @@ fi
 # Whatever it started that is still there (it was killed -9, say): each was started in its own session.
 if [ -f var/run.pids ]; then
   while read -r pid; do
-    [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || continue
+    if ! [[ $pid =~ ^[0-9]+$ ]] || ! alive "$pid"; then continue; fi
     echo "down: stopping process group $pid"
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   done <var/run.pids

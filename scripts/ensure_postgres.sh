@@ -42,24 +42,39 @@ if can_connect "$DATABASE_URL"; then
   exit 0
 fi
 
-host=$("$PY" -c 'import sys; from urllib.parse import urlsplit; print(urlsplit(sys.argv[1]).hostname or "")' "$DATABASE_URL")
-case "$host" in 127.0.0.1|localhost|"") ;; *) echo "PostgreSQL at $host is not reachable; start it or fix DATABASE_URL" >&2; exit 1;; esac
+advise() {
+  cat >&2 <<EOM
+PostgreSQL is not reachable at $DATABASE_URL.
+Point DATABASE_URL at a server and role that can create databases, for example
+  export DATABASE_URL=postgres://USER:PASSWORD@HOST:5432/emgapi
+(the password of an existing role is never changed by this script).
+EOM
+  exit 1
+}
 
+host=$("$PY" -c 'import sys; from urllib.parse import urlsplit; print(urlsplit(sys.argv[1]).hostname or "")' "$DATABASE_URL")
+case "$host" in 127.0.0.1|localhost|"") ;; *) advise;; esac
+
+installed_now=
 if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
   echo "PostgreSQL: installing from Debian's packages"
   [ "$(id -u)" = 0 ] || { echo "need root to install PostgreSQL" >&2; exit 1; }
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  installed_now=1
 fi
-version=$(ls /etc/postgresql | sort -V | tail -n 1)
+version=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n 1)
 echo "PostgreSQL: starting cluster $version/main"
 pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null || pg_ctlcluster "$version" main start || true
 for _ in $(seq 1 60); do
   su postgres -c "psql -qAtc 'select 1'" >/dev/null 2>&1 && break
   sleep 0.5
 done
-# A packaged install asks for a password on TCP; give the postgres role the one our default URL carries.
-su postgres -c "psql -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
-can_connect "$DATABASE_URL" || { echo "PostgreSQL still not reachable at $DATABASE_URL" >&2; exit 1; }
+# A packaged install asks for a password on TCP. Only a cluster installed just now, whose postgres role has no
+# password yet, gets the one our default URL carries: an existing role's password is someone's, never ours.
+if [ -n "$installed_now" ] && [ "$(su postgres -c "psql -qAtc \"SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = 'postgres'\"")" = t ]; then
+  su postgres -c "psql -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
+fi
+can_connect "$DATABASE_URL" || advise
 echo "PostgreSQL: reachable"
 ensure_database "$DATABASE_URL"

@@ -64,7 +64,8 @@ if [ -z "${ENA_PORTAL_API_URL:-}" ]; then
   started+=($!); echo $! >>var/run.pids
   for _ in $(seq 1 100); do [ -s var/ena_stub.port ] && break; sleep 0.1; done
   [ -s var/ena_stub.port ] || { echo "ENA stub did not start; see var/log/ena_stub.log" >&2; exit 1; }
-  export ENA_PORTAL_API_URL="http://127.0.0.1:$(cat var/ena_stub.port)/ena/portal/api"
+  ENA_PORTAL_API_URL="http://127.0.0.1:$(cat var/ena_stub.port)/ena/portal/api"
+  export ENA_PORTAL_API_URL
   demo_note="ENA stub (demo data, studies PRJEB00001 and PRJEB00002): $ENA_PORTAL_API_URL"
 fi
 

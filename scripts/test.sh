@@ -12,5 +12,5 @@ scripts/prefect_server.sh up
 
 .venv/bin/python manage.py makemigrations --check --dry-run >/dev/null || {
   echo "Migrations are out of date: run 'python manage.py makemigrations'" >&2; exit 1; }
-.venv/bin/ruff check .
+scripts/lint.sh
 exec .venv/bin/pytest "$@"
