@@ -1,16 +1,31 @@
-"""Liveness/readiness report for operators and load balancers."""
+"""Health for load balancers and operators.
 
+`/healthz` is liveness: this process answers and its database does, nothing more, so a probe every few seconds
+costs one `SELECT 1` and never waits on Prefect or Slurm. `/readyz` runs every registered check (Prefect, Slurm,
+the dispatcher, the poller, recovery), each result cached for `HEALTH_CACHE_SECONDS` in the process, so a
+dashboard polling it does not become a load on the controller. Error texts can carry hostnames and internals:
+only staff see them.
+"""
+
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 HealthCheck = Callable[[], dict[str, Any]]
 
-# Other layers append their checks here (see workflows.apps); each returns {"ok": bool, ...}.
+# Other layers add their deep checks here (see workflows.apps); each returns {"ok": bool, ...}.
 CHECKS: dict[str, HealthCheck] = {}
+LIVENESS = ("database",)
+PRIVATE_FIELDS = frozenset({"error", "last_error", "requests_recovering"})
+
+_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+_cache_lock = threading.Lock()
 
 
 def check_database() -> dict[str, Any]:
@@ -26,15 +41,44 @@ def check_database() -> dict[str, Any]:
 CHECKS["database"] = check_database
 
 
-def run_checks() -> tuple[bool, dict[str, dict[str, Any]]]:
-    results = {name: check() for name, check in CHECKS.items()}
+def _cached(name: str, check: HealthCheck) -> dict[str, Any]:
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _cache.get(name)
+    if hit is not None and now - hit[0] < settings.HEALTH_CACHE_SECONDS:
+        return hit[1]
+    result = check()
+    with _cache_lock:
+        _cache[name] = (now, result)
+    return result
+
+
+def run_checks(names: tuple[str, ...] | None = None, *, cached: bool = False) -> tuple[bool, dict[str, Any]]:
+    """Run `names` (default: all) of CHECKS; (healthy, results). Optional checks report but never fail."""
+    selected = {name: CHECKS[name] for name in (names or tuple(CHECKS))}
+    results = {name: _cached(name, check) if cached else check() for name, check in selected.items()}
     healthy = all(result["ok"] or result.get("optional", False) for result in results.values())
     return healthy, results
 
 
-@require_GET
-def healthz(request: HttpRequest) -> JsonResponse:
-    healthy, results = run_checks()
+def _response(request: HttpRequest, healthy: bool, results: dict[str, Any]) -> JsonResponse:
+    if not (request.user.is_authenticated and request.user.is_staff):
+        results = {
+            name: {key: value for key, value in result.items() if key not in PRIVATE_FIELDS}
+            for name, result in results.items()
+        }
     return JsonResponse(
         {"status": "ok" if healthy else "unhealthy", "checks": results}, status=200 if healthy else 503
     )
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness: the process and its database."""
+    return _response(request, *run_checks(LIVENESS))
+
+
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness and the operator's view: every check, each cached for a few seconds."""
+    return _response(request, *run_checks(cached=True))

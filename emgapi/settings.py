@@ -7,6 +7,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from emgapi.log_format import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -83,6 +85,8 @@ DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}",
         conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")),
+        # A persistent connection cut by a PostgreSQL restart is found dead before use, not as a 500.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -149,14 +153,19 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    # Every Prefect API call is an INFO line from httpx: noise that buries what the service says.
-    "loggers": {"httpx": {"level": os.environ.get("HTTPX_LOG_LEVEL", "WARNING")}},
-}
+LOGGING = logging_config(
+    os.environ.get("LOG_FORMAT", "text"),
+    level=os.environ.get("LOG_LEVEL", "INFO"),
+    httpx_level=os.environ.get("HTTPX_LOG_LEVEL", "WARNING"),
+)
+# The project's own loggers reach the Prefect UI's flow-run logs (adoption of an orphan job, controller
+# unavailable, OOM/TIMEOUT escalation, ENA retries). Set before Prefect is first imported, which reads them then;
+# flow-run processes inherit them from serve_flows. Outside a flow run those lines only go to the console.
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "workflows,prefect_utils")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+# /readyz caches each deep check this long per process: a dashboard polling it must not load Slurm or Prefect.
+HEALTH_CACHE_SECONDS = float(os.environ.get("HEALTH_CACHE_SECONDS", "10"))
 
 # --- Workflow layer ---------------------------------------------------------------------------------------
 PREFECT_API_URL = os.environ.get("PREFECT_API_URL", "")

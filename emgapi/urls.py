@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from analyses.views import AnalysisViewSet, AssemblyAnalysisRequestViewSet, StudyViewSet
-from emgapi.health import healthz
+from emgapi.health import healthz, readyz
 
 router = DefaultRouter()
 router.register("studies", StudyViewSet, basename="study")
@@ -20,4 +20,5 @@ urlpatterns = [
     path("api/auth/", include("rest_framework.urls")),
     path("api/", include(router.urls)),
     path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
 ]

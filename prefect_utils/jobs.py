@@ -113,6 +113,8 @@ class PollConfig:
     growth: float = 1.5
     lease_ttl_factor: float = 3.0
     log_tail_lines: int = 5
+    # A job's state is logged when it changes; a job that keeps running gets one line this often, not one a poll.
+    still_running_report_seconds: float = 6 * 3600
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,7 @@ class SlurmJobs:
         self.poll = poll or PollConfig()
         self.throttle = throttle or ThrottleConfig()
         self.clock = clock
+        self._reported_running: dict[str, datetime] = {}  # job id -> when its last "still running" line was
 
     # --- submission ----------------------------------------------------------------------------------------
 
@@ -263,7 +266,45 @@ class SlurmJobs:
         changed = self.ledger.apply_states(polled, tails, self.clock(), lease=(POLLER_LEASE, holder))
         if changed is not None:
             self.ledger.record_poll(POLLER_LEASE, ok=True)
+            self._log_states(changed, polled, tails)
         return changed
+
+    def _log_states(
+        self, changed: list[LedgerRecord], polled: Mapping[str, JobInfo], tails: Mapping[str, str]
+    ) -> None:
+        """One line per state change; for a job still running, one line per `still_running_report_seconds`."""
+        now = self.clock()
+        for record in changed:
+            name = record.labels.get("step") or record.spec.get("name") or record.key[:12]
+            detail = f" (exit code {record.exit_code})" if record.exit_code is not None else ""
+            reason = f": {record.reason}" if record.reason and not record.state == "COMPLETED" else ""
+            logger.info(
+                "Slurm job %s, %s attempt %d: %s%s%s",
+                record.job_id,
+                name,
+                record.attempt,
+                record.state,
+                detail,
+                reason,
+            )
+            if record.state == "RUNNING":
+                self._reported_running[record.job_id or ""] = now
+        interval = timedelta(seconds=self.poll.still_running_report_seconds)
+        for job_id, info in polled.items():
+            if info.state != JobState.RUNNING:
+                self._reported_running.pop(job_id, None)
+                continue
+            last = self._reported_running.setdefault(job_id, now)
+            if now - last >= interval:
+                self._reported_running[job_id] = now
+                running_for = now - info.start if info.start else now - last
+                tail = (tails.get(job_id) or "").strip().splitlines()[-1:] or ["(no output yet)"]
+                logger.info(
+                    "Slurm job %s still RUNNING after %s; log tail: %s",
+                    job_id,
+                    _hours(running_for),
+                    tail[0][:300],
+                )
 
     def _fail_unschedulable(self, infos: Mapping[str, JobInfo]) -> Mapping[str, JobInfo]:
         """`infos` with every job Slurm would keep pending forever cancelled and reported FAILED, the reason in
@@ -380,3 +421,8 @@ class Poller:
 
     def release(self) -> None:
         self.jobs.ledger.release_lease(POLLER_LEASE, self.holder)
+
+
+def _hours(duration: timedelta) -> str:
+    hours, rest = divmod(int(duration.total_seconds()), 3600)
+    return f"{hours} h {rest // 60:02d} min"

@@ -259,20 +259,3 @@ def test_swagger_ui_is_served(api_client):
     response = api_client.get("/api/docs/")
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
-
-
-def test_healthz_reports_the_database(api_client):
-    response = api_client.get("/healthz")
-    assert response.status_code == 200
-    body = response.json()
-    assert body["checks"]["database"] == {"ok": True, "vendor": "postgresql"}
-    assert {"prefect", "slurm", "dispatcher", "poller"} <= set(body["checks"])
-
-
-def test_healthz_is_503_when_a_check_fails(api_client, monkeypatch):
-    from emgapi import health
-
-    monkeypatch.setitem(health.CHECKS, "database", lambda: {"ok": False, "error": "connection refused"})
-    response = api_client.get("/healthz")
-    assert response.status_code == 503
-    assert response.json()["status"] == "unhealthy"

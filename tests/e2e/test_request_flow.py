@@ -2,6 +2,7 @@ import uuid
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.states import Cancelling
 
 from analyses.models import Analysis, AssemblyAnalysisRequest, Run
@@ -75,6 +76,25 @@ def test_request_is_assembled_and_analysed_on_slurm(flows_server, user_client):
     poll_until(
         lambda: flow_run_of(request).state.is_completed(), timeout=60, what="Prefect to show COMPLETED"
     )
+    # The project's own loggers reach the flow run's log in the Prefect UI, each line naming its request.
+    ingested = poll_until(
+        lambda: [
+            log
+            for log in flow_run_logs(request)
+            if log.name == "workflows.reconciler" and "ingested" in log.message
+        ],
+        timeout=30,
+        what="the reconciler's lines in the flow run's Prefect log",
+    )
+    assert len(ingested) == 2
+
+
+def flow_run_logs(request: AssemblyAnalysisRequest) -> list:
+    with get_client(sync_client=True) as client:
+        return client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(request.flow_run_id)])),
+            limit=200,
+        )
 
 
 def suspended(request: AssemblyAnalysisRequest) -> bool:

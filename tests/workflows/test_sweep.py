@@ -163,12 +163,13 @@ def test_a_deleted_run_is_replaced_by_a_new_one_under_a_new_key(request_with_run
     assert sweep().restarted == []  # its trigger awaits dispatch: not replaced twice
 
 
-def test_healthz_names_a_request_that_keeps_being_recovered(request_with_run, api_client):
+def test_readyz_names_a_request_that_keeps_being_recovered(request_with_run, client, staff_user):
     request, _ = request_with_run(Crashed())
     RequestProgress.objects.create(
         request=request, recoveries=3, last_recovery="flow run FAILED: database went away"
     )
-    check = api_client.get("/healthz").json()["checks"]["recovery"]
+    client.force_login(staff_user)
+    check = client.get("/readyz").json()["checks"]["recovery"]
     assert not check["ok"]
     assert check["requests_recovering"][0]["request_id"] == request.pk
     assert "database went away" in check["requests_recovering"][0]["last_recovery"]

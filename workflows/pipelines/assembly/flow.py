@@ -12,6 +12,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.runtime import flow_run as current_flow_run
 
+from emgapi.log_format import request_context
 from prefect_utils.slurm_flow import suspend_while_jobs_run
 from workflows import deployments
 from workflows.models import ClusterJob
@@ -63,6 +64,11 @@ def assemble_and_analyse_study(request_id: int, environment: str | None = None) 
     `environment` is set by the dispatcher; a run without it predates environments and is taken as ours.
     """
     deployments.refuse_other_environment(environment)
+    with request_context(request_id):
+        return _one_pass(request_id)
+
+
+def _one_pass(request_id: int) -> dict[str, Any]:
     logger = get_run_logger()
     result = reconcile(
         request_id,
