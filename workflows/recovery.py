@@ -156,6 +156,7 @@ def sweep(now: datetime | None = None) -> SweepReport:
         )
     }
     stall = timedelta(seconds=settings.WORKFLOWS_STALL_SECONDS)
+    environment = deployments.environment()
     capacity: int | None = None
     for request in requests:
         if (
@@ -167,6 +168,12 @@ def sweep(now: datetime | None = None) -> SweepReport:
         flow_run = flow_runs.get(request.flow_run_id)
         if flow_run is None or flow_run.state is None:
             _start_new_flow_run(request, "its flow run no longer exists in Prefect")
+            report.restarted.append(request.pk)
+            continue
+        if (flow_run.parameters or {}).get("environment") != environment:
+            # Made before deployments were scoped by environment (or by another environment): no runner of ours
+            # would ever pick it up again, so it would wait forever. The new run reads the same plan.
+            _start_new_flow_run(request, f"its flow run is not of environment {environment!r}")
             report.restarted.append(request.pk)
             continue
         state = flow_run.state

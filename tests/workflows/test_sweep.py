@@ -13,7 +13,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, Running, Suspended
 
 from analyses.models import AssemblyAnalysisRequest
-from workflows import prefect_api
+from workflows import deployments, prefect_api
 from workflows.models import ClusterJob, RequestProgress, Trigger
 from workflows.recovery import sweep
 from workflows.request_lock import request_lock
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @flow(name="emgapi-test-sweep")
-def unserved(request_id: int = 0) -> None:
+def unserved(request_id: int = 0, environment: str | None = None) -> None:
     """A deployment nobody serves: its flow runs stay in whatever state a test puts them."""
 
 
@@ -36,13 +36,14 @@ def request_with_run(settings, deployment_id):
     """A running request whose flow run (of the unserved deployment) the test sets to a state."""
     created: list[uuid.UUID] = []
 
-    def make(state) -> tuple[AssemblyAnalysisRequest, uuid.UUID]:
+    def make(state, environment: str | None = "ours") -> tuple[AssemblyAnalysisRequest, uuid.UUID]:
         request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB00001")
         Trigger.objects.all().delete()  # the request's own trigger would be "awaiting dispatch"
+        parameters = {"request_id": request.pk}
+        if environment is not None:
+            parameters["environment"] = deployments.environment() if environment == "ours" else environment
         with get_client(sync_client=True) as client:
-            flow_run = client.create_flow_run_from_deployment(
-                deployment_id, parameters={"request_id": request.pk}
-            )
+            flow_run = client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
             client.set_flow_run_state(flow_run.id, state, force=True)
         created.append(flow_run.id)
         request.status = AssemblyAnalysisRequest.Status.RUNNING
@@ -173,3 +174,13 @@ def test_readyz_names_a_request_that_keeps_being_recovered(request_with_run, cli
     assert not check["ok"]
     assert check["requests_recovering"][0]["request_id"] == request.pk
     assert "database went away" in check["requests_recovering"][0]["last_recovery"]
+
+
+@pytest.mark.parametrize("environment", [None, "staging"])
+def test_a_run_no_runner_of_this_environment_serves_is_replaced(request_with_run, environment):
+    # None: a run made before deployments were scoped by environment, which nothing serves any more.
+    request, _ = request_with_run(Suspended(), environment=environment)
+    assert sweep().restarted == [request.pk]
+    trigger = Trigger.objects.get()
+    assert ":gen2:" in trigger.idempotency_key
+    assert "not of environment" in RequestProgress.objects.get(pk=request.pk).last_recovery
