@@ -13,4 +13,7 @@ scripts/prefect_server.sh up
 .venv/bin/python manage.py makemigrations --check --dry-run >/dev/null || {
   echo "Migrations are out of date: run 'python manage.py makemigrations'" >&2; exit 1; }
 scripts/lint.sh
+# The suite's own Prefect home (results, memo store, profiles): a `make run` of this clone keeps var/prefect. The
+# server it talks to is shared; its environment (the test database's name) keeps its flow runs apart.
+export PREFECT_HOME=$PWD/var/prefect-test
 exec .venv/bin/pytest "$@"
