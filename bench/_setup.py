@@ -72,7 +72,7 @@ class QueryTimer:
         self.seconds = 0.0
         self.kinds: Counter[str] = Counter()
 
-    def __call__(self, execute, sql, params, many, context):  # noqa: ANN001 - Django's wrapper signature
+    def __call__(self, execute, sql, params, many, context):
         start = time.perf_counter()
         try:
             return execute(sql, params, many, context)

@@ -13,6 +13,7 @@ points this process's Prefect settings at its own server first). Importing this 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -60,20 +61,15 @@ class Service:
             self.process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             say(f"{self.name} did not stop within {grace:.0f} s of SIGTERM: SIGKILL to its process group")
-        try:
-            os.killpg(
-                self.pid, signal.SIGKILL
-            )  # whatever else of the group is left (flow processes, workers)
-        except ProcessLookupError:
-            pass
+        # Whatever else of the group is left (flow processes, workers).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
 
     def kill(self) -> None:
         """What a crash does: SIGKILL to the whole process group (the process and every child it started)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(timeout=30)
 
 

@@ -69,7 +69,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._setup import (  # noqa: E402
+from bench._setup import (
     ROOT,
     config_value,
     fresh_database,
@@ -78,7 +78,7 @@ from bench._setup import (  # noqa: E402
     seconds_value,
     wait_for_slurm,
 )
-from bench._stack import (  # noqa: E402
+from bench._stack import (
     Stack,
     cmdline,
     descendants,
@@ -493,7 +493,7 @@ class Chaos(Stack):
         ids = set(super().job_ids())
         try:
             ids |= {job_id for job_id, (_, state) in self.slurm_jobs().items() if state in LIVE_STATES}
-        except Exception as exc:  # noqa: BLE001 - cleanup goes on with what it has
+        except Exception as exc:
             say(f"cannot list the benchmark's jobs in Slurm: {exc}")
         return sorted(ids)
 
@@ -844,7 +844,7 @@ class Chaos(Stack):
                                 else ""
                             )
                         )
-                except Exception as exc:  # noqa: BLE001 - evidence gathering goes on
+                except Exception as exc:
                     out.append(f"    cannot read: {exc}")
             needles = [f"Request {request_id}:", f"request {request_id}", f"request-{request_id}-"]
             needles += [i for i in flow_run_ids if i]

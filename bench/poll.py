@@ -49,7 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._setup import (  # noqa: E402
+from bench._setup import (
     ROOT,
     QueryTimer,
     chunks,
@@ -252,7 +252,7 @@ def measure(rows: list[tuple[str, str]], *, reset: list[str], rounds: int, profi
     parts: Counter[str] = Counter()
 
     class TimedClient(SlurmClient):
-        def job_states(self, job_ids):  # noqa: ANN001, ANN202
+        def job_states(self, job_ids):
             start = time.process_time()
             try:
                 return super().job_states(job_ids)
@@ -260,7 +260,7 @@ def measure(rows: list[tuple[str, str]], *, reset: list[str], rounds: int, profi
                 parts["job_states"] += time.process_time() - start
 
     class TimedLedger(DjangoJobLedger):
-        def apply_states(self, infos, log_tails, checked_at, *, lease):  # noqa: ANN001, ANN202
+        def apply_states(self, infos, log_tails, checked_at, *, lease):
             start = time.process_time()
             try:
                 return super().apply_states(infos, log_tails, checked_at, lease=lease)
@@ -323,7 +323,7 @@ def measure(rows: list[tuple[str, str]], *, reset: list[str], rounds: int, profi
     return result
 
 
-def print_poll_profile(poll, n: int) -> None:  # noqa: ANN001
+def print_poll_profile(poll, n: int) -> None:
     profiler = cProfile.Profile()
     profiler.enable()
     poll()

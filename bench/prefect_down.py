@@ -64,8 +64,11 @@ from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._setup import ROOT, fresh_database, run, say  # noqa: E402
-from bench._stack import DEMO_ENA, Service, Stack, flow_processes, free_port, poll_until, tail  # noqa: E402
+import contextlib
+import itertools
+
+from bench._setup import ROOT, fresh_database, run, say
+from bench._stack import DEMO_ENA, Service, Stack, flow_processes, free_port, poll_until, tail
 
 # The e2e tests' intervals (tests/e2e/conftest.py), with the sweep every 5 s; the dispatch timeout is the default.
 SERVICE_SETTINGS = {
@@ -626,7 +629,7 @@ class PrefectDown(Stack):
                 )
             )
         for error, stamps in sorted(failures.items()):
-            gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False) if 0 < b - a < 10]
+            gaps = [b - a for a, b in itertools.pairwise(stamps) if 0 < b - a < 10]
             figures.append(
                 (
                     f"failed dispatches: {error}",
@@ -693,10 +696,8 @@ class PrefectDown(Stack):
     def shutdown(self) -> None:
         self.watching.clear()
         if self.frozen and self.prefect is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.prefect.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
             self.frozen = False
         super().shutdown()
 

@@ -46,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._setup import (  # noqa: E402
+from bench._setup import (
     QueryTimer,
     fresh_database,
     say,
@@ -65,10 +65,10 @@ class TimedRunner:
     def __init__(self) -> None:
         self.seconds: Counter[str] = Counter()
 
-    def __call__(self, args, **kwargs):  # noqa: ANN001 - same signature as subprocess.run
+    def __call__(self, args, **kwargs):
         start = time.perf_counter()
         try:
-            return subprocess.run(args, **kwargs)  # noqa: S603 - argument list built by SlurmClient
+            return subprocess.run(args, **kwargs)
         finally:
             self.seconds[args[0]] += time.perf_counter() - start
 
@@ -84,18 +84,18 @@ class StepTimer:
         self.seconds[step] += time.perf_counter() - since
         self.calls[step] += 1
 
-    def wrap_ledger(self, ledger):  # noqa: ANN001, ANN201 - any JobLedger in, the same interface out
+    def wrap_ledger(self, ledger):
         timer = self
 
         class TimedLedger:
-            def __getattr__(self, name: str):  # noqa: ANN204
+            def __getattr__(self, name: str):
                 attribute = getattr(ledger, name)
                 if name == "locked":
                     return timer._timed_locked(attribute)
                 if not callable(attribute):
                     return attribute
 
-                def timed(*args, **kwargs):  # noqa: ANN202
+                def timed(*args, **kwargs):
                     start = time.perf_counter()
                     try:
                         return attribute(*args, **kwargs)
@@ -106,11 +106,11 @@ class StepTimer:
 
         return TimedLedger()
 
-    def _timed_locked(self, locked):  # noqa: ANN001, ANN202
+    def _timed_locked(self, locked):
         timer = self
 
         @contextlib.contextmanager
-        def timed_locked(*args, **kwargs):  # noqa: ANN202
+        def timed_locked(*args, **kwargs):
             manager = locked(*args, **kwargs)
             start = time.perf_counter()
             batch = manager.__enter__()
@@ -128,7 +128,7 @@ class StepTimer:
         return timed_locked
 
     @contextlib.contextmanager
-    def timing_commits(self, connection):  # noqa: ANN001, ANN201
+    def timing_commits(self, connection):
         commit = connection.commit
 
         def timed_commit() -> None:
@@ -223,7 +223,7 @@ def main() -> int:
     def submissions(phase: str, count: int = n) -> list[Submission]:
         return [Submission(job_key(spec, {}), 1, spec.canonical()) for spec in specs(phase, count)]
 
-    def new_jobs(ledger=None, runner=None) -> SlurmJobs:  # noqa: ANN001
+    def new_jobs(ledger=None, runner=None) -> SlurmJobs:
         client = SlurmClient(runner=runner or TimedRunner())
         return SlurmJobs(ledger or DjangoJobLedger(), client, throttle=throttle)
 
@@ -258,7 +258,7 @@ def main() -> int:
         start = time.perf_counter()
         raw_ids = []
         for _ in range(n):
-            proc = subprocess.run(  # noqa: S603
+            proc = subprocess.run(
                 ["sbatch", "--parsable", "--no-requeue", f"--chdir={tmp / 'a'}", "--wrap", "true"],
                 capture_output=True,
                 text=True,
@@ -489,7 +489,7 @@ class PassPhase(Phase):
     result: object = None
 
 
-def reconciler_passes(n: int, workdir: Path, new_jobs, restart, settle, tag: str):  # noqa: ANN001, ANN201
+def reconciler_passes(n: int, workdir: Path, new_jobs, restart, settle, tag: str):
     """A request whose pipeline plans `n` independent one-step runs; a first pass and a rerun pass over it."""
     from django.db import connection
 
@@ -505,7 +505,7 @@ def reconciler_passes(n: int, workdir: Path, new_jobs, restart, settle, tag: str
         name = "bench"
         version = "1"
 
-        def propose_plan(self, request, plan_uid: str) -> PlanProposal:  # noqa: ANN001
+        def propose_plan(self, request, plan_uid: str) -> PlanProposal:
             return PlanProposal(
                 steps=[
                     PlannedStep(
@@ -525,10 +525,10 @@ def reconciler_passes(n: int, workdir: Path, new_jobs, restart, settle, tag: str
                 rejected={},
             )
 
-        def ingested_runs(self, request) -> set[str]:  # noqa: ANN001
+        def ingested_runs(self, request) -> set[str]:
             return set()
 
-        def ingest(self, request, steps) -> dict:  # noqa: ANN001
+        def ingest(self, request, steps) -> dict:
             return {}
 
     pipeline = BenchPipeline()
@@ -596,7 +596,7 @@ def count_since_plan() -> str:
     return "; ".join(scans) or plan.splitlines()[0]
 
 
-def select_one_seconds(connection, samples: int = 200) -> float:  # noqa: ANN001
+def select_one_seconds(connection, samples: int = 200) -> float:
     times = []
     with connection.cursor() as cursor:
         for _ in range(samples):

@@ -55,7 +55,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._setup import (  # noqa: E402
+from bench._setup import (
     ROOT,
     chunks,
     fresh_database,
@@ -64,7 +64,7 @@ from bench._setup import (  # noqa: E402
     scancel,
     wait_for_slurm,
 )
-from bench._stack import (  # noqa: E402
+from bench._stack import (
     Stack,
     admin_url,
     children,
@@ -400,7 +400,7 @@ class Bench(Stack):
             results.append(self.end_one(candidates[int(i * step)], hows[i]))
         return results
 
-    def end_one(self, job, how: str) -> dict:  # noqa: ANN001 - a ClusterJob
+    def end_one(self, job, how: str) -> dict:
         """End one held job (`scontrol release`: it runs; `scancel`: it ends at once); once its flow run has
         resumed and suspended again, the times."""
         from workflows.models import ClusterJob

@@ -277,7 +277,7 @@ class SlurmJobs:
         for record in changed:
             name = record.labels.get("step") or record.spec.get("name") or record.key[:12]
             detail = f" (exit code {record.exit_code})" if record.exit_code is not None else ""
-            reason = f": {record.reason}" if record.reason and not record.state == "COMPLETED" else ""
+            reason = f": {record.reason}" if record.reason and record.state != "COMPLETED" else ""
             logger.info(
                 "Slurm job %s, %s attempt %d: %s%s%s",
                 record.job_id,

@@ -22,6 +22,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 __all__ = [
+    "TERMINAL_STATES",
+    "UNSCHEDULABLE_REASONS",
     "JobInfo",
     "JobSpec",
     "JobState",
@@ -30,8 +32,6 @@ __all__ = [
     "SlurmClient",
     "SubmissionRejected",
     "SubmitLimitReached",
-    "TERMINAL_STATES",
-    "UNSCHEDULABLE_REASONS",
     "expand_output_pattern",
     "map_state",
     "parse_exit_code",

@@ -29,9 +29,9 @@ def restart_postgres() -> None:
     log = Path(tempfile.gettempdir()) / "emgapi-tests-postgres.log"
     log.touch()
     shutil.chown(log, "postgres")
+    restart = ["runuser", "-u", "postgres", "--", str(pg_ctl), "-D", str(data_dir), "restart", "-m", "fast"]
     subprocess.run(
-        ["runuser", "-u", "postgres", "--", str(pg_ctl), "-D", str(data_dir), "restart", "-m", "fast", "-w"]
-        + ["-t", "60", "-l", str(log)],
+        [*restart, "-w", "-t", "60", "-l", str(log)],
         check=True,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

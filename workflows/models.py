@@ -19,7 +19,8 @@ class ClusterJob(models.Model):
     previous_attempt = models.OneToOneField(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="next_attempt"
     )
-    slurm_job_id = models.CharField(max_length=32, null=True, blank=True, db_index=True)
+    # NULL, not "": "never submitted" is what the poller's partial index and the adoption lookups test for.
+    slurm_job_id = models.CharField(max_length=32, null=True, blank=True, db_index=True)  # noqa: DJ001
     state = models.CharField(max_length=16, choices=JOB_STATES, default="NEW")
     slurm_state = models.CharField(
         max_length=64, blank=True, help_text="The state exactly as Slurm reported it."

@@ -44,7 +44,7 @@ class HideFromSqueue:
     (MinJobAge): the answer must then come from accounting."""
 
     def __call__(self, args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(args, **kwargs)  # type: ignore[call-overload]  # noqa: S603
+        proc = subprocess.run(args, **kwargs)  # type: ignore[call-overload]
         if args[0] == "squeue":
             return subprocess.CompletedProcess(args, 0, "", "")
         return proc
@@ -170,7 +170,7 @@ def test_lost_sbatch_answer_is_adopted_not_resubmitted(tmp_path: Path) -> None:
     lost_once: list[bool] = []
 
     def lose_first_sbatch_answer(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(args, **kwargs)  # type: ignore[call-overload]  # noqa: S603
+        proc = subprocess.run(args, **kwargs)  # type: ignore[call-overload]
         if args[0] == "sbatch" and not lost_once:
             lost_once.append(True)
             raise subprocess.TimeoutExpired(args, 0.0)

@@ -226,7 +226,7 @@ def test_persistent_503_raises_unavailable_after_backing_off(
 ) -> None:
     route = mock.get(SEARCH).respond(503, text="Service Temporarily Unavailable")
 
-    with pytest.raises(EnaUnavailable, match="PRJEB1787.*HTTP 503"):
+    with pytest.raises(EnaUnavailable, match=r"PRJEB1787.*HTTP 503"):
         client.fetch_study("PRJEB1787")
 
     assert route.call_count == 4

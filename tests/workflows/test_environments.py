@@ -41,7 +41,7 @@ def test_a_flow_run_of_another_environment_touches_nothing(settings, django_asse
     settings.EMGAPI_ENVIRONMENT = "production"
     request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB40010")
     with django_assert_num_queries(0):
-        with pytest.raises(WrongEnvironment, match="'staging'.*'production'"):
+        with pytest.raises(WrongEnvironment, match=r"'staging'.*'production'"):
             assemble_and_analyse_study.fn(request_id=request.pk, environment="staging")
         with pytest.raises(WrongEnvironment):
             sync_study_with_ena.fn(study_id=1, environment="staging")

@@ -2,6 +2,7 @@
 
 import dataclasses
 import hashlib
+import itertools
 import os
 import shutil
 import subprocess
@@ -96,7 +97,7 @@ class TestStepSpecs:
         assert env["STEP_MARKER"] == str(tmp_path / "fetch_reads.done")
 
     def test_each_step_requires_the_previous_ones_marker(self, tmp_path: Path) -> None:
-        for previous, step in zip(STEPS, STEPS[1:], strict=False):
+        for previous, step in itertools.pairwise(STEPS):
             env = build_step_spec(step, PAIRED_RUN, tmp_path, PipelineConfig()).environment
             assert env["REQUIRED_MARKER"] == str(tmp_path / f"{previous}.done")
 
@@ -302,7 +303,7 @@ def run_locally(spec: JobSpec) -> subprocess.CompletedProcess[str]:
     script = workdir / f"{spec.name}.sh"
     script.write_text(spec.script)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir), **spec.environment}
-    result = subprocess.run(  # noqa: S603 - fixed argv: bash and the script this test just wrote
+    result = subprocess.run(
         ["bash", str(script)], cwd=workdir, env=env, capture_output=True, text=True, check=False, timeout=600
     )
     Path(spec.output_path).write_text(result.stdout + result.stderr)

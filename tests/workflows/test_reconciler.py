@@ -204,9 +204,8 @@ def test_lingering_pass_goes_on_in_process_when_jobs_are_short(pipeline_world, j
 def test_the_request_lock_is_one_pass_at_a_time_and_dies_with_its_process(db):
     with request_lock(7):
         assert 7 in requests_with_live_pass()
-        with pytest.raises(RequestBusy):
-            with request_lock(7, wait_seconds=0.5):
-                pass
+        with pytest.raises(RequestBusy), request_lock(7, wait_seconds=0.5):
+            pass
     assert 7 not in requests_with_live_pass()
 
     # A process that holds the lock and is killed with -9 holds it no longer: no lease to wait out.

@@ -77,7 +77,7 @@ def test_a_run_left_pending_by_a_killed_runner_is_rescheduled(request_with_run):
 
 
 def test_a_running_run_is_left_alone_while_its_pass_holds_the_lock(request_with_run):
-    request, flow_run_id = request_with_run(Running())
+    request, _flow_run_id = request_with_run(Running())
     with request_lock(request.pk):
         assert sweep(now=later()).rescheduled == []
     assert sweep(now=later()).rescheduled == [request.pk]  # its process died: no one holds the lock
@@ -124,7 +124,7 @@ def test_a_suspended_run_is_resumed_when_a_job_changed_after_its_last_pass(reque
 
 
 def test_a_suspended_run_whose_steps_never_reached_the_cluster_is_resumed(request_with_run):
-    request, flow_run_id = request_with_run(Suspended(timeout_seconds=None))
+    request, _flow_run_id = request_with_run(Suspended(timeout_seconds=None))
     RequestProgress.objects.create(request=request, last_read_at=timezone.now())
     # The controller stopped answering mid-batch: a row waits for a pass to submit it, no job will wake it.
     ClusterJob.objects.create(key="n" * 40, spec={}, request=request, state="NEW")
