@@ -1,6 +1,9 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from analyses.models import Analysis, Assembly, AssemblyAnalysisRequest, Biome, Run, Sample, Study
 from analyses.services import RequestAlreadyFinished, cancel_assembly_analysis_request
@@ -12,23 +15,33 @@ class BiomeAdmin(admin.ModelAdmin):
     search_fields = ["lineage", "name"]
 
 
-class RunInline(admin.TabularInline):
-    model = Run
-    fields = ["accession", "library_strategy", "library_layout", "qa_status", "qa_reason"]
-    readonly_fields = fields
-    extra = 0
-    show_change_link = True
-    can_delete = False
-
-
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
     list_display = ["accession", "ena_accession", "title", "biome", "last_synced_with_ena", "created"]
     list_filter = ["biome", "created"]
     search_fields = ["accession", "ena_accession", "secondary_ena_accession", "title"]
-    readonly_fields = ["accession", "last_synced_with_ena", "created", "updated"]
+    readonly_fields = ["accession", "at_ena", "runs", "last_synced_with_ena", "created", "updated"]
     autocomplete_fields = ["biome"]
-    inlines = [RunInline]
+    list_select_related = ["biome"]
+
+    # Runs are a link to their filtered list, not an inline: a study with hundreds of runs would make a form too
+    # large to save, and a page too long to read.
+    @admin.display(description="runs")
+    def runs(self, study: Study) -> SafeString | str:
+        if study.pk is None:
+            return "—"
+        url = reverse("admin:analyses_run_changelist") + f"?study__id__exact={study.pk}"
+        return format_html('<a href="{}">{} run(s)</a>', url, study.runs.count())
+
+    @admin.display(description="at ENA")
+    def at_ena(self, study: Study) -> SafeString | str:
+        if not study.ena_accession:
+            return "—"
+        return format_html(
+            '<a href="https://www.ebi.ac.uk/ena/browser/view/{}" target="_blank" rel="noopener">{}</a>',
+            study.ena_accession,
+            study.ena_accession,
+        )
 
 
 @admin.register(Sample)
@@ -65,15 +78,23 @@ class AssemblyAdmin(admin.ModelAdmin):
     raw_id_fields = ["study"]
     filter_horizontal = ["runs"]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Assembly]:
+        # An assembly's name lists its runs: one query for the page, not one per row.
+        return super().get_queryset(request).prefetch_related("runs")
+
 
 @admin.register(Analysis)
 class AnalysisAdmin(admin.ModelAdmin):
     list_display = ["accession", "study", "run", "assembly", "pipeline_version", "status", "created"]
     list_filter = ["status", "pipeline_version"]
     search_fields = ["accession", "study__accession", "study__ena_accession", "run__accession"]
-    list_select_related = ["study", "run"]
+    list_select_related = ["study", "run", "assembly__study"]
     raw_id_fields = ["study", "run", "assembly", "request"]
     readonly_fields = ["accession", "created", "updated"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Analysis]:
+        # The assembly column's name lists its runs.
+        return super().get_queryset(request).prefetch_related("assembly__runs")
 
 
 @admin.register(AssemblyAnalysisRequest)

@@ -5,17 +5,19 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 
 class RequestBodyLimitMiddleware:
-    """Refuse oversize bodies with 413 before anything reads them.
+    """Refuse oversize API bodies with 413 before anything reads them.
 
-    Django applies DATA_UPLOAD_MAX_MEMORY_SIZE only to form parsing; DRF's JSON parser reads the raw stream and
-    would accept any size.
+    DRF's JSON parser reads the raw stream and would accept any size. Only `/api/`: the admin's forms are bounded by
+    Django's own DATA_UPLOAD_MAX_MEMORY_SIZE, and a curator's large form must not meet an API's JSON 413.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if not request.path.startswith("/api/"):
+            return self.get_response(request)
+        limit = settings.API_MAX_BODY_BYTES
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:

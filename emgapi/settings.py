@@ -108,8 +108,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "var" / "static"))
 
-# Bodies above this are refused with 413 before any parsing.
-DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", str(64 * 1024)))
+# API bodies above this are refused with 413 before any parsing (emgapi.middleware); the admin's forms keep
+# Django's own limit, DATA_UPLOAD_MAX_MEMORY_SIZE.
+API_MAX_BODY_BYTES = int(os.environ.get("API_MAX_BODY_BYTES", str(64 * 1024)))
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -169,6 +170,8 @@ HEALTH_CACHE_SECONDS = float(os.environ.get("HEALTH_CACHE_SECONDS", "10"))
 
 # --- Workflow layer ---------------------------------------------------------------------------------------
 PREFECT_API_URL = os.environ.get("PREFECT_API_URL", "")
+# Where the admin links a request's flow run; by default the UI beside the API (.../api → ...).
+PREFECT_UI_URL = os.environ.get("PREFECT_UI_URL", PREFECT_API_URL.removesuffix("/").removesuffix("/api"))
 # Scopes the deployments, flow runs and keys this service makes on a Prefect server that other environments may
 # share; empty means "the database's name" (workflows.deployments.environment).
 EMGAPI_ENVIRONMENT = os.environ.get("EMGAPI_ENVIRONMENT", "")

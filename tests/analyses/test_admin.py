@@ -81,3 +81,35 @@ def test_admin_cancel_action(admin_client_logged_in, populated):
     assert response.status_code == 302
     request.refresh_from_db()
     assert request.status == "cancelled"
+
+
+def populate(count: int) -> None:
+    """`count` chains of biome, study, sample, run, assembly, analysis and request, each row with its relations."""
+    start = Study.objects.count()
+    for i in range(start, count):
+        biome = Biome.objects.create(lineage=f"root:Environmental:Aquatic:{i}")
+        study = Study.objects.create(ena_accession=f"PRJEB{40000 + i}", title=f"study {i}", biome=biome)
+        sample = Sample.objects.create(accession=f"SAMEA{4000000 + i}", study=study)
+        run = Run.objects.create(accession=f"ERR{4000000 + i}", study=study, sample=sample)
+        assembly = Assembly.objects.create(study=study)
+        assembly.runs.add(run)
+        Analysis.objects.create(study=study, assembly=assembly, run=run)
+        AssemblyAnalysisRequest.objects.create(study_accession=study.ena_accession, study=study)
+
+
+@pytest.mark.parametrize(
+    "model", ["biome", "study", "sample", "run", "assembly", "analysis", "assemblyanalysisrequest"]
+)
+def test_every_changelist_makes_the_same_queries_for_2_and_20_rows(admin_client_logged_in, model):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries_with(rows: int) -> int:
+        populate(rows)
+        with CaptureQueriesContext(connection) as captured:
+            assert (
+                admin_client_logged_in.get(reverse(f"admin:analyses_{model}_changelist")).status_code == 200
+            )
+        return len(captured)
+
+    assert queries_with(2) == queries_with(20)

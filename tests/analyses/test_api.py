@@ -151,12 +151,22 @@ def test_create_request_rejects_a_non_object_body(user_client):
     assert response.status_code == 400
 
 
-@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1024)
+@override_settings(API_MAX_BODY_BYTES=1024)
 def test_oversize_body_is_413(user_client):
     payload = {"study_accession": "PRJEB12345", "padding": "x" * 2048}
     response = user_client.post(REQUESTS_URL, payload, format="json")
     assert response.status_code == 413
     assert not AssemblyAnalysisRequest.objects.exists()
+
+
+@override_settings(API_MAX_BODY_BYTES=1024)
+def test_the_api_body_limit_does_not_apply_to_the_admin(client, superuser):
+    client.force_login(superuser)
+    response = client.post(
+        "/admin/analyses/biome/add/", {"lineage": "root:Environmental", "name": "x" * 2048}
+    )
+    assert response.status_code != 413
+    assert response.status_code in (200, 302)
 
 
 def test_anonymous_write_is_401(api_client):

@@ -1,0 +1,230 @@
+"""The workflow layer in the admin: a request's work on its page, the ledger and outbox read-only, the actions."""
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.contrib.admin.sites import site
+from django.contrib.messages import get_messages
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from analyses.models import AssemblyAnalysisRequest
+from workflows.models import ClusterJob, Plan, PlanStep, Trigger
+
+pytestmark = pytest.mark.django_db
+
+
+def failed_request(accession: str = "ERR9000001") -> AssemblyAnalysisRequest:
+    """A finished request whose read QC failed (exit code 3) after an escalated attempt; fetch completed."""
+    request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB00001")
+    request.status = AssemblyAnalysisRequest.Status.FAILED
+    request.request_metadata = {
+        "flow_run_id": str(uuid.uuid4()),
+        "succeeded_runs": [],
+        "failed_runs": {accession: "read_qc exit code 3: <adapter> file missing"},
+    }
+    request.save()
+    plan = Plan.objects.create(
+        request=request,
+        pipeline="assembly",
+        pipeline_version="1",
+        uid=uuid.uuid4().hex,
+        rejected={"ERR0": "no FASTQ"},
+    )
+    now = timezone.now()
+    keys = {}
+    for position, step in enumerate(["fetch_reads", "read_qc"]):
+        keys[step] = uuid.uuid4().hex
+        PlanStep.objects.create(
+            plan=plan, run_accession=accession, step=step, position=position, spec={}, key=keys[step]
+        )
+    ClusterJob.objects.create(
+        key=keys["fetch_reads"],
+        attempt=1,
+        name=f"emgapi-fetch_reads-{accession}",
+        spec={"name": "fetch"},
+        slurm_job_id="101",
+        state="COMPLETED",
+        exit_code=0,
+        request=request,
+        started_at=now - timedelta(minutes=5),
+        ended_at=now - timedelta(minutes=4),
+    )
+    first = ClusterJob.objects.create(
+        key=keys["read_qc"],
+        attempt=1,
+        name=f"emgapi-read_qc-{accession}",
+        spec={"name": "qc"},
+        slurm_job_id="102",
+        state="OUT_OF_MEMORY",
+        request=request,
+        log_tail="oom-kill event",
+    )
+    ClusterJob.objects.create(
+        key=keys["read_qc"],
+        attempt=2,
+        name=f"emgapi-read_qc-{accession}",
+        spec={"name": "qc", "mem": 2},
+        slurm_job_id="103",
+        state="FAILED",
+        exit_code=3,
+        request=request,
+        previous_attempt=first,
+        log_tail="<adapter> file missing",
+    )
+    return request
+
+
+def test_a_request_page_shows_its_flow_run_outcomes_jobs_and_trigger(admin_client, settings):
+    settings.PREFECT_UI_URL = "http://prefect.example:4200"
+    request = failed_request()
+    page = admin_client.get(f"/admin/analyses/assemblyanalysisrequest/{request.pk}/change/").content.decode()
+    flow_run_id = request.request_metadata["flow_run_id"]
+    assert f'href="http://prefect.example:4200/runs/flow-run/{flow_run_id}"' in page
+    assert "read_qc exit code 3: &lt;adapter&gt; file missing" in page  # escaped
+    assert "rejected by data QA" in page and "no FASTQ" in page
+    assert page.count("<tr><td>read_qc</td><td>ERR9000001</td>") == 2  # both attempts
+    assert "OUT_OF_MEMORY" in page and "<summary>log</summary><pre>oom-kill event</pre>" in page
+    trigger = Trigger.objects.get(source=f"analyses.assemblyanalysisrequest:{request.pk}")
+    assert f"trigger {trigger.pk}</a> pending" in page
+
+
+def test_the_prefect_ui_defaults_to_the_api_url_without_api():
+    from django.conf import settings
+
+    ui_url, api_url = settings.PREFECT_UI_URL, settings.PREFECT_API_URL
+    assert ui_url == api_url.removesuffix("/api")
+
+
+def test_retry_failed_runs_from_the_admin(admin_client):
+    request = failed_request()
+    running = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB00002")
+    Trigger.objects.all().delete()
+    response = admin_client.post(
+        "/admin/analyses/assemblyanalysisrequest/",
+        {"action": "retry_failed_runs", "_selected_action": [request.pk, running.pk]},
+        follow=True,
+    )
+    shown = [str(message) for message in response.context["messages"]]
+    assert f"Request {request.pk}: retrying the failed steps of ERR9000001." in shown
+    assert any(f"Request {running.pk} is pending: only a finished request is retried" in m for m in shown)
+    request.refresh_from_db()
+    assert request.status == "pending"
+    (trigger,) = Trigger.objects.all()
+    assert (
+        trigger.source == f"analyses.assemblyanalysisrequest:{request.pk}"
+        and ":gen2:" in trigger.idempotency_key
+    )
+    assert request.plans.count() == 2
+
+
+def test_a_job_page_shows_its_spec_log_and_escalation_chain(admin_client):
+    request = failed_request()
+    second = ClusterJob.objects.get(request=request, attempt=2)
+    page = admin_client.get(f"/admin/workflows/clusterjob/{second.pk}/change/").content.decode()
+    assert f'/admin/workflows/clusterjob/{second.previous_attempt_id}/change/">attempt 1</a>' in page
+    assert "&lt;adapter&gt; file missing" in page and "&quot;mem&quot;: 2" in page
+    first_page = admin_client.get(f"/admin/workflows/clusterjob/{second.previous_attempt_id}/change/").content
+    assert f'/admin/workflows/clusterjob/{second.pk}/change/">attempt 2</a>'.encode() in first_page
+
+
+def test_the_ledger_is_read_only_in_the_admin(admin_client, rf, admin_user):
+    model_admin = site._registry[ClusterJob]
+    http_request = rf.get("/")
+    http_request.user = admin_user
+    assert not model_admin.has_add_permission(http_request)
+    assert not model_admin.has_change_permission(http_request)
+    assert not model_admin.has_delete_permission(http_request)
+    failed_request()
+
+    def job_ids(query: str) -> set[str]:
+        listing = admin_client.get(f"/admin/workflows/clusterjob/?{query}").content.decode()
+        return {job_id for job_id in ("101", "102", "103") if f'field-slurm_job_id">{job_id}<' in listing}
+
+    assert job_ids("") == {"101", "102", "103"}
+    assert job_ids("step=read_qc") == {"102", "103"}
+    assert job_ids("state=FAILED") == {"103"}
+    assert job_ids("q=103") == {"103"}
+
+
+def test_dispatch_now_forgets_the_back_off_and_wakes_the_loops(admin_client, monkeypatch):
+    woken = []
+    monkeypatch.setattr("workflows.steering.wake_service_loops", lambda: woken.append(1))
+    AssemblyAnalysisRequest.objects.create(study_accession="PRJEB00001")
+    trigger = Trigger.objects.get()
+    Trigger.objects.update(
+        attempts=3, last_error="ConnectError: refused", next_attempt_at=timezone.now() + timedelta(minutes=5)
+    )
+    listing = admin_client.get("/admin/workflows/trigger/").content.decode()
+    assert "failing (3 attempts)" in listing and "ConnectError: refused" in listing
+    response = admin_client.post(
+        "/admin/workflows/trigger/", {"action": "dispatch_now", "_selected_action": [trigger.pk]}, follow=True
+    )
+    assert "1 pending trigger(s) are due now" in str(next(iter(response.context["messages"])))
+    trigger.refresh_from_db()
+    assert trigger.next_attempt_at is None and woken == [1]
+
+
+@pytest.mark.parametrize(
+    "changelist",
+    [
+        "/admin/workflows/clusterjob/",
+        "/admin/workflows/trigger/",
+        "/admin/analyses/assemblyanalysisrequest/",
+        "/admin/workflows/pollerlease/",
+    ],
+)
+def test_workflow_changelists_make_the_same_queries_for_2_and_20_rows(admin_client, changelist):
+    def queries_with(requests: int) -> int:
+        while AssemblyAnalysisRequest.objects.count() < requests:
+            failed_request()
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_client.get(changelist).status_code == 200
+        return len(captured)
+
+    assert queries_with(2) == queries_with(20)
+
+
+def test_a_running_request_cannot_be_deleted_until_cancelled(admin_client):
+    finished = failed_request()
+    running = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB00002")
+    delete_url = f"/admin/analyses/assemblyanalysisrequest/{running.pk}/delete/"
+    response = admin_client.get(delete_url, follow=True)
+    assert response.redirect_chain[-1][0] == f"/admin/analyses/assemblyanalysisrequest/{running.pk}/change/"
+    shown = " ".join(str(message) for message in get_messages(response.wsgi_request))
+    assert f"Request {running.pk} is pending: cancel it first" in shown
+    bulk = admin_client.post(
+        "/admin/analyses/assemblyanalysisrequest/",
+        {"action": "delete_selected", "_selected_action": [finished.pk, running.pk], "post": "yes"},
+        follow=True,
+    )
+    shown = " ".join(str(message) for message in get_messages(bulk.wsgi_request))
+    assert f"Request {running.pk} is pending: cancel it first" in shown
+    assert AssemblyAnalysisRequest.objects.count() == 2
+    AssemblyAnalysisRequest.objects.filter(pk=running.pk).update(status="cancelled")
+    assert admin_client.post(delete_url, {"post": "yes"}).status_code == 302
+    assert not AssemblyAnalysisRequest.objects.filter(pk=running.pk).exists()
+
+
+def test_a_study_page_links_ena_and_its_runs_and_syncs_on_demand(admin_client, monkeypatch):
+    from analyses.models import Run, Study
+
+    study = Study.objects.create(ena_accession="PRJEB00001", last_synced_with_ena=timezone.now())
+    Run.objects.bulk_create(Run(accession=f"ERR{5000000 + i}", study=study) for i in range(450))
+    page = admin_client.get(f"/admin/analyses/study/{study.pk}/change/").content.decode()
+    assert 'href="https://www.ebi.ac.uk/ena/browser/view/PRJEB00001"' in page
+    assert f'?study__id__exact={study.pk}">450 run(s)</a>' in page
+    saved = admin_client.post(
+        f"/admin/analyses/study/{study.pk}/change/", {"ena_accession": "PRJEB00001", "title": "t"}
+    )
+    assert saved.status_code == 302  # a study with 450 runs saves
+    woken = []
+    monkeypatch.setattr("workflows.dispatch.wake_service_loops", lambda: woken.append(1))
+    response = admin_client.post(
+        "/admin/analyses/study/", {"action": "sync_with_ena", "_selected_action": [study.pk]}, follow=True
+    )
+    assert "1 study sync(s) queued" in " ".join(str(m) for m in get_messages(response.wsgi_request))
+    (trigger,) = Trigger.objects.filter(source=f"analyses.study:{study.pk}")
+    assert trigger.parameters == {"study_id": study.pk} and woken == [1]

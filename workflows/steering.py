@@ -1,0 +1,135 @@
+"""What the admin shows of a request's work and the steering it offers, as plain functions.
+
+Nothing here calls Prefect or Slurm: the web thread records intent (a trigger due now, a cancelled status, a new
+plan generation) and wakes the service loops, which act.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from analyses.models import AssemblyAnalysisRequest, Study
+from workflows import deployments
+from workflows.dispatch import enqueue_trigger, source_label
+from workflows.models import ClusterJob, PlanStep, Trigger
+from workflows.recovery import NothingToRetry, retry_failed_runs
+from workflows.wakeup import wake_service_loops
+
+
+def prefect_ui_url(flow_run_id: str | None) -> str | None:
+    """The flow run's page in the Prefect UI (`PREFECT_UI_URL`), or None when there is no run or no UI."""
+    if not flow_run_id or not settings.PREFECT_UI_URL:
+        return None
+    return f"{settings.PREFECT_UI_URL.rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def trigger_state(trigger: Trigger) -> str:
+    """dispatched / pending / failing: a pending trigger that already failed is what an operator looks for."""
+    if trigger.status == Trigger.Status.DISPATCHED:
+        return "dispatched"
+    return f"failing ({trigger.attempts} attempts)" if trigger.attempts else "pending"
+
+
+def latest_trigger(request: AssemblyAnalysisRequest) -> Trigger | None:
+    return Trigger.objects.filter(source=source_label(request)).order_by("-created").first()
+
+
+def dispatch_now(triggers: QuerySet[Trigger]) -> int:
+    """Make pending triggers due at once (their back-off forgotten) and wake the dispatchers; how many."""
+    due = triggers.filter(status=Trigger.Status.PENDING).update(next_attempt_at=None)
+    if due:
+        wake_service_loops()
+    return due
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run: str
+    outcome: str  # succeeded / failed / rejected by data QA
+    reason: str = ""
+
+
+def run_outcomes(
+    request: AssemblyAnalysisRequest, rejected: dict[str, str] | None = None
+) -> list[RunOutcome]:
+    """Per run, as the last finished pass recorded it, and the runs data QA turned away when planning."""
+    metadata = request.request_metadata or {}
+    outcomes = [RunOutcome(run, "succeeded") for run in metadata.get("succeeded_runs", [])]
+    outcomes += [RunOutcome(run, "failed", reason) for run, reason in metadata.get("failed_runs", {}).items()]
+    outcomes += [RunOutcome(run, "rejected by data QA", reason) for run, reason in (rejected or {}).items()]
+    return outcomes
+
+
+@dataclass(frozen=True)
+class JobRow:
+    job: ClusterJob
+    step: str
+    run: str
+
+    @property
+    def elapsed(self) -> timedelta | None:
+        if self.job.started_at is None:
+            return None
+        return (self.job.ended_at or timezone.now()) - self.job.started_at
+
+
+def job_rows(request: AssemblyAnalysisRequest) -> list[JobRow]:
+    """The request's Slurm jobs, each with the plan step and run it belongs to: two queries."""
+    steps = {
+        key: (step, run)
+        for key, step, run in PlanStep.objects.filter(plan__request=request).values_list(
+            "key", "step", "run_accession"
+        )
+    }
+    jobs = ClusterJob.objects.filter(request=request).order_by("created", "attempt")
+    return [JobRow(job, *steps.get(job.key, (job.name, ""))) for job in jobs]
+
+
+def retry(requests: Iterable[AssemblyAnalysisRequest]) -> list[tuple[bool, str]]:
+    """Retry the failed runs of each request; (retried?, what happened) per request, for the admin's messages."""
+    results = []
+    for request in requests:
+        try:
+            runs = retry_failed_runs(request.pk)
+        except NothingToRetry as exc:
+            results.append((False, str(exc)))
+        else:
+            results.append((True, f"Request {request.pk}: retrying the failed steps of {', '.join(runs)}."))
+    return results
+
+
+def format_elapsed(elapsed: timedelta | None) -> str:
+    if elapsed is None:
+        return ""
+    minutes, seconds = divmod(int(elapsed.total_seconds()), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+def job_step(job: ClusterJob) -> str:
+    """The step a job runs, from its name (`emgapi-<step>-<run>`), for lists where the plan is not joined."""
+    parts = job.name.split("-")
+    return parts[1] if len(parts) >= 3 and parts[0] == "emgapi" else job.name
+
+
+def sync_with_ena(studies: Iterable[Study]) -> int:
+    """A study-sync flow run for each study (through the outbox, as a new study gets); how many."""
+    count = 0
+    for study in studies:
+        enqueue_trigger(study, deployment=deployments.STUDY_SYNC, parameters={"study_id": study.pk})
+        count += 1
+    return count
+
+
+def deletion_refused(request: AssemblyAnalysisRequest) -> str | None:
+    """Why an unfinished request may not be deleted yet (its flow run and Slurm jobs would be orphaned)."""
+    if request.is_terminal:
+        return None
+    return (
+        f"Request {request.pk} is {request.status}: cancel it first (its flow run and Slurm jobs stop), then "
+        "delete it."
+    )
