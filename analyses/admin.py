@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -6,7 +7,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from analyses.models import Analysis, Assembly, AssemblyAnalysisRequest, Biome, Run, Sample, Study
-from analyses.services import RequestAlreadyFinished, cancel_assembly_analysis_request
+from analyses.services import RequestAlreadyFinished, active_request, cancel_assembly_analysis_request
 
 
 @admin.register(Biome)
@@ -133,6 +134,27 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
     @admin.display(description="Flow run")
     def flow_run_id(self, obj: AssemblyAnalysisRequest) -> str:
         return obj.flow_run_id or "—"
+
+    def get_form(
+        self, request: HttpRequest, obj: AssemblyAnalysisRequest | None = None, change=False, **kwargs
+    ):
+        form_class = super().get_form(request, obj, change=change, **kwargs)
+        if obj is not None:
+            return form_class
+
+        class NewRequestForm(form_class):
+            def clean(self):
+                cleaned = super().clean()
+                # The database's constraint is the rule; this says it in the form instead of failing the save.
+                existing = active_request(cleaned.get("study_accession", ""), request.user)
+                if existing is not None:
+                    raise ValidationError(
+                        f"Request {existing.pk} for this study is already {existing.status}: cancel it, or wait "
+                        "for it to finish, before asking again."
+                    )
+                return cleaned
+
+        return NewRequestForm
 
     def save_model(self, request: HttpRequest, obj: AssemblyAnalysisRequest, form, change: bool) -> None:
         if not change:

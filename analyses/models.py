@@ -279,10 +279,25 @@ class AssemblyAnalysisRequest(TimestampedModel):
     cancelled_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    forced = models.BooleanField(
+        default=False,
+        help_text="Asked for while another request of the same requester for the study was active.",
+    )
+
+    ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING)
 
     class Meta:
         ordering = ["-created"]
         indexes = [models.Index(fields=["requester", "status"])]
+        constraints = [
+            # Three POSTs for one study would start three multi-day assemblies. The database says no, so two
+            # concurrent POSTs cannot both pass a check; a forced request (force=true) is outside the rule.
+            models.UniqueConstraint(
+                fields=["study_accession", "requester"],
+                condition=models.Q(status__in=["pending", "running"], forced=False),
+                name="one_active_request_per_study_and_requester",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"Request {self.pk} for {self.study_accession}"

@@ -94,10 +94,23 @@ class AnalysisSerializer(serializers.ModelSerializer):
         ]
 
 
+class RunOutcomeSerializer(serializers.Serializer):
+    run = serializers.CharField()
+    reason = serializers.CharField()
+
+
 class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     flow_run_id = serializers.SerializerMethodField()
     study = serializers.CharField(source="study.accession", default=None, read_only=True)
     requester = serializers.CharField(source="requester.get_username", default=None, read_only=True)
+    force = serializers.BooleanField(
+        write_only=True,
+        required=False,
+        default=False,
+        help_text="Start another request even though one for this study is pending or running.",
+    )
+    succeeded_runs = serializers.SerializerMethodField()
+    failed_runs = serializers.SerializerMethodField()
 
     class Meta:
         model = AssemblyAnalysisRequest
@@ -109,12 +122,27 @@ class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, serializers.Mo
             "status_detail",
             "flow_run_id",
             "requester",
+            "succeeded_runs",
+            "failed_runs",
+            "force",
+            "forced",
             "created",
             "updated",
             "cancelled_at",
         ]
-        read_only_fields = ["status", "status_detail", "cancelled_at"]
+        read_only_fields = ["status", "status_detail", "cancelled_at", "forced"]
 
     @extend_schema_field(serializers.UUIDField(allow_null=True))
     def get_flow_run_id(self, obj: AssemblyAnalysisRequest) -> str | None:
         return obj.flow_run_id
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_succeeded_runs(self, obj: AssemblyAnalysisRequest) -> list[str]:
+        """Runs assembled and analysed, as the last finished pass recorded them."""
+        return list((obj.request_metadata or {}).get("succeeded_runs", []))
+
+    @extend_schema_field(RunOutcomeSerializer(many=True))
+    def get_failed_runs(self, obj: AssemblyAnalysisRequest) -> list[dict[str, str]]:
+        """Runs that did not go through, each with why (the failed step, its exit code and log lines)."""
+        failed = (obj.request_metadata or {}).get("failed_runs", {})
+        return [{"run": run, "reason": reason} for run, reason in failed.items()]

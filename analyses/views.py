@@ -2,10 +2,11 @@ from django.db.models import Count, Prefetch, QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import APIException, PermissionDenied
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 
 from analyses.filters import AnalysisFilter, StudyFilter
 from analyses.models import Analysis, AssemblyAnalysisRequest, Run, Study
@@ -16,10 +17,19 @@ from analyses.serializers import (
     StudySerializer,
 )
 from analyses.services import (
+    ActiveRequestExists,
     RequestAlreadyFinished,
     cancel_assembly_analysis_request,
     create_assembly_analysis_request,
 )
+
+
+class Conflict(APIException):
+    """409 in DRF's error shape; `detail` may be a dict naming the conflicting resource."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state of the resource."
+    default_code = "conflict"
 
 
 @extend_schema_view(
@@ -69,7 +79,19 @@ class AnalysisViewSet(viewsets.ReadOnlyModelViewSet):
     retrieve=extend_schema(summary="An assembly-analysis request"),
     create=extend_schema(
         summary="Request the assembly and analysis of an ENA study",
-        description="Starts the 'Assemble and analyse a study' workflow; `flow_run_id` is filled once it is dispatched.",
+        description=(
+            "Starts the 'Assemble and analyse a study' workflow; `flow_run_id` is filled once it is dispatched. "
+            "One active (pending or running) request per study and requester: another answers 409 with the "
+            'existing request\'s URL, unless `"force": true`.'
+        ),
+        responses={
+            201: AssemblyAnalysisRequestSerializer,
+            400: OpenApiResponse(description="A field is invalid or unknown; the body names it."),
+            409: OpenApiResponse(
+                description="An active request for this study exists: `existing` is its URL."
+            ),
+            413: OpenApiResponse(description="The body is larger than API_MAX_BODY_BYTES."),
+        },
     ),
 )
 class AssemblyAnalysisRequestViewSet(
@@ -91,9 +113,17 @@ class AssemblyAnalysisRequestViewSet(
         return queryset.filter(requester=user)
 
     def perform_create(self, serializer: AssemblyAnalysisRequestSerializer) -> None:
-        serializer.instance = create_assembly_analysis_request(
-            study_accession=serializer.validated_data["study_accession"], requester=self.request.user
-        )
+        try:
+            serializer.instance = create_assembly_analysis_request(
+                study_accession=serializer.validated_data["study_accession"],
+                requester=self.request.user,
+                force=serializer.validated_data.get("force", False),
+            )
+        except ActiveRequestExists as exc:
+            existing = reverse(
+                "assembly-analysis-request-detail", args=[exc.existing.pk], request=self.request
+            )
+            raise Conflict({"detail": str(exc), "existing": existing}) from None
 
     @extend_schema(
         summary="Cancel a request",

@@ -113,3 +113,13 @@ def test_every_changelist_makes_the_same_queries_for_2_and_20_rows(admin_client_
         return len(captured)
 
     assert queries_with(2) == queries_with(20)
+
+
+def test_adding_a_second_active_request_in_the_admin_says_why(admin_client_logged_in, superuser):
+    url = reverse("admin:analyses_assemblyanalysisrequest_add")
+    assert admin_client_logged_in.post(url, {"study_accession": "PRJEB30002"}).status_code == 302
+    again = admin_client_logged_in.post(url, {"study_accession": "PRJEB30002"})
+    assert again.status_code == 200
+    first = AssemblyAnalysisRequest.objects.get()
+    assert f"Request {first.pk} for this study is already pending" in again.content.decode()
+    assert first.requester == superuser

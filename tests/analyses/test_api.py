@@ -269,3 +269,65 @@ def test_swagger_ui_is_served(api_client):
     response = api_client.get("/api/docs/")
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
+
+
+def test_a_second_active_request_for_a_study_is_409_naming_the_first(user_client, user, other_client):
+    first = user_client.post(REQUESTS_URL, {"study_accession": "PRJEB12345"}, format="json")
+    assert first.status_code == 201
+    again = user_client.post(REQUESTS_URL, {"study_accession": "PRJEB12345"}, format="json")
+    assert again.status_code == 409
+    body = again.json()
+    assert body["existing"] == f"http://testserver{REQUESTS_URL}{first.json()['id']}/"
+    assert "force" in body["detail"]
+    # Someone else's request, another study, or force: each is a new request.
+    assert (
+        other_client.post(REQUESTS_URL, {"study_accession": "PRJEB12345"}, format="json").status_code == 201
+    )
+    assert user_client.post(REQUESTS_URL, {"study_accession": "PRJEB12346"}, format="json").status_code == 201
+    forced = user_client.post(REQUESTS_URL, {"study_accession": "PRJEB12345", "force": True}, format="json")
+    assert forced.status_code == 201 and forced.json()["forced"] is True
+    # Once the first has finished, a new one is welcome.
+    AssemblyAnalysisRequest.objects.filter(pk=first.json()["id"]).update(status="completed")
+    assert user_client.post(REQUESTS_URL, {"study_accession": "PRJEB12345"}, format="json").status_code == 201
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_rule_is_the_databases_so_concurrent_posts_cannot_both_win(user):
+    import threading
+
+    from django.db import connection
+
+    from analyses.services import ActiveRequestExists, create_assembly_analysis_request
+
+    barrier, outcomes = threading.Barrier(4), []
+
+    def post() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(create_assembly_analysis_request(study_accession="PRJEB12347", requester=user).pk)
+        except ActiveRequestExists as exc:
+            outcomes.append(f"conflict with {exc.existing.pk}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=post) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    (winner,) = [outcome for outcome in outcomes if isinstance(outcome, int)]
+    assert sorted(outcome for outcome in outcomes if outcome != winner) == [f"conflict with {winner}"] * 3
+    assert AssemblyAnalysisRequest.objects.filter(study_accession="PRJEB12347").count() == 1
+
+
+def test_request_detail_shows_per_run_outcomes(user_client, user):
+    request = AssemblyAnalysisRequest.objects.create(
+        study_accession="PRJEB1111",
+        requester=user,
+        status="completed",
+        request_metadata={"succeeded_runs": ["ERR1"], "failed_runs": {"ERR2": "assembly exit code 1: boom"}},
+    )
+    body = user_client.get(f"{REQUESTS_URL}{request.pk}/").json()
+    assert body["succeeded_runs"] == ["ERR1"]
+    assert body["failed_runs"] == [{"run": "ERR2", "reason": "assembly exit code 1: boom"}]
+    assert "force" not in body

@@ -48,7 +48,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(flows_server, use
 
     # The first kills fall right after each POST: in the runner's PENDING window and the first pass.
     for index in range(4):
-        requests.append(post_request(user_client, list(STUDIES)[index % 2]))
+        requests.append(post_request(user_client, list(STUDIES)[index % 2], force=True))
         time.sleep(rng.uniform(0.5, 6))
         kill_and_restart()
     while kills < KILLS:

@@ -58,7 +58,8 @@ def test_two_flow_servers_on_one_database_do_every_request_once(
     second.start()
     try:
         requests = [
-            post_request(user_client, accession) for accession in ("PRJEB00001", "PRJEB00002", "PRJEB00001")
+            post_request(user_client, accession, force=True)
+            for accession in ("PRJEB00001", "PRJEB00002", "PRJEB00001")
         ]
         poll_until(
             lambda: all(request_status(r) in {"completed", "failed"} for r in requests),

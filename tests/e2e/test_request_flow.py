@@ -16,8 +16,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 REQUESTS_URL = "/api/assembly-analysis-requests/"
 
 
-def post_request(client, accession: str) -> AssemblyAnalysisRequest:
-    response = client.post(REQUESTS_URL, {"study_accession": accession}, format="json")
+def post_request(client, accession: str, *, force: bool = False) -> AssemblyAnalysisRequest:
+    """POST a request and wait for its dispatch; `force` for a test that runs several per study at once."""
+    payload = {"study_accession": accession, **({"force": True} if force else {})}
+    response = client.post(REQUESTS_URL, payload, format="json")
     assert response.status_code == 201, response.content
 
     def dispatched() -> AssemblyAnalysisRequest | None:
