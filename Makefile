@@ -7,7 +7,7 @@ help:
 	@echo "make test       install what is missing, start the services the tests need, run the suite"
 	@echo "make test-fast  the suite without Slurm and without a Prefect server (PostgreSQL only), about a minute"
 	@echo "make down       stop what make run / make test left running (by recorded pid)"
-	@echo "make lint       ruff, mypy over prefect_utils/ and workflows/, shellcheck over scripts/"
+	@echo "make lint       uv lock --check, ruff, mypy over prefect_utils/, shellcheck over scripts/"
 	@echo "make slurm-up | slurm-down | slurm-status   the single-node Slurm cluster"
 
 install:

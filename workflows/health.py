@@ -1,4 +1,4 @@
-"""Health checks of the workflow layer, added to /healthz: Prefect, Slurm, the outbox and the poller."""
+"""Health checks of the workflow layer, added to /readyz: Prefect, Slurm, the outbox, the poller and recovery."""
 
 from datetime import timedelta
 from typing import Any

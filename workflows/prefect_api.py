@@ -58,16 +58,24 @@ def read_flow_run(flow_run_id: str) -> FlowRun:
         return client.read_flow_run(flow_run_id)
 
 
+# Prefect's server refuses a page larger than this ("Invalid limit: must be less than or equal to 200").
+READ_PAGE = 200
+
+
 def read_flow_runs(flow_run_ids: Iterable[str]) -> dict[str, FlowRun]:
-    """The flow runs that exist among `flow_run_ids`, in one API call; a deleted run is simply absent."""
+    """The flow runs that exist among `flow_run_ids`, one API call per 200; a deleted run is simply absent."""
     ids = [uuid.UUID(str(flow_run_id)) for flow_run_id in flow_run_ids]
+    runs: dict[str, FlowRun] = {}
     if not ids:
-        return {}
+        return runs
     with prefect_client(timeout=max(settings.PREFECT_DISPATCH_TIMEOUT_SECONDS, 10)) as client:
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids)
-        )
-    return {str(run.id): run for run in runs}
+        for start in range(0, len(ids), READ_PAGE):
+            page = ids[start : start + READ_PAGE]
+            found = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=page)), limit=len(page)
+            )
+            runs.update((str(run.id), run) for run in found)
+    return runs
 
 
 def cancel_flow_run(flow_run_id: str) -> None:

@@ -184,3 +184,16 @@ def test_a_run_no_runner_of_this_environment_serves_is_replaced(request_with_run
     trigger = Trigger.objects.get()
     assert ":gen2:" in trigger.idempotency_key
     assert "not of environment" in RequestProgress.objects.get(pk=request.pk).last_recovery
+
+
+def test_flow_runs_are_read_in_pages_prefect_accepts(deployment_id):
+    # Prefect refuses a limit above 200: a sweep over 201 unfinished requests used to fail every round.
+    with get_client(sync_client=True) as client:
+        made = [client.create_flow_run_from_deployment(deployment_id, parameters={}).id for _ in range(201)]
+    try:
+        found = prefect_api.read_flow_runs([str(flow_run_id) for flow_run_id in made] + [str(uuid.uuid4())])
+        assert set(found) == {str(flow_run_id) for flow_run_id in made}
+    finally:
+        with get_client(sync_client=True) as client:
+            for flow_run_id in made:
+                client.delete_flow_run(flow_run_id)
