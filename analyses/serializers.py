@@ -1,5 +1,6 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.reverse import reverse
 
 from analyses.models import Analysis, AssemblyAnalysisRequest, Run, Study
 
@@ -111,6 +112,7 @@ class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, serializers.Mo
     )
     succeeded_runs = serializers.SerializerMethodField()
     failed_runs = serializers.SerializerMethodField()
+    jobs = serializers.SerializerMethodField()
 
     class Meta:
         model = AssemblyAnalysisRequest
@@ -124,6 +126,7 @@ class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, serializers.Mo
             "requester",
             "succeeded_runs",
             "failed_runs",
+            "jobs",
             "force",
             "forced",
             "created",
@@ -136,6 +139,12 @@ class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, serializers.Mo
     def get_flow_run_id(self, obj: AssemblyAnalysisRequest) -> str | None:
         return obj.flow_run_id
 
+    @extend_schema_field(serializers.URLField())
+    def get_jobs(self, obj: AssemblyAnalysisRequest) -> str:
+        """Its Slurm jobs (step, run, attempt, job id, state, exit code, times)."""
+        # By name: the jobs are the workflow layer's, and the domain does not import it.
+        return reverse("assembly-analysis-request-jobs", args=[obj.pk], request=self.context.get("request"))
+
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_succeeded_runs(self, obj: AssemblyAnalysisRequest) -> list[str]:
         """Runs assembled and analysed, as the last finished pass recorded them."""
@@ -146,3 +155,12 @@ class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, serializers.Mo
         """Runs that did not go through, each with why (the failed step, its exit code and log lines)."""
         failed = (obj.request_metadata or {}).get("failed_runs", {})
         return [{"run": run, "reason": reason} for run, reason in failed.items()]
+
+
+class CancelSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    reason = serializers.CharField(
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        help_text="Why; shown as the request's status detail.",
+    )

@@ -13,6 +13,7 @@ from analyses.models import Analysis, AssemblyAnalysisRequest, Run, Study
 from analyses.serializers import (
     AnalysisSerializer,
     AssemblyAnalysisRequestSerializer,
+    CancelSerializer,
     StudyDetailSerializer,
     StudySerializer,
 )
@@ -127,9 +128,10 @@ class AssemblyAnalysisRequestViewSet(
 
     @extend_schema(
         summary="Cancel a request",
-        request=None,
+        request=CancelSerializer,
         responses={
             200: AssemblyAnalysisRequestSerializer,
+            400: OpenApiResponse(description="`reason` is not a string of at most 500 characters."),
             409: OpenApiResponse(description="The request already completed, failed or was cancelled."),
         },
     )
@@ -138,8 +140,12 @@ class AssemblyAnalysisRequestViewSet(
         instance = self.get_object()
         if not (request.user.is_staff or instance.requester_id == request.user.pk):
             raise PermissionDenied("Only the requester or staff may cancel a request.")
+        body = CancelSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
         try:
-            instance = cancel_assembly_analysis_request(instance, by=request.user)
+            instance = cancel_assembly_analysis_request(
+                instance, by=request.user, reason=body.validated_data.get("reason", "")
+            )
         except RequestAlreadyFinished as exc:
             return Response({"detail": str(exc), "status": instance.status}, status=status.HTTP_409_CONFLICT)
         return Response(self.get_serializer(instance).data)

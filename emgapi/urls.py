@@ -5,6 +5,7 @@ from rest_framework.routers import DefaultRouter
 
 from analyses.views import AnalysisViewSet, AssemblyAnalysisRequestViewSet, StudyViewSet
 from emgapi.health import healthz, readyz
+from workflows.views import ClusterJobViewSet, RequestJobsView, RetryRequestView
 
 router = DefaultRouter()
 router.register("studies", StudyViewSet, basename="study")
@@ -12,12 +13,23 @@ router.register("analyses", AnalysisViewSet, basename="analysis")
 router.register(
     "assembly-analysis-requests", AssemblyAnalysisRequestViewSet, basename="assembly-analysis-request"
 )
+router.register("jobs", ClusterJobViewSet, basename="cluster-job")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/auth/", include("rest_framework.urls")),
+    path(
+        "api/assembly-analysis-requests/<int:pk>/jobs/",
+        RequestJobsView.as_view(),
+        name="assembly-analysis-request-jobs",
+    ),
+    path(
+        "api/assembly-analysis-requests/<int:pk>/retry/",
+        RetryRequestView.as_view(),
+        name="assembly-analysis-request-retry",
+    ),
     path("api/", include(router.urls)),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),

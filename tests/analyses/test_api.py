@@ -331,3 +331,17 @@ def test_request_detail_shows_per_run_outcomes(user_client, user):
     assert body["succeeded_runs"] == ["ERR1"]
     assert body["failed_runs"] == [{"run": "ERR2", "reason": "assembly exit code 1: boom"}]
     assert "force" not in body
+
+
+def test_the_openapi_schema_is_valid_without_a_warning(tmp_path):
+    from django.core.management import call_command
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yml"))
+    schema = (tmp_path / "schema.yml").read_text()
+    for path in (
+        "/api/assembly-analysis-requests/{id}/jobs/",
+        "/api/assembly-analysis-requests/{id}/retry/",
+        "/api/jobs/",
+    ):
+        assert f"  {path}:" in schema, path
+    assert "'409':" in schema

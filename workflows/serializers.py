@@ -1,0 +1,31 @@
+from rest_framework import serializers
+
+from workflows.models import ClusterJob
+
+
+class ClusterJobSerializer(serializers.ModelSerializer):
+    """One Slurm job of a request: which step of which run, which attempt, and what Slurm last said."""
+
+    step = serializers.CharField(read_only=True, help_text="The plan step this job runs.")
+    run = serializers.CharField(read_only=True, help_text="The run accession it works on.")
+    job_id = serializers.CharField(source="slurm_job_id", allow_null=True, read_only=True)
+    request = serializers.IntegerField(source="request_id", allow_null=True, read_only=True)
+
+    class Meta:
+        model = ClusterJob
+        fields = [
+            "id",
+            "request",
+            "step",
+            "run",
+            "attempt",
+            "job_id",
+            "state",
+            "state_stale",
+            "exit_code",
+            "reason",
+            "submitted_at",
+            "started_at",
+            "ended_at",
+        ]
+        read_only_fields = fields
