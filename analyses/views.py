@@ -3,10 +3,11 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, PermissionDenied
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
+from rest_framework.throttling import ScopedRateThrottle
 
 from analyses.filters import AnalysisFilter, StudyFilter
 from analyses.models import Analysis, AssemblyAnalysisRequest, Run, Study
@@ -23,6 +24,17 @@ from analyses.services import (
     cancel_assembly_analysis_request,
     create_assembly_analysis_request,
 )
+
+
+class CanAddRequests(BasePermission):
+    """Creating a request needs the model's add permission, not merely a token: it starts days of cluster work."""
+
+    message = (
+        "Creating an assembly-analysis request needs the 'analyses.add_assemblyanalysisrequest' permission."
+    )
+
+    def has_permission(self, request: Request, view) -> bool:
+        return view.action != "create" or request.user.has_perm("analyses.add_assemblyanalysisrequest")
 
 
 class Conflict(APIException):
@@ -88,6 +100,11 @@ class AnalysisViewSet(viewsets.ReadOnlyModelViewSet):
         responses={
             201: AssemblyAnalysisRequestSerializer,
             400: OpenApiResponse(description="A field is invalid or unknown; the body names it."),
+            401: OpenApiResponse(description="No credentials."),
+            403: OpenApiResponse(description="No 'analyses.add_assemblyanalysisrequest' permission."),
+            429: OpenApiResponse(
+                description="More requests than API_REQUEST_CREATE_THROTTLE allows; retry later."
+            ),
             409: OpenApiResponse(
                 description="An active request for this study exists: `existing` is its URL."
             ),
@@ -99,7 +116,12 @@ class AssemblyAnalysisRequestViewSet(
     mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
     serializer_class = AssemblyAnalysisRequestSerializer
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, CanAddRequests]
+    throttle_scope = "request-create"
+
+    def get_throttles(self) -> list:
+        return [ScopedRateThrottle()] if self.action == "create" else []
+
     filterset_fields = ["status", "study_accession"]
     ordering_fields = ["created", "updated", "status"]
 

@@ -127,6 +127,9 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": int(os.environ.get("API_PAGE_SIZE", "25")),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "emgapi.exceptions.api_exception_handler",
+    # Creating a request starts days of cluster work: a runaway script is stopped at this rate per user (429).
+    # The count lives in the cache (per process with the default local-memory cache).
+    "DEFAULT_THROTTLE_RATES": {"request-create": os.environ.get("API_REQUEST_CREATE_THROTTLE", "60/hour")},
 }
 
 SPECTACULAR_SETTINGS = {

@@ -36,6 +36,16 @@ def prefect_server() -> str:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_throttles():
+    # Throttle counts live in the cache, which outlives a test; every test starts with none.
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _plain_http(settings):
     # Production settings redirect to HTTPS; the test client speaks plain HTTP.
     settings.SECURE_SSL_REDIRECT = False
@@ -48,12 +58,28 @@ def api_client() -> APIClient:
 
 @pytest.fixture
 def user(db):
-    return get_user_model().objects.create_user("alice", password="alice-password")
+    """A submitter: may create assembly-analysis requests (the model's add permission)."""
+    from django.contrib.auth.models import Permission
+
+    alice = get_user_model().objects.create_user("alice", password="alice-password")
+    alice.user_permissions.add(Permission.objects.get(codename="add_assemblyanalysisrequest"))
+    return alice
 
 
 @pytest.fixture
 def other_user(db):
-    return get_user_model().objects.create_user("bob", password="bob-password")
+    """A submitter too (may create requests), but not the requester of alice's."""
+    from django.contrib.auth.models import Permission
+
+    bob = get_user_model().objects.create_user("bob", password="bob-password")
+    bob.user_permissions.add(Permission.objects.get(codename="add_assemblyanalysisrequest"))
+    return bob
+
+
+@pytest.fixture
+def reader(db):
+    """Has a token, but no permission to create requests."""
+    return get_user_model().objects.create_user("carol", password="carol-password")
 
 
 @pytest.fixture

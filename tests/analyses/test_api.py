@@ -345,3 +345,30 @@ def test_the_openapi_schema_is_valid_without_a_warning(tmp_path):
     ):
         assert f"  {path}:" in schema, path
     assert "'409':" in schema
+
+
+def test_creating_a_request_needs_the_add_permission(reader):
+    from tests.conftest import token_client
+
+    response = token_client(reader).post(REQUESTS_URL, {"study_accession": "PRJEB12345"}, format="json")
+    assert response.status_code == 403
+    assert "add_assemblyanalysisrequest" in response.json()["detail"]
+    assert token_client(reader).get(REQUESTS_URL).status_code == 200  # reading one's own (none) is fine
+
+
+def test_request_creation_is_throttled_per_user(user_client, other_client, monkeypatch):
+    from rest_framework.throttling import ScopedRateThrottle
+
+    # DRF reads the rates when the class is defined; the setting is what production changes.
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"request-create": "2/hour"})
+    for accession in ("PRJEB12345", "PRJEB12346"):
+        assert (
+            user_client.post(REQUESTS_URL, {"study_accession": accession}, format="json").status_code == 201
+        )
+    third = user_client.post(REQUESTS_URL, {"study_accession": "PRJEB12347"}, format="json")
+    assert third.status_code == 429 and "throttled" in third.json()["detail"].lower()
+    assert "Retry-After" in third.headers
+    assert user_client.get(REQUESTS_URL).status_code == 200  # reads are not throttled
+    assert (
+        other_client.post(REQUESTS_URL, {"study_accession": "PRJEB12347"}, format="json").status_code == 201
+    )
