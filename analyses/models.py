@@ -309,3 +309,27 @@ class AssemblyAnalysisRequest(TimestampedModel):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL_STATUSES
+
+
+class IdempotencyKey(models.Model):
+    """An `Idempotency-Key` header a requester sent with a request's creation, and what it created.
+
+    The same key with the same body answers with that request again (a client retrying after a lost response
+    creates nothing); with another body it is refused. Written in the transaction that creates the request.
+    """
+
+    requester = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="idempotency_keys"
+    )
+    key = models.CharField(max_length=255)
+    body_hash = models.CharField(max_length=64, help_text="SHA-256 of the request's validated body.")
+    request = models.ForeignKey(AssemblyAnalysisRequest, on_delete=models.CASCADE, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["requester", "key"], name="one_idempotency_key_per_requester")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} → request {self.request_id}"

@@ -20,6 +20,15 @@ class RejectUnknownFieldsMixin:
         return super().to_internal_value(data)
 
 
+class StrictCharField(serializers.CharField):
+    """A string, not a number DRF would turn into one."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class RunSummarySerializer(serializers.ModelSerializer):
     sample_accession = serializers.CharField(source="sample.accession", default=None, read_only=True)
 
@@ -158,7 +167,7 @@ class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, serializers.Mo
 
 
 class CancelSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    reason = serializers.CharField(
+    reason = StrictCharField(
         max_length=500,
         required=False,
         allow_blank=True,

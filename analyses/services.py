@@ -1,10 +1,16 @@
 """Domain operations called by the API, the admin and the workflows alike."""
 
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from analyses.models import AssemblyAnalysisRequest
+from analyses.models import AssemblyAnalysisRequest, IdempotencyKey
 from analyses.signals import request_cancelled
 
 
@@ -21,6 +27,36 @@ class ActiveRequestExists(Exception):
             f"Request {existing.pk} for {existing.study_accession} is already {existing.status}; "
             'send "force": true to start another one anyway.'
         )
+
+
+class IdempotencyKeyReused(Exception):
+    """The requester sent this Idempotency-Key before, with another body."""
+
+    def __init__(self, key: str, existing: AssemblyAnalysisRequest) -> None:
+        self.key, self.existing = key, existing
+        super().__init__(
+            f"Idempotency-Key {key!r} was sent before with another body (it created request {existing.pk}); "
+            "use a new key for a new request."
+        )
+
+
+@dataclass(frozen=True)
+class Submission:
+    request: AssemblyAnalysisRequest
+    replayed: bool  # True: the Idempotency-Key was seen before with this body; nothing new was created
+
+
+def body_hash(body: Mapping[str, Any]) -> str:
+    """The same body however its keys are ordered or spaced."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def may_change_request(user: AbstractBaseUser | None, request: AssemblyAnalysisRequest) -> bool:
+    """Cancel or retry: its requester, or whoever holds the model's change permission."""
+    if user is None or not user.is_authenticated:
+        return False
+    return request.requester_id == user.pk or user.has_perm("analyses.change_assemblyanalysisrequest")
 
 
 def active_request(
@@ -48,19 +84,57 @@ def create_assembly_analysis_request(
     One active request per study and requester: the database's constraint decides, so two concurrent calls
     cannot both create one; the loser gets ActiveRequestExists naming the winner. `force` starts another anyway.
     """
+    return submit_assembly_analysis_request(
+        study_accession=study_accession, requester=requester, force=force
+    ).request
+
+
+def _seen_key(requester: AbstractBaseUser | None, key: str, digest: str) -> Submission | None:
+    seen = IdempotencyKey.objects.select_related("request").filter(requester=requester, key=key).first()
+    if seen is None:
+        return None
+    if seen.body_hash != digest:
+        raise IdempotencyKeyReused(key, seen.request)
+    return Submission(seen.request, replayed=True)
+
+
+def submit_assembly_analysis_request(
+    *,
+    study_accession: str,
+    requester: AbstractBaseUser | None,
+    force: bool = False,
+    idempotency_key: str | None = None,
+) -> Submission:
+    """create_assembly_analysis_request, plus an optional Idempotency-Key (the requester's, for this body).
+
+    A key seen before with the same body answers with the request it created (replayed); with another body,
+    IdempotencyKeyReused. A new key is stored in the transaction that creates the request, so a request never
+    exists without its key nor a key without its request; two concurrent calls with one key create one request.
+    """
+    digest = body_hash({"study_accession": study_accession, "force": force})
+    if idempotency_key is not None and (seen := _seen_key(requester, idempotency_key, digest)):
+        return seen
     request = AssemblyAnalysisRequest(study_accession=study_accession, requester=requester, forced=force)
-    # The constraint is checked below, by the database, where a concurrent insert cannot slip past it.
+    # The constraints are checked below, by the database, where a concurrent insert cannot slip past them.
     request.full_clean(validate_constraints=False)
     try:
         with transaction.atomic():
             request.save()
+            if idempotency_key is not None:
+                IdempotencyKey.objects.create(
+                    requester=requester, key=idempotency_key, body_hash=digest, request=request
+                )
     except IntegrityError:
+        # Someone got there first: the same key (a concurrent retry of this call) decides before the study's
+        # active request does, so the retry is answered as a replay rather than as a conflict with itself.
+        if idempotency_key is not None and (seen := _seen_key(requester, idempotency_key, digest)):
+            return seen
         existing = active_request(study_accession, requester)
         if existing is None:  # not our constraint: some other integrity error
             raise
         raise ActiveRequestExists(existing) from None
     request.refresh_from_db()
-    return request
+    return Submission(request, replayed=False)
 
 
 def cancel_assembly_analysis_request(

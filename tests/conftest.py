@@ -83,6 +83,21 @@ def reader(db):
 
 
 @pytest.fixture
+def user_without_permission(reader):
+    return reader
+
+
+@pytest.fixture
+def operator(db):
+    """Not staff, but holds the change permission: may cancel and retry anyone's request."""
+    from django.contrib.auth.models import Permission
+
+    dave = get_user_model().objects.create_user("dave", password="dave-password")
+    dave.user_permissions.add(Permission.objects.get(codename="change_assemblyanalysisrequest"))
+    return dave
+
+
+@pytest.fixture
 def staff_user(db):
     return get_user_model().objects.create_user("curator", password="curator-password", is_staff=True)
 

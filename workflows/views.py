@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from analyses.models import AssemblyAnalysisRequest
+from analyses.views import REQUEST_NOT_FOUND, UNAUTHENTICATED, IsRequesterOrMayChange, requests_visible_to
 from workflows.models import ClusterJob, PlanStep
 from workflows.recovery import NothingToRetry, retry_failed_runs
 from workflows.serializers import ClusterJobSerializer
@@ -23,9 +23,28 @@ def jobs_with_step_and_run() -> QuerySet[ClusterJob]:
     ).order_by("created", "attempt")
 
 
+NOT_STAFF = OpenApiResponse(description="Not staff.")
+
+
 @extend_schema_view(
-    list=extend_schema(summary="Every Slurm job of the service (staff)"),
-    retrieve=extend_schema(summary="A Slurm job (staff)"),
+    list=extend_schema(
+        summary="Every Slurm job of the service (staff)",
+        responses={
+            200: ClusterJobSerializer(many=True),
+            400: OpenApiResponse(description="A filter is invalid; the body names it."),
+            401: UNAUTHENTICATED,
+            403: NOT_STAFF,
+        },
+    ),
+    retrieve=extend_schema(
+        summary="A Slurm job (staff)",
+        responses={
+            200: ClusterJobSerializer,
+            401: UNAUTHENTICATED,
+            403: NOT_STAFF,
+            404: OpenApiResponse(description="No such job."),
+        },
+    ),
 )
 class ClusterJobViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = ClusterJobSerializer
@@ -37,7 +56,10 @@ class ClusterJobViewSet(viewsets.ReadOnlyModelViewSet):
         return jobs_with_step_and_run()
 
 
-@extend_schema(summary="The Slurm jobs of an assembly-analysis request")
+@extend_schema(
+    summary="The Slurm jobs of an assembly-analysis request",
+    responses={200: ClusterJobSerializer(many=True), 401: UNAUTHENTICATED, 404: REQUEST_NOT_FOUND},
+)
 class RequestJobsView(generics.ListAPIView):
     """Yours, or any for staff; another user's request is a 404, as its detail is."""
 
@@ -48,10 +70,7 @@ class RequestJobsView(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[ClusterJob]:
         if getattr(self, "swagger_fake_view", False):
             return ClusterJob.objects.none()
-        requests = AssemblyAnalysisRequest.objects.all()
-        if not self.request.user.is_staff:
-            requests = requests.filter(requester=self.request.user)
-        request = get_object_or_404(requests, pk=self.kwargs["pk"])
+        request = get_object_or_404(requests_visible_to(self.request.user), pk=self.kwargs["pk"])
         return jobs_with_step_and_run().filter(request=request)
 
 
@@ -63,18 +82,18 @@ class RequestJobsView(generics.ListAPIView):
         202: inline_serializer(
             "RetryAccepted", {"retrying": serializers.ListField(child=serializers.CharField())}
         ),
-        404: OpenApiResponse(description="No such request of yours (staff may retry any)."),
+        401: UNAUTHENTICATED,
+        403: OpenApiResponse(description="Neither the requester nor a holder of the change permission."),
+        404: REQUEST_NOT_FOUND,
         409: OpenApiResponse(description="Nothing to retry: the request is not finished, or no step failed."),
     },
 )
 class RetryRequestView(APIView):
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAuthenticated, IsRequesterOrMayChange]
 
     def post(self, request: Request, pk: int) -> Response:
-        requests = AssemblyAnalysisRequest.objects.all()
-        if not request.user.is_staff:
-            requests = requests.filter(requester=request.user)
-        target = get_object_or_404(requests, pk=pk)
+        target = get_object_or_404(requests_visible_to(request.user, changing=True), pk=pk)
+        self.check_object_permissions(request, target)
         try:
             runs = retry_failed_runs(target.pk)
         except NothingToRetry as exc:
