@@ -189,3 +189,34 @@ def test_the_schema_is_valid_warning_free_and_lists_every_status(tmp_path):
         assert set(schema["paths"][path][method]["responses"]) == statuses, (path, method)
     create = schema["paths"]["/api/assembly-analysis-requests/"]["post"]
     assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in create["parameters"])
+
+
+# --- the migration -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_constraint_migration_marks_older_active_duplicates_forced(django_user_model):
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = (
+        ("analyses", "0002_ingestion_unique_per_request_run"),
+        ("analyses", "0003_one_active_request_per_study"),
+    )
+    executor = MigrationExecutor(connection)
+    executor.migrate([before])
+    try:
+        Request = executor.loader.project_state([before]).apps.get_model(
+            "analyses", "AssemblyAnalysisRequest"
+        )
+        alice = django_user_model.objects.create_user("alice-before")
+        older, newer, done = (
+            Request.objects.create(study_accession="PRJEB1", requester_id=alice.pk, status=status)
+            for status in ("pending", "running", "completed")
+        )
+        executor = MigrationExecutor(connection)
+        executor.migrate([after])
+        forced = dict(AssemblyAnalysisRequest.objects.values_list("pk", "forced"))
+        assert forced == {older.pk: True, newer.pk: False, done.pk: False}
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
