@@ -291,7 +291,8 @@ class AssemblyAnalysisRequest(TimestampedModel):
         indexes = [models.Index(fields=["requester", "status"])]
         constraints = [
             # Three POSTs for one study would start three multi-day assemblies. The database says no, so two
-            # concurrent POSTs cannot both pass a check; a forced request (force=true) is outside the rule.
+            # concurrent POSTs cannot both pass a check. A partial index sees only the row, not the POST that
+            # made it, so `force` has to be a column to be in the condition: forced rows are outside the rule.
             models.UniqueConstraint(
                 fields=["study_accession", "requester"],
                 condition=models.Q(status__in=["pending", "running"], forced=False),
