@@ -168,7 +168,7 @@ class TriggerAdmin(ReadOnlyAdmin):
         due = steering.dispatch_now(queryset)
         self.message_user(
             request,
-            f"{due} pending trigger(s) are due now; the service loops were woken to dispatch them."
+            f"{due} pending trigger(s) queued for immediate dispatch; the service loops were woken to send them."
             if due
             else "None of the selected triggers is pending: nothing to dispatch.",
             messages.SUCCESS if due else messages.WARNING,

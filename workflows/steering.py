@@ -86,7 +86,11 @@ def job_rows(request: AssemblyAnalysisRequest) -> list[JobRow]:
         )
     }
     jobs = ClusterJob.objects.filter(request=request).order_by("created", "attempt")
-    return [JobRow(job, *steps.get(job.key, (job.name, ""))) for job in jobs]
+    # A job outside the plan (adopted, or its plan gone) still shows what its labels say it was.
+    return [
+        JobRow(job, *steps.get(job.key, (job_step(job), str((job.labels or {}).get("run", "")))))
+        for job in jobs
+    ]
 
 
 def retry(requests: Iterable[AssemblyAnalysisRequest]) -> list[tuple[bool, str]]:
@@ -96,7 +100,7 @@ def retry(requests: Iterable[AssemblyAnalysisRequest]) -> list[tuple[bool, str]]
         try:
             runs = retry_failed_runs(request.pk)
         except NothingToRetry as exc:
-            results.append((False, str(exc)))
+            results.append((False, f"Nothing to retry: {exc}"))
         else:
             results.append((True, f"Request {request.pk}: retrying the failed steps of {', '.join(runs)}."))
     return results
@@ -111,7 +115,10 @@ def format_elapsed(elapsed: timedelta | None) -> str:
 
 
 def job_step(job: ClusterJob) -> str:
-    """The step a job runs, from its name (`emgapi-<step>-<run>`), for lists where the plan is not joined."""
+    """The step a job runs, for lists where the plan is not joined: its "step" label when the submitter set one,
+    else from its name (`emgapi-<step>-<run>`), which every pipeline job has had since the first ledger row."""
+    if step := (job.labels or {}).get("step"):
+        return str(step)
     parts = job.name.split("-")
     return parts[1] if len(parts) >= 3 and parts[0] == "emgapi" else job.name
 

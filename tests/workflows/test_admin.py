@@ -109,7 +109,7 @@ def test_retry_failed_runs_from_the_admin(admin_client):
     )
     shown = [str(message) for message in response.context["messages"]]
     assert f"Request {request.pk}: retrying the failed steps of ERR9000001." in shown
-    assert any(f"Request {running.pk} is pending: only a finished request is retried" in m for m in shown)
+    assert f"Nothing to retry: Request {running.pk} is pending: only a finished request is retried." in shown
     request.refresh_from_db()
     assert request.status == "pending"
     (trigger,) = Trigger.objects.all()
@@ -123,8 +123,11 @@ def test_retry_failed_runs_from_the_admin(admin_client):
 def test_a_job_page_shows_its_spec_log_and_escalation_chain(admin_client):
     request = failed_request()
     second = ClusterJob.objects.get(request=request, attempt=2)
-    page = admin_client.get(f"/admin/workflows/clusterjob/{second.pk}/change/").content.decode()
+    response = admin_client.get(f"/admin/workflows/clusterjob/{second.pk}/change/")
+    assert response.status_code == 200
+    page = response.content.decode()
     assert f'/admin/workflows/clusterjob/{second.previous_attempt_id}/change/">attempt 1</a>' in page
+    assert "<pre>&lt;adapter&gt; file missing</pre>" in page  # the log tail, escaped, as written
     assert "&lt;adapter&gt; file missing" in page and "&quot;mem&quot;: 2" in page
     first_page = admin_client.get(f"/admin/workflows/clusterjob/{second.previous_attempt_id}/change/").content
     assert f'/admin/workflows/clusterjob/{second.pk}/change/">attempt 2</a>'.encode() in first_page
@@ -162,9 +165,45 @@ def test_dispatch_now_forgets_the_back_off_and_wakes_the_loops(admin_client, mon
     response = admin_client.post(
         "/admin/workflows/trigger/", {"action": "dispatch_now", "_selected_action": [trigger.pk]}, follow=True
     )
-    assert "1 pending trigger(s) are due now" in str(next(iter(response.context["messages"])))
+    assert "1 pending trigger(s) queued for immediate dispatch" in str(
+        next(iter(response.context["messages"]))
+    )
     trigger.refresh_from_db()
     assert trigger.next_attempt_at is None and woken == [1]
+
+
+def test_dispatch_now_leaves_dispatched_triggers_alone(admin_client, monkeypatch):
+    woken = []
+    monkeypatch.setattr("workflows.steering.wake_service_loops", lambda: woken.append(1))
+    AssemblyAnalysisRequest.objects.create(study_accession="PRJEB00001")
+    dispatched_at = timezone.now() + timedelta(minutes=5)
+    Trigger.objects.update(status=Trigger.Status.DISPATCHED, next_attempt_at=dispatched_at)
+    response = admin_client.post(
+        "/admin/workflows/trigger/",
+        {"action": "dispatch_now", "_selected_action": list(Trigger.objects.values_list("pk", flat=True))},
+        follow=True,
+    )
+    assert "nothing to dispatch" in str(next(iter(response.context["messages"])))
+    assert Trigger.objects.get().next_attempt_at == dispatched_at and woken == []
+
+
+def test_a_job_s_step_comes_from_its_labels_when_it_has_them(admin_client):
+    request = failed_request()
+    # Outside the plan (as an adopted job is), with a name that says nothing: the labels are all there is.
+    ClusterJob.objects.create(
+        key=uuid.uuid4().hex,
+        name="adopted",
+        spec={},
+        slurm_job_id="777",
+        state="RUNNING",
+        request=request,
+        labels={"step": "assemble", "run": "ERR9000002"},
+    )
+    listing = admin_client.get("/admin/workflows/clusterjob/?q=777")
+    assert listing.status_code == 200
+    assert ">assemble</a></th>" in listing.content.decode()  # the first column links the job
+    page = admin_client.get(f"/admin/analyses/assemblyanalysisrequest/{request.pk}/change/").content.decode()
+    assert "<tr><td>assemble</td><td>ERR9000002</td>" in page
 
 
 @pytest.mark.parametrize(
