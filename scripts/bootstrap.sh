@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install what the project needs on a Debian machine: system packages (the pipeline's tools) and the Python venv,
+# Install what the project needs on a Debian machine: system packages (the pipeline's tools, and Debian's chromium
+# for the browser tests: Playwright's own browser download needs the internet) and the Python venv,
 # exactly as uv.lock says (`uv sync --frozen`). Idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +10,7 @@ UV_VERSION=0.13.8
 TOOLS=${TOOLS:-.tools}
 
 need_apt=()
-for pair in python3:python3 curl:curl fastp:fastp megahit:megahit seqkit:seqkit md5sum:coreutils; do
+for pair in python3:python3 curl:curl fastp:fastp megahit:megahit seqkit:seqkit md5sum:coreutils chromium:chromium; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
