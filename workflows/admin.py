@@ -48,6 +48,25 @@ class StepFilter(admin.SimpleListFilter):
         return queryset.filter(name__startswith=f"emgapi-{self.value()}-") if self.value() else queryset
 
 
+class DispatchStateFilter(admin.SimpleListFilter):
+    """The states an operator reads (`steering.trigger_state`): a failing trigger is a pending one that failed."""
+
+    title = "state"
+    parameter_name = "dispatch"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [("pending", "pending"), ("failing", "failing"), ("dispatched", "dispatched")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Trigger]) -> QuerySet[Trigger]:
+        if self.value() == "dispatched":
+            return queryset.filter(status=Trigger.Status.DISPATCHED)
+        if self.value() == "pending":
+            return queryset.filter(status=Trigger.Status.PENDING, attempts=0)
+        if self.value() == "failing":
+            return queryset.filter(status=Trigger.Status.PENDING, attempts__gt=0)
+        return queryset
+
+
 def _link(obj, label: str | None = None) -> SafeString | str:
     if obj is None:
         return "—"
@@ -138,7 +157,7 @@ class TriggerAdmin(ReadOnlyAdmin):
         "flow_run_id",
         "created",
     ]
-    list_filter = ["status"]
+    list_filter = [DispatchStateFilter]
     search_fields = ["source", "flow_run_id", "idempotency_key"]
     readonly_fields = [
         "source",
@@ -208,7 +227,7 @@ admin.site.unregister(AssemblyAnalysisRequest)
 class AssemblyAnalysisRequestWorkAdmin(AssemblyAnalysisRequestAdmin):
     """The domain's request admin, with its flow run, trigger, outcomes and Slurm jobs."""
 
-    actions = [*AssemblyAnalysisRequestAdmin.actions, "retry_failed_runs", "delete_selected"]
+    actions = [*AssemblyAnalysisRequestAdmin.actions, "retry_failed_runs", "redispatch", "delete_selected"]
     WORK_FIELDS = ["flow_run", "dispatch", "outcomes", "jobs"]
 
     def get_fields(self, request: HttpRequest, obj: AssemblyAnalysisRequest | None = None) -> list[str]:
@@ -311,3 +330,8 @@ class AssemblyAnalysisRequestWorkAdmin(AssemblyAnalysisRequestAdmin):
     def retry_failed_runs(self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest]) -> None:
         for retried, message in steering.retry(queryset):
             self.message_user(request, message, messages.SUCCESS if retried else messages.WARNING)
+
+    @admin.action(description="Re-dispatch the trigger of selected requests (if it never reached Prefect)")
+    def redispatch(self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest]) -> None:
+        for due, message in steering.redispatch(queryset):
+            self.message_user(request, message, messages.SUCCESS if due else messages.WARNING)

