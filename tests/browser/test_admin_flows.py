@@ -1,0 +1,136 @@
+"""The admin in a real browser on the real stack: served deployments, Prefect, Slurm and the ENA stub."""
+
+import re
+from collections.abc import Callable
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from analyses.models import AssemblyAnalysisRequest
+from tests.browser.test_admin import REQUESTS, field, log_in, run_action
+from tests.slurm_support import poll_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
+
+
+def reload_until(page: Page, check: Callable[[], object], *, timeout: float, what: str) -> object:
+    """The admin's pages do not refresh themselves: reload until `check` (which reads the page) is truthy."""
+
+    def reloaded() -> object:
+        page.reload()
+        return check()
+
+    return poll_until(reloaded, timeout=timeout, interval=1, what=what)
+
+
+def job_rows(page: Page):
+    return page.locator("table.emgapi-jobs tr").filter(has=page.locator("td"))
+
+
+def add_request(page: Page, accession: str) -> AssemblyAnalysisRequest:
+    page.goto(f"{REQUESTS}add/")
+    page.fill("#id_study_accession", accession)
+    page.click("input[name=_save]")
+    expect(page.locator(".messagelist .success")).to_contain_text("was added successfully")
+    request = AssemblyAnalysisRequest.objects.get(study_accession=accession)
+    page.goto(f"{REQUESTS}{request.pk}/change/")
+    return request
+
+
+def test_a_request_added_in_the_admin_runs_and_its_failed_run_is_retried(
+    page: Page, superuser, flows_server, gated_stub, settings
+):
+    stub, _ = gated_stub
+    # ERR9000002's reads are withheld from "ENA" for now: its fetch job fails on Slurm (curl gets a 404).
+    withheld = {name: path for name, path in stub.data.fastq_files.items() if name.startswith("ERR9000002")}
+    assert withheld
+    for name in withheld:
+        del stub.data.fastq_files[name]
+    log_in(page)
+
+    page.goto("/admin/analyses/study/add/")
+    page.fill("#id_ena_accession", "PRJEB00001")
+    page.click("input[name=_save]")
+    expect(page.locator(".messagelist .success")).to_contain_text("was added successfully")
+    page.locator(".messagelist a").first.click()
+    reload_until(
+        page,
+        lambda: field(page, "runs").inner_text() == "2 run(s)",
+        timeout=120,
+        what="the study's sync with ENA to list its runs",
+    )
+
+    request = add_request(page, "PRJEB00001")
+    link = field(page, "flow_run").get_by_role("link")
+    reload_until(page, lambda: link.count(), timeout=60, what="the flow run link")
+    request.refresh_from_db()
+    expect(link).to_have_attribute(
+        "href", f"{settings.PREFECT_UI_URL.rstrip('/')}/runs/flow-run/{request.flow_run_id}"
+    )
+    expect(field(page, "dispatch")).to_contain_text("dispatched")
+    reload_until(
+        page,
+        lambda: job_rows(page).count() and re.search(r"\d+", job_rows(page).first.inner_text()),
+        timeout=120,
+        what="the jobs table to fill in",
+    )
+
+    reload_until(
+        page,
+        lambda: field(page, "status").inner_text() in ("Completed", "Failed"),
+        timeout=400,
+        what="the request to finish",
+    )
+    outcomes = field(page, "outcomes")
+    expect(outcomes.locator("tr", has_text="ERR9000001")).to_contain_text("succeeded")
+    expect(outcomes.locator("tr", has_text="ERR9000002")).to_contain_text("failed")
+    failed_fetch = job_rows(page).filter(has_text="fetch_reads").filter(has_text="ERR9000002")
+    expect(failed_fetch).to_contain_text("FAILED")
+
+    stub.data.fastq_files.update(withheld)
+    run_action(page, "retry_failed_runs", request.pk)
+    expect(page.locator(".messagelist .success")).to_have_text(
+        f"Request {request.pk}: retrying the failed steps of ERR9000002."
+    )
+    page.goto(f"{REQUESTS}{request.pk}/change/")
+    reload_until(
+        page,
+        lambda: (
+            field(page, "status").inner_text() in ("Completed", "Failed")
+            and "failed" not in field(page, "outcomes").inner_text()
+        ),
+        timeout=400,
+        what="the retried run to succeed",
+    )
+    expect(field(page, "status")).to_have_text("Completed")
+    expect(outcomes.locator("tr", has_text="ERR9000002")).to_contain_text("succeeded")
+    # Only the failed steps ran again: ERR9000001's jobs are the first ones, once each.
+    expect(job_rows(page).filter(has_text="ERR9000001")).to_have_count(4)
+    expect(job_rows(page).filter(has_text="ERR9000002").filter(has_text="COMPLETED")).to_have_count(4)
+
+
+def test_a_running_request_is_cancelled_from_the_admin(page: Page, superuser, flows_server, gated_stub):
+    stub, _ = gated_stub
+    stub.fastq_gate.clear()  # the fetch jobs block in curl: RUNNING on Slurm until the gate opens
+    log_in(page)
+    request = add_request(page, "PRJEB00002")
+    reload_until(
+        page,
+        lambda: job_rows(page).filter(has_text="RUNNING").count(),
+        timeout=120,
+        what="a job to run",
+    )
+
+    run_action(page, "cancel_requests", request.pk)
+    expect(page.locator(".messagelist .success")).to_have_text("Cancelled 1 request(s).")
+    page.goto(f"{REQUESTS}{request.pk}/change/")
+    expect(field(page, "status")).to_have_text("Cancelled")
+    reload_until(
+        page,
+        lambda: (
+            job_rows(page).count()
+            and job_rows(page).filter(has_text="CANCELLED").count() == job_rows(page).count()
+        ),
+        timeout=90,
+        what="Slurm to confirm every job cancelled",
+    )
