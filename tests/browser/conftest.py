@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 # The real stack (served deployments, Slurm, the ENA stub) for the flow-backed tests, as tests/e2e has it.
 from tests.e2e.conftest import flows_server, flows_server_env, gated_stub  # noqa: F401
@@ -32,8 +33,8 @@ def _missing() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def live_server(request: pytest.FixtureRequest) -> Iterator:
-    """pytest-django's live server, started with plain HTTP allowed.
+def live_server(request: pytest.FixtureRequest, django_db_setup) -> Iterator:
+    """pytest-django's live server, started with plain HTTP allowed, and stopped before the test database is dropped.
 
     Its SecurityMiddleware reads SECURE_SSL_REDIRECT once, when the server starts (before any test's `settings`),
     and production settings would send the browser to HTTPS.
@@ -70,6 +71,9 @@ def page(live_server, settings, monkeypatch) -> Iterator:
             context.set_default_timeout(TIMEOUT_MS)
             yield context.new_page()
         finally:
+            # While the loop runs, Django keys its connections by asyncio context, not by thread: the test body's
+            # connection is not the one pytest-django closes, and would keep the test database from being dropped.
+            connections.close_all()
             browser.close()
 
 
