@@ -9,7 +9,7 @@ import json
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -229,6 +229,32 @@ class AssemblyAnalysisRequestWorkAdmin(AssemblyAnalysisRequestAdmin):
 
     actions = [*AssemblyAnalysisRequestAdmin.actions, "retry_failed_runs", "redispatch", "delete_selected"]
     WORK_FIELDS = ["flow_run", "dispatch", "outcomes", "jobs"]
+    # Its buttons post the changelist's actions for this one request (one code path, one message).
+    change_form_template = "admin/analyses/assemblyanalysisrequest/work_change_form.html"
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        obj = self.get_object(request, object_id)
+        extra_context = {
+            **(extra_context or {}),
+            # Every field of a saved request is read-only: a Save button would promise an edit it cannot make.
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            "steering_actions": steering.page_actions(obj, steering.latest_trigger(obj)) if obj else [],
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def response_action(
+        self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest]
+    ) -> HttpResponse | None:
+        response = super().response_action(request, queryset)
+        back = request.POST.get("_from_change_page", "")
+        # A button on a request's page brings the curator back to that page, where the action's message shows.
+        if back.isdigit() and isinstance(response, HttpResponseRedirect):
+            return redirect(reverse("admin:analyses_assemblyanalysisrequest_change", args=[int(back)]))
+        return response
 
     def get_fields(self, request: HttpRequest, obj: AssemblyAnalysisRequest | None = None) -> list[str]:
         fields = super().get_fields(request, obj)

@@ -74,6 +74,21 @@ def redispatch(requests: Iterable[AssemblyAnalysisRequest]) -> list[tuple[bool, 
     return results
 
 
+def page_actions(request: AssemblyAnalysisRequest, trigger: Trigger | None) -> list[tuple[str, str]]:
+    """The admin actions that would do something to this request now, as (action name, button label)."""
+    actions = []
+    if not request.is_terminal:
+        actions.append(("cancel_requests", "Cancel"))
+    if request.status in (
+        AssemblyAnalysisRequest.Status.COMPLETED,
+        AssemblyAnalysisRequest.Status.FAILED,
+    ) and ((request.request_metadata or {}).get("failed_runs")):
+        actions.append(("retry_failed_runs", "Retry failed runs"))
+    if trigger is not None and trigger.status == Trigger.Status.PENDING and trigger.attempts:
+        actions.append(("redispatch", "Re-dispatch"))
+    return actions
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     run: str

@@ -132,6 +132,7 @@ def test_a_running_request_is_cancelled_from_the_admin_and_only_then_deleted(pag
     expect(page.locator(".messagelist .error")).to_contain_text(
         f"Request {request.pk} is pending: cancel it first"
     )
+    expect(page.get_by_role("button", name="Cancel")).to_be_visible()  # on its page; here the list's action
 
     run_action(page, "cancel_requests", request.pk)
     expect(page.locator(".messagelist .success")).to_have_text("Cancelled 1 request(s).")
@@ -159,12 +160,15 @@ def test_a_failed_run_is_retried_from_the_admin(page: Page, superuser):
     expect(jobs).to_have_count(3)
     expect(jobs.filter(has_text="OUT_OF_MEMORY")).to_have_count(1)
 
-    run_action(page, "retry_failed_runs", request.pk)
+    expect(page.locator("input[name=_save]")).to_have_count(0)  # nothing on a saved request is edited by hand
+    expect(page.locator(".object-tools button", has_text="Cancel")).to_have_count(0)  # finished already
+    page.get_by_role("button", name="Retry failed runs").click()
+    expect(page).to_have_url(re.compile(rf"{REQUESTS}{request.pk}/change/$"))
     expect(page.locator(".messagelist .success")).to_have_text(
         f"Request {request.pk}: retrying the failed steps of ERR9000001."
     )
-    page.goto(f"{REQUESTS}{request.pk}/change/")
     expect(field(page, "status")).to_have_text("Pending")
+    expect(page.get_by_role("button", name="Retry failed runs")).to_have_count(0)
     expect(field(page, "dispatch")).to_contain_text("pending")  # a new trigger: a new flow run
     request.refresh_from_db()
     assert request.plans.count() == 2
@@ -180,7 +184,7 @@ def test_a_failing_trigger_is_redispatched_from_the_admin(page: Page, superuser)
 
     page.goto(f"{REQUESTS}{request.pk}/change/")
     expect(field(page, "dispatch")).to_contain_text("failing (2 attempts); last error: ConnectError: refused")
-    run_action(page, "redispatch", request.pk)
+    page.get_by_role("button", name="Re-dispatch").click()
     expect(page.locator(".messagelist .success")).to_contain_text(
         f"Request {request.pk}: trigger {trigger.pk} (failing (2 attempts)"
     )

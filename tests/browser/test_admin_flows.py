@@ -7,8 +7,9 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from analyses.models import AssemblyAnalysisRequest
-from tests.browser.test_admin import REQUESTS, field, log_in, run_action
+from tests.browser.test_admin import REQUESTS, field, log_in
 from tests.slurm_support import poll_until
+from workflows.models import ClusterJob
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
@@ -88,11 +89,10 @@ def test_a_request_added_in_the_admin_runs_and_its_failed_run_is_retried(
     expect(failed_fetch).to_contain_text("FAILED")
 
     stub.data.fastq_files.update(withheld)
-    run_action(page, "retry_failed_runs", request.pk)
+    page.get_by_role("button", name="Retry failed runs").click()
     expect(page.locator(".messagelist .success")).to_have_text(
         f"Request {request.pk}: retrying the failed steps of ERR9000002."
     )
-    page.goto(f"{REQUESTS}{request.pk}/change/")
     reload_until(
         page,
         lambda: (
@@ -121,9 +121,8 @@ def test_a_running_request_is_cancelled_from_the_admin(page: Page, superuser, fl
         what="a job to run",
     )
 
-    run_action(page, "cancel_requests", request.pk)
+    page.get_by_role("button", name="Cancel").click()
     expect(page.locator(".messagelist .success")).to_have_text("Cancelled 1 request(s).")
-    page.goto(f"{REQUESTS}{request.pk}/change/")
     expect(field(page, "status")).to_have_text("Cancelled")
     reload_until(
         page,
@@ -134,3 +133,6 @@ def test_a_running_request_is_cancelled_from_the_admin(page: Page, superuser, fl
         timeout=90,
         what="Slurm to confirm every job cancelled",
     )
+    request.refresh_from_db()
+    assert request.status == "cancelled" and request.cancelled_by == superuser
+    assert set(ClusterJob.objects.filter(request=request).values_list("state", flat=True)) == {"CANCELLED"}

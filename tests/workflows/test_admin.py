@@ -282,3 +282,27 @@ def test_a_study_page_links_ena_and_its_runs_and_syncs_on_demand(admin_client, m
     assert "1 study sync(s) queued" in " ".join(str(m) for m in get_messages(response.wsgi_request))
     (trigger,) = Trigger.objects.filter(source=f"analyses.study:{study.pk}")
     assert trigger.parameters == {"study_id": study.pk} and woken == [1]
+
+
+def test_a_request_page_offers_the_actions_that_apply_and_comes_back_to_itself(admin_client):
+    finished = failed_request()
+    page = admin_client.get(f"/admin/analyses/assemblyanalysisrequest/{finished.pk}/change/").content.decode()
+    assert 'value="retry_failed_runs"' in page and 'value="cancel_requests"' not in page
+    assert 'name="_save"' not in page  # every field of a saved request is read-only
+    running = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB00002")
+    url = f"/admin/analyses/assemblyanalysisrequest/{running.pk}/change/"
+    page = admin_client.get(url).content.decode()
+    assert 'value="cancel_requests"' in page and 'value="retry_failed_runs"' not in page
+    assert 'value="redispatch"' not in page  # its trigger has not failed
+    response = admin_client.post(
+        "/admin/analyses/assemblyanalysisrequest/",
+        {
+            "action": "cancel_requests",
+            "index": 0,
+            "_selected_action": running.pk,
+            "_from_change_page": running.pk,
+        },
+    )
+    assert response.status_code == 302 and response["Location"] == url
+    running.refresh_from_db()
+    assert running.status == "cancelled"
