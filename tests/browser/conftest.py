@@ -77,6 +77,15 @@ def page(live_server, settings, monkeypatch) -> Iterator:
             browser.close()
 
 
+def save_screenshot(page, nodeid: str) -> Path:
+    """The page as the failing test left it, in RESULTS_DIR, named after the test."""
+    directory = RESULTS_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', nodeid)}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
     outcome = yield
@@ -84,10 +93,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     page = getattr(item, "funcargs", {}).get("page")
     if report.when != "call" or not report.failed or page is None:
         return
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', item.nodeid)}.png"
     try:
-        page.screenshot(path=str(path), full_page=True)
+        path = save_screenshot(page, item.nodeid)
     except Exception as exc:  # a crashed page: the failure itself still matters more than its picture
         report.sections.append(("screenshot", f"none: {exc}"))
     else:
