@@ -3,6 +3,7 @@
 Both take a real `page_size` (1 to MAX_PAGE_SIZE); anything else is a 400 naming it, never silently ignored.
 """
 
+from django.core.paginator import Page, Paginator
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination, PageNumberPagination
 from rest_framework.request import Request
@@ -23,9 +24,28 @@ def page_size_from(request: Request, param: str, default: int) -> int:
     return size
 
 
+class KeysFirstPaginator(Paginator):
+    """Finds a page's primary keys first, then reads (and annotates) only those rows: a "deferred join".
+
+    With OFFSET, PostgreSQL computes every skipped row in full, the study list's correlated counts included:
+    page 3,000 of the studies cost 0.4 s. The keys of the page come from the ordering's index alone (an
+    index-only scan), and the rows and their counts are computed for the page's 25 only. Still one query.
+    """
+
+    def page(self, number: int | str) -> Page:
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        top = bottom + self.per_page
+        if top + self.orphans >= self.count:
+            top = self.count
+        keys = self.object_list.values("pk")[bottom:top]
+        return self._get_page(self.object_list.filter(pk__in=keys), number, self)
+
+
 class PageNumbers(PageNumberPagination):
     """`?page=N&page_size=M`, with `count`: for the lists a person browses (studies, analyses, requests)."""
 
+    django_paginator_class = KeysFirstPaginator
     page_size_query_param = "page_size"
     max_page_size = MAX_PAGE_SIZE
 

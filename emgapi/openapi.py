@@ -53,22 +53,24 @@ class ErrorsAutoSchema(AutoSchema):
         self.registry.register_on_missing(component)
         error_content = {"application/json": {"schema": component.ref}}
         responses = operation["responses"]
-        for code, description in self.error_statuses(path, method.upper()).items():
+        statuses = self.error_statuses(path, method.upper(), has_body="requestBody" in operation)
+        for code, description in statuses.items():
             responses.setdefault(str(code), {"description": description})
         for code, response in responses.items():
             if code.startswith("4") and "content" not in response:
                 response["content"] = error_content
         return operation
 
-    def error_statuses(self, path: str, method: str) -> dict[int, str]:
+    def error_statuses(self, path: str, method: str, has_body: bool) -> dict[int, str]:
         view = self.view
         statuses: dict[int, str] = {}
         if method in ("POST", "PUT", "PATCH"):
-            statuses[400] = (
-                "The body is invalid, or names a field this endpoint does not take; it says which."
-            )
             statuses[413] = "The body is larger than API_MAX_BODY_BYTES."
-            statuses[415] = "The body is not JSON (or a form)."
+            if has_body:  # an endpoint that takes no body never parses one
+                statuses[400] = (
+                    "The body is invalid, or names a field this endpoint does not take; it says which."
+                )
+                statuses[415] = "The body is not JSON (or a form)."
         elif self._is_list_view():
             statuses[400] = "A query parameter is invalid or unknown; the body names it."
         action = getattr(view, "action", None)
