@@ -18,6 +18,9 @@ class AddTrigramIndex(migrations.AddIndex):
             schema_editor.execute(
                 f"CREATE INDEX {self.index.name} ON analyses_study USING gin (UPPER(title) gin_trgm_ops)"
             )
+            # Statistics of the indexed expression exist only after an ANALYZE; without them the planner takes a
+            # common word for a rare one and sorts every match (27 ms at 100,000 studies instead of 0.3 ms).
+            schema_editor.execute("ANALYZE analyses_study")
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
         if schema_editor.connection.vendor == "postgresql":
