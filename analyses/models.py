@@ -1,6 +1,8 @@
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models, transaction
 from django.db.models import Q
+from django.db.models.functions import Upper
 
 from analyses.accessions import (
     format_accession,
@@ -87,6 +89,15 @@ class Study(TimestampedModel):
     class Meta:
         ordering = ["-created"]
         verbose_name_plural = "studies"
+        indexes = [
+            # The API's title search is `icontains`, i.e. UPPER(title) LIKE UPPER('%word%'): a trigram index on
+            # exactly that expression answers it without reading every title.
+            GinIndex(OpClass(Upper("title"), name="gin_trgm_ops"), name="study_title_trgm"),
+            # The ena_accession filter matches either accession of the pair (an OR of two index scans).
+            models.Index(fields=["secondary_ena_accession"], name="study_secondary_ena_acc"),
+            # The lists' order (newest first, id to break ties): a page is the first rows of this index.
+            models.Index(fields=["-created", "-id"], name="study_newest_first"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.accession} ({self.ena_accession})"
@@ -224,6 +235,12 @@ class Analysis(TimestampedModel):
     class Meta:
         ordering = ["-created"]
         verbose_name_plural = "analyses"
+        indexes = [
+            # The API lists analyses newest first (id breaks ties), all of them or one study's: a page is the
+            # first rows of one of these, never a sort of every analysis.
+            models.Index(fields=["-created", "-id"], name="analysis_newest_first"),
+            models.Index(fields=["study", "-created", "-id"], name="analysis_study_newest_first"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(run__isnull=False) | Q(assembly__isnull=False),
@@ -288,7 +305,11 @@ class AssemblyAnalysisRequest(TimestampedModel):
 
     class Meta:
         ordering = ["-created"]
-        indexes = [models.Index(fields=["requester", "status"])]
+        indexes = [
+            models.Index(fields=["requester", "status"]),
+            # The API's list: a requester's requests newest first (staff: everyone's, the created index).
+            models.Index(fields=["requester", "-created", "-id"], name="request_requester_newest"),
+        ]
         constraints = [
             # Three POSTs for one study would start three multi-day assemblies. The database says no, so two
             # concurrent POSTs cannot both pass a check. A partial index sees only the row, not the POST that

@@ -47,9 +47,11 @@ class RunSummarySerializer(serializers.ModelSerializer):
 
 
 class AnalysisSummarySerializer(serializers.ModelSerializer):
+    run = serializers.CharField(source="run.accession", default=None, read_only=True)
+
     class Meta:
         model = Analysis
-        fields = ["accession", "status", "pipeline_version", "summary"]
+        fields = ["accession", "run", "status", "pipeline_version", "summary", "created"]
 
 
 class StudySerializer(serializers.ModelSerializer):
@@ -74,11 +76,23 @@ class StudySerializer(serializers.ModelSerializer):
 
 
 class StudyDetailSerializer(StudySerializer):
-    runs = RunSummarySerializer(many=True, read_only=True)
-    analyses = AnalysisSummarySerializer(many=True, read_only=True)
+    """A study with links to its runs and analyses: a study may have thousands, so they are lists of their own."""
+
+    runs = serializers.SerializerMethodField()
+    analyses = serializers.SerializerMethodField()
 
     class Meta(StudySerializer.Meta):
         fields = [*StudySerializer.Meta.fields, "description", "runs", "analyses"]
+
+    @extend_schema_field(serializers.URLField())
+    def get_runs(self, obj: Study) -> str:
+        """Its runs, a page at a time (`runs_count` says how many)."""
+        return reverse("study-runs", args=[obj.accession], request=self.context.get("request"))
+
+    @extend_schema_field(serializers.URLField())
+    def get_analyses(self, obj: Study) -> str:
+        """Its analyses, a page at a time (`analyses_count` says how many)."""
+        return reverse("study-analyses", args=[obj.accession], request=self.context.get("request"))
 
 
 class AnalysisSerializer(serializers.ModelSerializer):
@@ -121,6 +135,7 @@ class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, serializers.Mo
     )
     succeeded_runs = serializers.SerializerMethodField()
     failed_runs = serializers.SerializerMethodField()
+    rejected_runs = serializers.SerializerMethodField()
     jobs = serializers.SerializerMethodField()
 
     class Meta:
@@ -135,6 +150,7 @@ class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, serializers.Mo
             "requester",
             "succeeded_runs",
             "failed_runs",
+            "rejected_runs",
             "jobs",
             "force",
             "forced",
@@ -164,6 +180,14 @@ class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, serializers.Mo
         """Runs that did not go through, each with why (the failed step, its exit code and log lines)."""
         failed = (obj.request_metadata or {}).get("failed_runs", {})
         return [{"run": run, "reason": reason} for run, reason in failed.items()]
+
+    @extend_schema_field(RunOutcomeSerializer(many=True))
+    def get_rejected_runs(self, obj: AssemblyAnalysisRequest) -> list[dict[str, str]]:
+        """Runs data QA turned away when the current plan was made (no FASTQ, not metagenomic, ...), with why."""
+        # `plans` is the workflow layer's reverse relation, prefetched by the view (newest generation first).
+        plans = list(obj.plans.all()) if hasattr(obj, "plans") else []
+        rejected = plans[0].rejected if plans else {}
+        return [{"run": run, "reason": reason} for run, reason in rejected.items()]
 
 
 class CancelSerializer(RejectUnknownFieldsMixin, serializers.Serializer):

@@ -118,14 +118,18 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
+    # No SearchFilter by default: a list searches only where it says so (studies), or the schema would lie.
+    # A query parameter a list does not take is a 400 naming it (analyses.filters.RejectUnknownQueryParameters).
     "DEFAULT_FILTER_BACKENDS": [
+        "analyses.filters.RejectUnknownQueryParameters",
         "django_filters.rest_framework.DjangoFilterBackend",
-        "rest_framework.filters.SearchFilter",
-        "rest_framework.filters.OrderingFilter",
+        "analyses.filters.StrictOrderingFilter",
     ],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    # `page_size` from 1 to 100 (a 400 otherwise); the study's runs and analyses go by cursor instead.
+    "DEFAULT_PAGINATION_CLASS": "analyses.pagination.PageNumbers",
     "PAGE_SIZE": int(os.environ.get("API_PAGE_SIZE", "25")),
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Every status an endpoint can answer, in DRF's error shape (emgapi/openapi.py).
+    "DEFAULT_SCHEMA_CLASS": "emgapi.openapi.ErrorsAutoSchema",
     "EXCEPTION_HANDLER": "emgapi.exceptions.api_exception_handler",
     # Creating a request starts days of cluster work: a runaway script is stopped at this rate per user (429).
     # The count lives in the cache (per process with the default local-memory cache).

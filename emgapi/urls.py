@@ -3,7 +3,13 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from analyses.views import AnalysisViewSet, AssemblyAnalysisRequestViewSet, StudyViewSet
+from analyses.views import (
+    AnalysisViewSet,
+    AssemblyAnalysisRequestViewSet,
+    StudyAnalysesView,
+    StudyRunsView,
+    StudyViewSet,
+)
 from emgapi.health import healthz, readyz
 from workflows.views import ClusterJobViewSet, RequestJobsView, RetryRequestView
 
@@ -20,6 +26,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/auth/", include("rest_framework.urls")),
+    path("api/studies/<str:accession>/runs/", StudyRunsView.as_view(), name="study-runs"),
+    path("api/studies/<str:accession>/analyses/", StudyAnalysesView.as_view(), name="study-analyses"),
     path(
         "api/assembly-analysis-requests/<int:pk>/jobs/",
         RequestJobsView.as_view(),

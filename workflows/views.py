@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from analyses.filters import RejectUnknownQueryParameters
 from analyses.views import REQUEST_NOT_FOUND, UNAUTHENTICATED, IsRequesterOrMayChange, requests_visible_to
 from workflows.models import ClusterJob, PlanStep
 from workflows.recovery import NothingToRetry, retry_failed_runs
@@ -65,7 +66,7 @@ class RequestJobsView(generics.ListAPIView):
 
     serializer_class = ClusterJobSerializer
     permission_classes = [IsAuthenticated]
-    filter_backends = []
+    filter_backends = [RejectUnknownQueryParameters]
 
     def get_queryset(self) -> QuerySet[ClusterJob]:
         if getattr(self, "swagger_fake_view", False):

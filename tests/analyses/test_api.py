@@ -58,14 +58,16 @@ def test_study_list_filters(api_client, marine_study, soil_study):
     assert [s["accession"] for s in by_title["results"]] == [marine_study.accession]
 
 
-def test_study_detail_summarises_runs_and_analyses(api_client, marine_study):
+def test_study_detail_counts_its_runs_and_analyses_and_links_them(api_client, marine_study):
     response = api_client.get(f"/api/studies/{marine_study.accession}/")
     assert response.status_code == 200
     body = response.json()
     assert body["ena_accession"] == "PRJEB20001"
-    assert body["runs"][0]["accession"] == "ERR2000001"
-    assert body["runs"][0]["sample_accession"] == "SAMEA2000001"
-    assert body["analyses"][0]["summary"] == {"n50": 1200}
+    assert body["runs_count"] == 1 and body["analyses_count"] == 1
+    runs = api_client.get(body["runs"]).json()["results"]
+    assert runs[0]["accession"] == "ERR2000001" and runs[0]["sample_accession"] == "SAMEA2000001"
+    analyses = api_client.get(body["analyses"]).json()["results"]
+    assert analyses[0]["summary"] == {"n50": 1200} and analyses[0]["run"] == "ERR2000001"
 
 
 def test_unknown_study_is_404(api_client):

@@ -164,19 +164,25 @@ def test_the_request_list_makes_the_same_queries_for_2_and_20_requests(user_clie
 # --- the schema ----------------------------------------------------------------------------------------------
 
 EXPECTED_STATUSES = {
-    ("/api/assembly-analysis-requests/", "get"): {"200", "400", "401"},
+    # Lists: 400 for a bad or unknown query parameter, 404 for a page past the end (or a cursor not given out).
+    ("/api/assembly-analysis-requests/", "get"): {"200", "400", "401", "404"},
+    # 415: a body that is not JSON (or a form).
     ("/api/assembly-analysis-requests/", "post"): {
-        "200", "201", "400", "401", "403", "409", "413", "422", "429",
+        "200", "201", "400", "401", "403", "409", "413", "415", "422", "429",
     },
     ("/api/assembly-analysis-requests/{id}/", "get"): {"200", "401", "404"},
-    ("/api/assembly-analysis-requests/{id}/cancel/", "post"): {"200", "400", "401", "403", "404", "409"},
-    ("/api/assembly-analysis-requests/{id}/retry/", "post"): {"202", "401", "403", "404", "409"},
-    ("/api/assembly-analysis-requests/{id}/jobs/", "get"): {"200", "401", "404"},
-    ("/api/jobs/", "get"): {"200", "400", "401", "403"},
+    ("/api/assembly-analysis-requests/{id}/cancel/", "post"): {
+        "200", "400", "401", "403", "404", "409", "413", "415",
+    },
+    ("/api/assembly-analysis-requests/{id}/retry/", "post"): {"202", "401", "403", "404", "409", "413"},
+    ("/api/assembly-analysis-requests/{id}/jobs/", "get"): {"200", "400", "401", "404"},
+    ("/api/jobs/", "get"): {"200", "400", "401", "403", "404"},
     ("/api/jobs/{id}/", "get"): {"200", "401", "403", "404"},
-    ("/api/studies/", "get"): {"200", "400"},
+    ("/api/studies/", "get"): {"200", "400", "404"},
     ("/api/studies/{accession}/", "get"): {"200", "404"},
-    ("/api/analyses/", "get"): {"200", "400"},
+    ("/api/studies/{accession}/runs/", "get"): {"200", "400", "404"},
+    ("/api/studies/{accession}/analyses/", "get"): {"200", "400", "404"},
+    ("/api/analyses/", "get"): {"200", "400", "404"},
     ("/api/analyses/{accession}/", "get"): {"200", "404"},
 }  # fmt: skip
 

@@ -1,0 +1,89 @@
+"""Pagination of the API's lists: page numbers where a client jumps to a page, cursors where it only follows `next`.
+
+Both take a real `page_size` (1 to MAX_PAGE_SIZE); anything else is a 400 naming it, never silently ignored.
+"""
+
+from django.core.paginator import Page, Paginator
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import CursorPagination, PageNumberPagination
+from rest_framework.request import Request
+
+MAX_PAGE_SIZE = 100
+
+
+def page_size_from(request: Request, param: str, default: int) -> int:
+    raw = request.query_params.get(param)
+    if raw is None:
+        return default
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise ValidationError({param: [f"Enter a whole number from 1 to {MAX_PAGE_SIZE}."]})
+    return size
+
+
+class KeysFirstPaginator(Paginator):
+    """Finds a page's primary keys first, then reads (and annotates) only those rows: a "deferred join".
+
+    With OFFSET, PostgreSQL computes every skipped row in full, the study list's correlated counts included:
+    page 3,000 of the studies cost 0.4 s. The keys of the page come from the ordering's index alone (an
+    index-only scan), and the rows and their counts are computed for the page's 25 only. Still one query.
+    """
+
+    def page(self, number: int | str) -> Page:
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        top = bottom + self.per_page
+        if top + self.orphans >= self.count:
+            top = self.count
+        keys = self.object_list.values("pk")[bottom:top]
+        return self._get_page(self.object_list.filter(pk__in=keys), number, self)
+
+
+class PageNumbers(PageNumberPagination):
+    """`?page=N&page_size=M`, with `count`: for the lists a person browses (studies, analyses, requests)."""
+
+    django_paginator_class = KeysFirstPaginator
+    page_size_query_param = "page_size"
+    max_page_size = MAX_PAGE_SIZE
+
+    def get_page_size(self, request: Request) -> int:
+        return page_size_from(request, self.page_size_query_param, self.page_size)
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update({"minimum": 1, "maximum": MAX_PAGE_SIZE})
+        return parameters
+
+
+class Cursor(CursorPagination):
+    """`?cursor=…`, no count: constant cost at any depth, for the long lists a program walks to the end.
+
+    Ordered by a unique column, so a row added meanwhile is neither skipped nor repeated.
+    """
+
+    page_size_query_param = "page_size"
+    max_page_size = MAX_PAGE_SIZE
+    ordering = "-id"
+
+    def get_page_size(self, request: Request) -> int:
+        return page_size_from(request, self.page_size_query_param, self.page_size)
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update({"minimum": 1, "maximum": MAX_PAGE_SIZE})
+        return parameters
+
+
+class RunsByAccession(Cursor):
+    ordering = "accession"
+
+
+class AnalysesByAccession(Cursor):
+    ordering = "accession"

@@ -1,0 +1,338 @@
+"""The API's read path at archive scale: latency, queries per request and bytes of every list and detail.
+
+    .venv/bin/python bench/api_reads.py [--studies 100000 --runs 300000 --analyses 200000 --requests 20000]
+                                        [--samples 200] [--rebuild] [--database emgapi_bench_reads]
+
+Builds its own database (`emgapi_bench_reads` on the server of DATABASE_URL; never the development one) once with
+bulk SQL (generate_series) and reuses it while the sizes match; it is migrated on every start, so new migrations
+are applied to a database full of rows as production's would be. One study has `--large` runs and analyses (the
+"large detail"); the others have about three runs each. Then it starts gunicorn (2 workers, production settings)
+on a free port, sends `--samples` requests per endpoint one at a time from one client after a warm-up, and prints
+p50/p95/p99 in ms, the queries one request makes (counted in this process with Django's test client on the same
+database: the server's settings are not touched) and the response's bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench._setup import DEFAULT_DATABASE_URL, say  # noqa: E402
+
+GUNICORN_TIMEOUT = 120
+BENCH_USER = "bench-reader"
+BENCH_TOKEN = "bench0reads0token0000000000000000000000a"  # 40 characters, as DRF's tokens are
+WORDS = (
+    "marine soil gut hydrothermal vent permafrost wastewater sediment rhizosphere lake river glacier compost "
+    "biofilm coral sponge mangrove estuary aquifer hot spring desert peat bog seawater ocean arctic antarctic "
+    "metagenome microbial community time series depth profile bioreactor digester plant root leaf skin oral"
+).split()
+BIOMES = [
+    "root:Environmental:Aquatic:Marine",
+    "root:Environmental:Aquatic:Marine:Hydrothermal vents",
+    "root:Environmental:Aquatic:Freshwater",
+    "root:Environmental:Aquatic:Freshwater:Lake",
+    "root:Environmental:Terrestrial:Soil",
+    "root:Environmental:Terrestrial:Soil:Permafrost",
+    "root:Environmental:Terrestrial:Peat",
+    "root:Host-associated:Human:Digestive system",
+    "root:Host-associated:Human:Skin",
+    "root:Host-associated:Plants:Rhizosphere",
+    "root:Engineered:Wastewater",
+    "root:Engineered:Bioreactor",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- the database -------------------------------------------------------------------------------------------------
+
+
+def open_database(name: str, rebuild: bool) -> None:
+    """Create database ``name`` if missing (or ``rebuild``), point this process at it and migrate it."""
+    import psycopg
+    from psycopg import sql
+
+    base = urlsplit(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    admin_url = urlunsplit(base._replace(scheme="postgresql", path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if exists and rebuild:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        if not exists or rebuild:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    os.environ["DATABASE_URL"] = urlunsplit(base._replace(path=f"/{name}"))
+    os.environ.setdefault("SECRET_KEY", f"dev-and-test-only-secret-key-{socket.gethostname()}")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "emgapi.settings"
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.update({"DEBUG": "0", "SECURE_SSL_REDIRECT": "0", "ALLOWED_HOSTS": "127.0.0.1,testserver"})
+
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    started = time.monotonic()
+    call_command("migrate", verbosity=0, interactive=False)
+    say(f"migrated {name} in {time.monotonic() - started:.1f} s")
+
+
+def populate(sizes: dict[str, int]) -> None:
+    """Fill the archive with ``sizes`` rows unless it already holds exactly that (recorded in bench_reads_sizes)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS bench_reads_sizes (name text PRIMARY KEY, value bigint)")
+        cursor.execute("SELECT name, value FROM bench_reads_sizes")
+        if dict(cursor.fetchall()) == sizes:
+            say(f"reusing the database: {sizes}")
+            return
+    started = time.monotonic()
+    n_studies, n_runs, n_analyses, n_requests, large = (
+        sizes[key] for key in ("studies", "runs", "analyses", "requests", "large")
+    )
+    words = "ARRAY[" + ",".join(f"'{word}'" for word in WORDS) + "]"
+    biomes = ",".join(f"('{lineage}', '{lineage.rsplit(':', 1)[-1]}')" for lineage in BIOMES)
+    statements = [
+        "TRUNCATE analyses_analysis, analyses_assembly_runs, analyses_assembly, analyses_run, analyses_sample, "
+        "analyses_assemblyanalysisrequest, analyses_study, analyses_biome, analyses_accessioncounter, "
+        "bench_reads_sizes RESTART IDENTITY CASCADE",
+        f"INSERT INTO analyses_biome (lineage, name) VALUES {biomes}",
+        # Studies: created one a minute back from now, titles of five words from a vocabulary (so a search term
+        # matches about one study in eight, as a real word would), a biome each.
+        f"""INSERT INTO analyses_study (accession, ena_accession, secondary_ena_accession, title, description,
+                biome_id, created, updated, last_synced_with_ena)
+            SELECT 'MGYS' || lpad(n::text, 8, '0'), 'PRJEB' || (100000 + n), 'ERP' || (100000 + n),
+                   initcap(array_to_string(ARRAY(SELECT ({words})[1 + ((n * 7919 + k * 104729) % {len(WORDS)})]
+                                                 FROM generate_series(1, 5) k), ' ')) || ' ' || n,
+                   'A study of the bench.', 1 + n % {len(BIOMES)},
+                   now() - make_interval(mins => {n_studies} - n), now() - make_interval(mins => {n_studies} - n),
+                   NULL
+            FROM generate_series(1, {n_studies}) n""",
+        f"""INSERT INTO analyses_sample (accession, secondary_accession, study_id, title, created, updated)
+            SELECT 'SAMEA' || (1000000 + n), '', n, '', now(), now() FROM generate_series(1, {n_studies}) n""",
+        # Runs: the first `large` belong to the study in the middle; the rest go round the studies.
+        f"""INSERT INTO analyses_run (accession, study_id, sample_id, instrument_platform, instrument_model,
+                library_strategy, library_source, library_layout, fastq_urls, fastq_md5, read_count, base_count,
+                qa_status, qa_reason, created, updated)
+            SELECT 'ERR' || (1000000 + n), s, s, 'ILLUMINA', 'Illumina NovaSeq 6000', 'WGS', 'METAGENOMIC',
+                   'PAIRED', '[]', '[]', 1000000 + n, 150000000 + n, 'passed', '', now(), now()
+            FROM generate_series(1, {n_runs}) n,
+                 LATERAL (SELECT CASE WHEN n <= {large} THEN {n_studies // 2} ELSE 1 + n % {n_studies} END s) x""",
+        f"""INSERT INTO analyses_analysis (accession, study_id, run_id, pipeline_version, status,
+                results_directory, summary, created, updated)
+            SELECT 'MGYA' || lpad(n::text, 8, '0'), r.study_id, r.id, '1.0',
+                   (ARRAY['completed','completed','completed','failed','running'])[1 + n % 5], '',
+                   jsonb_build_object('n50', 1000 + n % 5000, 'contigs', n % 9000), now(), now()
+            FROM generate_series(1, {n_analyses}) n JOIN analyses_run r ON r.id = n""",
+        f"""INSERT INTO analyses_accessioncounter (prefix, last_number)
+            VALUES ('MGYS', {n_studies}), ('MGYA', {n_analyses})""",
+        f"""INSERT INTO auth_user (username, password, is_superuser, is_staff, is_active, first_name, last_name,
+                email, date_joined)
+            VALUES ('{BENCH_USER}', '!', false, false, true, '', '', '', now())
+            ON CONFLICT (username) DO NOTHING""",
+        f"""INSERT INTO authtoken_token (key, user_id, created)
+            SELECT '{BENCH_TOKEN}', id, now() FROM auth_user WHERE username = '{BENCH_USER}'
+            ON CONFLICT DO NOTHING""",
+        # The bench user's requests, finished, one per study (the one-active rule is not in the way).
+        f"""INSERT INTO analyses_assemblyanalysisrequest (requester_id, study_accession, study_id, status,
+                status_detail, request_metadata, forced, created, updated)
+            SELECT u.id, 'PRJEB' || (100000 + n), n, 'completed', '',
+                   jsonb_build_object('succeeded_runs', jsonb_build_array('ERR' || (1000000 + n)),
+                                      'failed_runs', '{{}}'::jsonb), false, now(), now()
+            FROM generate_series(1, {n_requests}) n, auth_user u WHERE u.username = '{BENCH_USER}'""",
+        "INSERT INTO bench_reads_sizes (name, value) VALUES "
+        + ",".join(f"('{key}', {value})" for key, value in sizes.items()),
+    ]
+    with connection.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement)
+    connection.close()
+    import psycopg
+
+    # VACUUM cannot run in a transaction; the visibility map it writes is what makes COUNT(*) index-only.
+    with psycopg.connect(
+        urlunsplit(urlsplit(os.environ["DATABASE_URL"])._replace(scheme="postgresql"))
+    ) as conn:
+        conn.autocommit = True
+        conn.execute("VACUUM ANALYZE")
+    say(f"built {sizes} in {time.monotonic() - started:.1f} s")
+
+
+# --- the endpoints ------------------------------------------------------------------------------------------------
+
+
+def endpoints(sizes: dict[str, int]) -> list[tuple[str, str, bool]]:
+    """(label, path, authenticated) of what a client reads; the accessions follow populate()'s layout."""
+    large = f"MGYS{sizes['studies'] // 2:08d}"
+    small = f"MGYS{sizes['studies'] // 3:08d}"
+    deep = max(1, sizes["studies"] // 25 * 3 // 4)  # three quarters of the way through, 25 to a page
+    return [
+        ("studies: list", "/api/studies/", False),
+        (f"studies: deep page ({deep})", f"/api/studies/?page={deep}", False),
+        ("studies: search title", "/api/studies/?search=permafrost", False),
+        ("studies: filter biome", "/api/studies/?biome=root:Environmental:Aquatic", False),
+        (
+            "studies: filter ENA acc.",
+            f"/api/studies/?ena_accession=ERP{100000 + sizes['studies'] // 3}",
+            False,
+        ),
+        ("study detail, small", f"/api/studies/{small}/", False),
+        ("study detail, large", f"/api/studies/{large}/", False),
+        ("study runs, large", f"/api/studies/{large}/runs/", False),
+        ("study analyses, large", f"/api/studies/{large}/analyses/", False),
+        ("analyses: list", "/api/analyses/", False),
+        ("analyses: filter study", f"/api/analyses/?study={large}", False),
+        ("analyses: filter status", "/api/analyses/?status=failed", False),
+        ("requests: list (own)", "/api/assembly-analysis-requests/", True),
+        ("requests: filter status", "/api/assembly-analysis-requests/?status=completed", True),
+    ]
+
+
+def queries_per_request(path: str, authenticated: bool) -> tuple[int, int]:
+    """The SQL statements one request makes, and its status, in this process (a warm second request)."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    headers = {"Authorization": f"Token {BENCH_TOKEN}"} if authenticated else {}
+    client = Client(headers=headers)
+    client.get(path)
+    with CaptureQueriesContext(connection) as queries:
+        status = client.get(path).status_code
+    return len(queries), status
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--studies", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=300_000)
+    parser.add_argument("--analyses", type=int, default=200_000)
+    parser.add_argument("--requests", type=int, default=20_000, help="the bench user's requests")
+    parser.add_argument("--large", type=int, default=5_000, help="runs of the large study")
+    parser.add_argument("--samples", type=int, default=200, help="timed requests per endpoint")
+    parser.add_argument(
+        "--max-seconds", type=float, default=60, help="per endpoint: fewer samples if slower than this"
+    )
+    parser.add_argument("--min-samples", type=int, default=20, help="however slow the endpoint")
+    parser.add_argument("--database", default="emgapi_bench_reads")
+    parser.add_argument("--rebuild", action="store_true", help="drop and build the database again")
+    args = parser.parse_args()
+    if args.analyses > args.runs or args.large > args.runs or args.requests > args.studies:
+        parser.error("--analyses, --large ≤ --runs and --requests ≤ --studies")
+    sizes = {
+        "studies": args.studies,
+        "runs": args.runs,
+        "analyses": args.analyses,
+        "requests": args.requests,
+        "large": args.large,
+    }
+
+    open_database(args.database, args.rebuild)
+    populate(sizes)
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "emgapi.wsgi",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level=warning",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ),
+    )
+    rows = []
+    try:
+        headers = {"Authorization": f"Token {BENCH_TOKEN}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("gunicorn did not answer in 60 s") from None
+                    time.sleep(0.2)
+            for label, path, authenticated in endpoints(sizes):
+                kwargs = {"headers": headers} if authenticated else {}
+                timings, statuses, size = [], set(), 0
+                budget = time.monotonic() + args.max_seconds
+                for i in range(
+                    -2, args.samples
+                ):  # two to warm the workers' connections and PostgreSQL's buffers
+                    if i >= args.min_samples and time.monotonic() > budget:
+                        break
+                    started = time.perf_counter()
+                    try:
+                        response = client.get(path, **kwargs)
+                    except httpx.TransportError:  # gunicorn killed the worker at its timeout
+                        statuses.add(f"no answer in {GUNICORN_TIMEOUT} s")
+                        continue
+                    if i >= 0:
+                        timings.append((time.perf_counter() - started) * 1000)
+                        statuses.add(response.status_code)
+                        size = len(response.content)
+                if not timings:
+                    rows.append((label, None, None, None, None, None, sorted(map(str, statuses)), 0))
+                    say(f"  {label}: {statuses}")
+                    continue
+                queries, _ = queries_per_request(path, authenticated)
+                q = statistics.quantiles(timings, n=100)
+                rows.append(
+                    (label, q[49], q[94], q[98], queries, size, sorted(map(str, statuses)), len(timings))
+                )
+                say(f"  {label}: p99 {q[98]:.1f} ms ({len(timings)} requests)")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    say("")
+    say(
+        f"{sizes['studies']} studies, {sizes['runs']} runs, {sizes['analyses']} analyses, "
+        f"{sizes['requests']} requests; {args.samples} requests per endpoint, gunicorn -w 2, one client"
+    )
+    say("")
+    say("| endpoint | p50 ms | p95 ms | p99 ms | queries | bytes | status | n |")
+    say("|---|---:|---:|---:|---:|---:|---|---:|")
+    for label, p50, p95, p99, queries, size, statuses, n in rows:
+        status = ",".join(statuses)
+        if p50 is None:
+            say(f"| {label} | n/a | n/a | n/a | n/a | n/a | {status} | 0 |")
+        else:
+            say(f"| {label} | {p50:.1f} | {p95:.1f} | {p99:.1f} | {queries} | {size} | {status} | {n} |")
+    answered = [row for row in rows if row[6] == ["200"]]
+    slowest = max(answered, key=lambda row: row[3])
+    verdict = "meets" if slowest[3] <= 50 and len(answered) == len(rows) else "MISSES"
+    say("")
+    say(
+        f"goal p99 ≤ 50 ms on every endpoint: {verdict} (slowest answered: {slowest[0]}, {slowest[3]:.1f} ms; "
+        f"{len(rows) - len(answered)} endpoints not all 200)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Lists that stay honest and fast (issue 9 §2 and §3): sub-resources, page sizes, unknown parameters, a schema that
+tells the truth, and query counts that do not grow with the rows."""
+
+import uuid
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from analyses.models import Analysis, AssemblyAnalysisRequest, Biome, Run, Sample, Study
+from workflows.models import Plan
+
+pytestmark = pytest.mark.django_db
+REQUESTS_URL = "/api/assembly-analysis-requests/"
+
+
+def make_studies(n: int, runs_each: int = 2) -> list[Study]:
+    """`n` studies (after those present), each with a sample and `runs_each` runs and analyses."""
+    biome, _ = Biome.objects.get_or_create(lineage="root:Environmental:Aquatic:Marine")
+    start = Study.objects.count()
+    studies = []
+    for i in range(start, start + n):
+        study = Study.objects.create(ena_accession=f"PRJEB{70000 + i}", title=f"Ocean {i}", biome=biome)
+        sample = Sample.objects.create(accession=f"SAMEA{7000000 + i}", study=study)
+        for j in range(runs_each):
+            run = Run.objects.create(accession=f"ERR{7000000 + i * 100 + j}", study=study, sample=sample)
+            Analysis.objects.create(study=study, run=run)
+        studies.append(study)
+    return studies
+
+
+# --- sub-resources ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("children", ["runs", "analyses"])
+def test_a_studys_runs_and_analyses_are_pages_of_their_own(api_client, children):
+    (study,) = make_studies(1, runs_each=12)
+    url, seen = api_client.get(f"/api/studies/{study.accession}/").json()[children], []
+    url += "?page_size=5"
+    while url:
+        body = api_client.get(url).json()
+        assert "count" not in body and len(body["results"]) <= 5
+        seen += [item["accession"] for item in body["results"]]
+        url = body["next"]
+    expected = Run if children == "runs" else Analysis
+    assert seen == sorted(expected.objects.filter(study=study).values_list("accession", flat=True))
+    assert api_client.get(f"/api/studies/MGYS99999999/{children}/").status_code == 404
+    assert api_client.get(f"/api/studies/{study.accession}/{children}/?cursor=bogus").status_code == 404
+
+
+def test_study_detail_no_longer_inlines_runs(api_client):
+    (study,) = make_studies(1, runs_each=3)
+    body = api_client.get(f"/api/studies/{study.accession}/").json()
+    assert body["runs"].endswith(f"/api/studies/{study.accession}/runs/") and body["runs_count"] == 3
+
+
+# --- query parameters ---------------------------------------------------------------------------------------------
+
+
+def test_page_size_is_real_up_to_100(api_client):
+    make_studies(3, runs_each=0)
+    body = api_client.get("/api/studies/", {"page_size": 2}).json()
+    assert len(body["results"]) == 2 and body["count"] == 3 and "page_size=2" in body["next"]
+    for bad in ("0", "101", "ten"):
+        response = api_client.get("/api/studies/", {"page_size": bad})
+        assert response.status_code == 400 and "1 to 100" in response.json()["page_size"][0]
+
+
+@pytest.mark.parametrize(
+    ("url", "parameter"),
+    [
+        ("/api/analyses/?search=ocean", "search"),  # analyses do not search: saying so beats ignoring it
+        ("/api/studies/?colour=blue", "colour"),
+        ("/api/studies/?page_sise=2", "page_sise"),
+        (f"{REQUESTS_URL}?study=PRJEB1", "study"),
+        ("/api/jobs/?page=1&cursor=x", "cursor"),
+    ],
+)
+def test_a_query_parameter_a_list_does_not_take_is_400_naming_it(staff_client, url, parameter):
+    response = staff_client.get(url)
+    assert response.status_code == 400
+    assert list(response.json()) == [parameter] and "this list takes" in response.json()[parameter][0]
+
+
+def test_format_is_always_accepted(api_client):
+    assert api_client.get("/api/studies/", {"format": "json"}).status_code == 200
+
+
+def test_ordering_by_a_field_a_list_cannot_be_ordered_by_is_400(api_client):
+    make_studies(2, runs_each=0)
+    assert api_client.get("/api/studies/", {"ordering": "-accession"}).status_code == 200
+    response = api_client.get("/api/studies/", {"ordering": "title"})
+    assert response.status_code == 400 and "accession" in response.json()["ordering"][0]
+
+
+# --- the schema tells the truth -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def schema(api_client) -> dict:
+    return api_client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+
+
+def test_the_schema_advertises_search_only_where_a_list_searches(schema):
+    searching = [
+        path
+        for path, operations in schema["paths"].items()
+        for operation in operations.values()
+        if any(parameter["name"] == "search" for parameter in operation.get("parameters", []))
+    ]
+    assert searching == ["/api/studies/"]
+
+
+def test_every_status_an_endpoint_answers_is_in_the_schema_as_drfs_error(
+    schema, api_client, user_client, staff_client, user
+):
+    request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB1111", requester=user)
+    (study,) = make_studies(1, runs_each=1)
+    answered = {
+        ("get", "/api/studies/", api_client.get("/api/studies/?page=9").status_code),
+        ("get", "/api/studies/", api_client.get("/api/studies/?page_size=0").status_code),
+        (
+            "get",
+            "/api/studies/{accession}/runs/",
+            api_client.get(f"/api/studies/{study.accession}/runs/?x=1").status_code,
+        ),
+        ("get", "/api/studies/{accession}/", api_client.get("/api/studies/MGYS00000000/").status_code),
+        ("get", "/api/assembly-analysis-requests/", api_client.get(REQUESTS_URL).status_code),
+        ("get", "/api/jobs/", user_client.get("/api/jobs/").status_code),
+        (
+            "post",
+            "/api/assembly-analysis-requests/",
+            user_client.post(REQUESTS_URL, {}, format="json").status_code,
+        ),
+        (
+            "post",
+            "/api/assembly-analysis-requests/",
+            user_client.post(REQUESTS_URL, {"study_accession": "PRJEB1111"}, format="json").status_code,
+        ),
+        (
+            "post",
+            "/api/assembly-analysis-requests/",
+            user_client.post(REQUESTS_URL, "x", content_type="text/plain").status_code,
+        ),
+        (
+            "post",
+            "/api/assembly-analysis-requests/{id}/cancel/",
+            staff_client.post(f"{REQUESTS_URL}{request.pk}/cancel/").status_code,
+        ),
+        (
+            "post",
+            "/api/assembly-analysis-requests/{id}/retry/",
+            user_client.post(f"{REQUESTS_URL}{request.pk}/retry/").status_code,
+        ),
+    }
+    assert {status for _, _, status in answered} == {400, 401, 403, 404, 409, 415}
+    error = {"$ref": "#/components/schemas/Error"}
+    for method, path, status in answered:
+        response = schema["paths"][path][method]["responses"].get(str(status))
+        assert response is not None, (method, path, status)
+        assert response["content"]["application/json"]["schema"] == error
+
+
+def test_the_schema_validates_without_a_warning(tmp_path):
+    from django.core.management import call_command
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yml"))
+    schema = (tmp_path / "schema.yml").read_text()
+    for path in ("/api/studies/{accession}/runs/", "/api/studies/{accession}/analyses/"):
+        assert f"  {path}:" in schema, path
+    assert "Idempotency-Key" in schema and "'422':" in schema
+
+
+# --- constant queries -------------------------------------------------------------------------------------------
+
+
+def queries(client, url: str) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url)
+    assert response.status_code == 200, response.content
+    return len(captured)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/studies/",
+        "/api/studies/?search=ocean",
+        "/api/studies/?biome=root:Environmental&ordering=accession",
+        "/api/analyses/",
+        "/api/analyses/?status=pending",
+    ],
+)
+def test_public_lists_make_the_same_queries_for_2_and_20_studies(api_client, url):
+    make_studies(2)
+    few = queries(api_client, url)
+    make_studies(18)
+    assert queries(api_client, url) == few
+
+
+@pytest.mark.parametrize("children", ["runs", "analyses"])
+def test_a_studys_children_make_the_same_queries_for_2_and_20(api_client, children):
+    (study,) = make_studies(1, runs_each=2)
+    url = f"/api/studies/{study.accession}/{children}/"
+    few = queries(api_client, url)
+    for j in range(2, 20):
+        run = Run.objects.create(accession=f"ERR{8000000 + j}", study=study)
+        Analysis.objects.create(study=study, run=run)
+    assert queries(api_client, url) == few
+
+
+def test_the_request_list_makes_the_same_queries_for_2_and_20_requests(user_client, user):
+    def add(n: int) -> None:
+        for _ in range(n):
+            request = AssemblyAnalysisRequest.objects.create(
+                study_accession="PRJEB1111", requester=user, status="completed"
+            )
+            Plan.objects.create(
+                request=request,
+                pipeline="assembly",
+                pipeline_version="1",
+                uid=uuid.uuid4().hex,
+                rejected={"E": "x"},
+            )
+
+    add(2)
+    few = queries(user_client, REQUESTS_URL)
+    add(18)
+    assert queries(user_client, REQUESTS_URL) == few
