@@ -27,6 +27,13 @@ def say(message: str = "") -> None:
     print(message, flush=True)
 
 
+def free_port() -> int:
+    """A TCP port free on loopback now, for a server the benchmark starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 # --- database ---------------------------------------------------------------------------------------------------
 
 

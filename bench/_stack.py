@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from bench._setup import DEFAULT_DATABASE_URL, ROOT, chunks, say, scancel, wait_until_idle
+from bench._setup import DEFAULT_DATABASE_URL, ROOT, chunks, free_port, say, scancel, wait_until_idle
 
 DEMO_ENA = ROOT / "demo" / "ena"
 VENV_BIN = Path(sys.executable).parent
@@ -146,14 +146,6 @@ def flow_processes(server_pid: int) -> list[int]:
     return [
         pid for pid in children(server_pid) if proc_state(pid) not in (None, "Z") and is_flow_process(pid)
     ]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def poll_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 1.0) -> bool:

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._setup import DEFAULT_DATABASE_URL, say  # noqa: E402
+from bench._setup import DEFAULT_DATABASE_URL, free_port, say  # noqa: E402
 
 GUNICORN_TIMEOUT = 120
 WARM_UP = 10
@@ -53,12 +53,6 @@ BIOMES = [
     "root:Engineered:Wastewater",
     "root:Engineered:Bioreactor",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- the database -------------------------------------------------------------------------------------------------

@@ -11,19 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 
-from _setup import ROOT, fresh_database, say
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from _setup import ROOT, free_port, fresh_database, say
 
 
 def main() -> None:

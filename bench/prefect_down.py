@@ -67,8 +67,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import contextlib
 import itertools
 
-from bench._setup import ROOT, fresh_database, run, say
-from bench._stack import DEMO_ENA, Service, Stack, flow_processes, free_port, poll_until, tail
+from bench._setup import ROOT, free_port, fresh_database, run, say
+from bench._stack import DEMO_ENA, Service, Stack, flow_processes, poll_until, tail
 
 # The e2e tests' intervals (tests/e2e/conftest.py), with the sweep every 5 s; the dispatch timeout is the default.
 SERVICE_SETTINGS = {
