@@ -42,10 +42,9 @@ class KeysFirstPaginator(Paginator):
         return self._get_page(self.object_list.filter(pk__in=keys), number, self)
 
 
-class PageNumbers(PageNumberPagination):
-    """`?page=N&page_size=M`, with `count`: for the lists a person browses (studies, analyses, requests)."""
+class BoundedPageSize:
+    """`page_size` between 1 and MAX_PAGE_SIZE, a bad one a 400 naming it, and the schema saying so."""
 
-    django_paginator_class = KeysFirstPaginator
     page_size_query_param = "page_size"
     max_page_size = MAX_PAGE_SIZE
 
@@ -60,25 +59,19 @@ class PageNumbers(PageNumberPagination):
         return parameters
 
 
-class Cursor(CursorPagination):
+class PageNumbers(BoundedPageSize, PageNumberPagination):
+    """`?page=N&page_size=M`, with `count`: for the lists a person browses (studies, analyses, requests)."""
+
+    django_paginator_class = KeysFirstPaginator
+
+
+class Cursor(BoundedPageSize, CursorPagination):
     """`?cursor=…`, no count: constant cost at any depth, for the long lists a program walks to the end.
 
     Ordered by a unique column, so a row added meanwhile is neither skipped nor repeated.
     """
 
-    page_size_query_param = "page_size"
-    max_page_size = MAX_PAGE_SIZE
     ordering = "-id"
-
-    def get_page_size(self, request: Request) -> int:
-        return page_size_from(request, self.page_size_query_param, self.page_size)
-
-    def get_schema_operation_parameters(self, view) -> list[dict]:
-        parameters = super().get_schema_operation_parameters(view)
-        for parameter in parameters:
-            if parameter["name"] == self.page_size_query_param:
-                parameter["schema"].update({"minimum": 1, "maximum": MAX_PAGE_SIZE})
-        return parameters
 
 
 class RunsByAccession(Cursor):
