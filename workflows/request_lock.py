@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from django.db import connection
 
@@ -55,14 +55,22 @@ def request_lock(
             lock.release()
         return
     conn = own_connection()
+    held = False
     try:
         while not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_NAMESPACE, request_id)).fetchone()[0]:
             if time.monotonic() > deadline:
                 raise RequestBusy(f"request {request_id} is being reconciled by another pass")
             time.sleep(poll_seconds)
+        held = True
         yield
     finally:
-        conn.close()  # closing the session releases the lock, whatever happened inside
+        # Unlock first: the server drops a closed session's locks as its backend exits, after close() returns,
+        # and a pass started at once (or recovery reading pg_locks) would still see this one. Closing the session
+        # releases the lock whatever happened inside, the unlock included.
+        if held:
+            with suppress(Exception):
+                conn.execute("SELECT pg_advisory_unlock(%s, %s)", (_NAMESPACE, request_id))
+        conn.close()
 
 
 def requests_with_live_pass() -> set[int] | None:

@@ -123,7 +123,8 @@ class TestStepSpecs:
         assert spec.name == "emgapi-assembly-ERR9000001"
         assert spec.output_path == str(tmp_path / "assembly.log")
         qc = build_step_spec("read_qc", PAIRED_RUN, tmp_path, config)
-        assert (qc.cpus, qc.memory_mb) == (PipelineConfig().read_qc.cpus, PipelineConfig().read_qc.memory_mb)
+        default_qc = PipelineConfig().resources("read_qc")
+        assert (qc.cpus, qc.memory_mb) == (default_qc.cpus, default_qc.memory_mb)
 
     def test_single_end_runs_have_one_mate(self, tmp_path: Path) -> None:
         single = RunInputs("ERR1", "SINGLE", (URL_1,), (MD5_1,))
@@ -148,8 +149,11 @@ class TestStepSpecs:
 class TestConfig:
     def test_partial_overrides_keep_the_other_defaults(self) -> None:
         config = PipelineConfig.from_mapping({"assembly": {"memory_mb": 4096}})
-        assert config.assembly == dataclasses.replace(PipelineConfig().assembly, memory_mb=4096)
-        assert config.read_qc == PipelineConfig().read_qc
+        default = PipelineConfig()
+        assert config.resources("assembly") == dataclasses.replace(
+            default.resources("assembly"), memory_mb=4096
+        )
+        assert config.resources("read_qc") == default.resources("read_qc")
 
     @pytest.mark.parametrize(
         "mapping",
@@ -353,7 +357,7 @@ class TestStepScriptsForReal:
         for step in STEPS:
             assert layout.marker(step).is_file()
         assert [md5_of(p) for p in layout.raw_reads] == list(run.fastq_md5)
-        assert layout.fastp_json.is_file() and layout.fastp_html.is_file()
+        assert all(path.is_file() for name in ("fastp_json", "fastp_html") for path in layout.file(name))
         assert all(p.stat().st_size > 0 for p in layout.qc_reads)
         stats = read_assembly_stats(layout.stats_tsv)
         assert stats.contigs > 0 and stats.total_length > 0 and stats.n50 > 0

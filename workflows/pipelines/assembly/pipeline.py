@@ -13,7 +13,7 @@ from prefect_utils.scheduler import JobSpec
 from workflows.ena import EnaClient, EnaStudyNotFound
 from workflows.models import PlanStep
 from workflows.pipelines.assembly.steps import (
-    MEGAHIT_MEMORY_FRACTION,
+    SPEC,
     STEPS,
     PipelineConfig,
     build_step_spec,
@@ -24,7 +24,7 @@ from workflows.plans import PlannedStep, PlanProposal
 from workflows.reconciler import PlanningFailed
 from workflows.study_sync import run_inputs, sync_study
 
-VERSION = "1.0"
+VERSION = SPEC.version
 
 
 def pipeline_config() -> PipelineConfig:
@@ -32,14 +32,15 @@ def pipeline_config() -> PipelineConfig:
 
 
 def step_policy(step: str) -> ResubmitPolicy:
-    """OOM and TIMEOUT get one bigger attempt; a node failure or preemption is retried as it was."""
+    """spec.yaml's escalation for OOM and TIMEOUT, under the site's ceilings; a node failure is retried as it was."""
+    spec = SPEC.step(step)
     return ResubmitPolicy(
-        max_escalations=1,
-        factor=2.0,
+        max_escalations=spec.escalation.max_escalations,
+        factor=spec.escalation.factor,
         max_memory_mb=settings.SLURM_MAX_MEMORY_MB,
         max_time_limit_minutes=settings.SLURM_MAX_TIME_MINUTES,
-        # MEGAHIT sizes its graph from --memory, not from the job's limit: it must grow with it.
-        memory_environment={"MEGAHIT_MEMORY_BYTES": MEGAHIT_MEMORY_FRACTION} if step == "assembly" else {},
+        # A tool that sizes itself from a variable (MEGAHIT's --memory) must grow with the job's limit.
+        memory_environment=dict(spec.memory_environment),
     )
 
 

@@ -25,14 +25,14 @@ import csv
 import io
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from prefect_utils.scheduler import JobSpec
 from workflows.ena import EnaReadRun
-
-STEPS: tuple[str, ...] = ("fetch_reads", "read_qc", "assembly", "assembly_stats")
+from workflows.pipelines.spec import ENA_FASTQ, PipelineSpec, load_spec
 
 PAIRED = "PAIRED"
 SINGLE = "SINGLE"
@@ -46,8 +46,6 @@ _MD5_RE = re.compile(r"^[0-9a-fA-F]{32}$")
 _MATE_RE = re.compile(r"_([12])\.f(?:ast)?q(?:\.gz|\.bz2)?$")
 # MEGAHIT splits its read arguments on commas, and none of the tools expects whitespace in a path.
 _UNSAFE_PATH_RE = re.compile(r"[\s,]")
-# Leave MEGAHIT's SdBG builder some room below the job's memory limit for everything else in the process.
-MEGAHIT_MEMORY_FRACTION = 0.9
 
 _PRELUDE = """#!/bin/bash
 set -euo pipefail
@@ -65,94 +63,10 @@ _FINISH = """
 date -u +%Y-%m-%dT%H:%M:%SZ > "$STEP_MARKER"
 """
 
-FETCH_READS_SCRIPT = (
-    _PRELUDE
-    + """: "${FASTQ_COUNT:?}"
-md5_of() { md5sum "$1" | cut -d' ' -f1; }
-for ((i = 1; i <= FASTQ_COUNT; i++)); do
-    url_var="FASTQ_URL_$i" md5_var="FASTQ_MD5_$i" dest_var="RAW_READS_$i"
-    url="${!url_var:?}" expected="${!md5_var:?}" dest="${!dest_var:?}"
-    expected="${expected,,}"
-    if [[ -f "$dest" && "$(md5_of "$dest")" == "$expected" ]]; then
-        echo "$dest is already present with md5 $expected"
-        continue
-    fi
-    mkdir -p "$(dirname "$dest")"
-    curl -fsSL --retry 5 --retry-delay 10 --proto '=http,https,ftp,file' --output "$dest.part" "$url"
-    actual="$(md5_of "$dest.part")"
-    if [[ "$actual" != "$expected" ]]; then
-        echo "$RUN_ACCESSION: md5 mismatch for $url: ENA lists $expected, the download has $actual" >&2
-        rm -f "$dest.part"
-        exit 1
-    fi
-    mv -f "$dest.part" "$dest"
-    echo "fetched $url -> $dest (md5 $actual)"
-done
-"""
-    + _FINISH
-)
-
-READ_QC_SCRIPT = (
-    _PRELUDE
-    + """: "${LIBRARY_LAYOUT:?}" "${RAW_READS_1:?}" "${QC_READS_1:?}" "${FASTP_JSON:?}" "${FASTP_HTML:?}" "${THREADS:?}"
-mkdir -p "$(dirname "$QC_READS_1")" "$(dirname "$FASTP_JSON")" "$(dirname "$FASTP_HTML")"
-args=(--in1 "$RAW_READS_1" --out1 "$QC_READS_1")
-case "$LIBRARY_LAYOUT" in
-PAIRED) args+=(--in2 "${RAW_READS_2:?}" --out2 "${QC_READS_2:?}" --detect_adapter_for_pe) ;;
-SINGLE) ;;
-*)
-    echo "$RUN_ACCESSION: unsupported library layout '$LIBRARY_LAYOUT'" >&2
-    exit 1
-    ;;
-esac
-# Duplication statistics cost fastp about 1 GB of memory whatever the input size; they are not needed here.
-fastp "${args[@]}" --json "$FASTP_JSON" --html "$FASTP_HTML" --report_title "$RUN_ACCESSION" \\
-    --thread "$THREADS" --dont_eval_duplication
-"""
-    + _FINISH
-)
-
-ASSEMBLY_SCRIPT = (
-    _PRELUDE
-    + """: "${LIBRARY_LAYOUT:?}" "${QC_READS_1:?}" "${MEGAHIT_DIR:?}" "${CONTIGS_FA:?}" "${MIN_CONTIG_LEN:?}"
-: "${THREADS:?}" "${MEGAHIT_MEMORY_BYTES:?}"
-case "$LIBRARY_LAYOUT" in
-PAIRED) reads=(-1 "$QC_READS_1" -2 "${QC_READS_2:?}") ;;
-SINGLE) reads=(-r "$QC_READS_1") ;;
-*)
-    echo "$RUN_ACCESSION: unsupported library layout '$LIBRARY_LAYOUT'" >&2
-    exit 1
-    ;;
-esac
-# MEGAHIT refuses an existing output directory; one left here is from an attempt that did not finish.
-rm -rf "$MEGAHIT_DIR"
-mkdir -p "$(dirname "$MEGAHIT_DIR")"
-megahit "${reads[@]}" --out-dir "$MEGAHIT_DIR" --num-cpu-threads "$THREADS" \\
-    --memory "$MEGAHIT_MEMORY_BYTES" --min-contig-len "$MIN_CONTIG_LEN"
-if [[ ! -f "$CONTIGS_FA" ]]; then
-    echo "$RUN_ACCESSION: megahit finished without writing $CONTIGS_FA" >&2
-    exit 1
-fi
-"""
-    + _FINISH
-)
-
-ASSEMBLY_STATS_SCRIPT = (
-    _PRELUDE
-    + """: "${CONTIGS_FA:?}" "${STATS_TSV:?}" "${THREADS:?}"
-mkdir -p "$(dirname "$STATS_TSV")"
-seqkit stats --all --tabular --threads "$THREADS" "$CONTIGS_FA" > "$STATS_TSV.part"
-mv -f "$STATS_TSV.part" "$STATS_TSV"
-"""
-    + _FINISH
-)
-
-STEP_SCRIPTS: Mapping[str, str] = {
-    "fetch_reads": FETCH_READS_SCRIPT,
-    "read_qc": READ_QC_SCRIPT,
-    "assembly": ASSEMBLY_SCRIPT,
-    "assembly_stats": ASSEMBLY_STATS_SCRIPT,
-}
+SPEC: PipelineSpec = load_spec(Path(__file__).with_name("spec.yaml"))
+STEPS: tuple[str, ...] = SPEC.step_names
+# A dict, not a view of SPEC: tests put a script of their own in place of one step's.
+STEP_SCRIPTS: dict[str, str] = {step.name: _PRELUDE + step.script + _FINISH for step in SPEC.steps}
 
 
 class UnusableRun(ValueError):
@@ -170,33 +84,41 @@ class StepResources:
             raise ValueError(f"implausible step resources: {self}")
 
 
+def _default_resources() -> Mapping[str, StepResources]:
+    return MappingProxyType(
+        {
+            step.name: StepResources(
+                step.resources.cpus, step.resources.memory_mb, step.resources.time_limit_minutes
+            )
+            for step in SPEC.steps
+        }
+    )
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
-    """Per-step Slurm resources and assembler settings. The defaults suit the tiny demo data."""
+    """Per-step Slurm resources and the pipeline's parameters: spec.yaml's, overridden by settings."""
 
-    fetch_reads: StepResources = StepResources(cpus=1, memory_mb=512, time_limit_minutes=60)
-    read_qc: StepResources = StepResources(cpus=1, memory_mb=1024, time_limit_minutes=60)
-    assembly: StepResources = StepResources(cpus=2, memory_mb=2048, time_limit_minutes=120)
-    assembly_stats: StepResources = StepResources(cpus=1, memory_mb=512, time_limit_minutes=30)
-    min_contig_len: int = 200
+    step_resources: Mapping[str, StepResources] = field(default_factory=_default_resources)
+    parameters: Mapping[str, int] = field(default_factory=lambda: MappingProxyType(dict(SPEC.parameters)))
     partition: str | None = None
 
     def __post_init__(self) -> None:
-        if self.min_contig_len < 1:
-            raise ValueError("min_contig_len must be at least 1")
+        for name, value in self.parameters.items():
+            if value < 1:
+                raise ValueError(f"pipeline parameter {name} must be at least 1")
 
     def resources(self, step: str) -> StepResources:
         _check_step(step)
-        resources: StepResources = getattr(self, step)
-        return resources
+        return self.step_resources[step]
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> PipelineConfig:
-        """Defaults overridden by a settings dict, e.g.
+    def from_mapping(cls, mapping: Mapping[str, Any], base: PipelineConfig | None = None) -> PipelineConfig:
+        """``base`` (spec.yaml's defaults) overridden by a settings dict, e.g.
         ``{"assembly": {"cpus": 16, "memory_mb": 128000, "time_limit_minutes": 4320}, "min_contig_len": 500,
         "partition": "bigmem"}``. Unknown keys raise ``ValueError`` so a typo in settings is not ignored.
         """
-        config = cls()
+        config = base or cls()
         resource_keys = {f.name for f in fields(StepResources)}
         for key, value in mapping.items():
             if key in STEPS:
@@ -205,9 +127,18 @@ class PipelineConfig:
                 unknown = set(value) - resource_keys
                 if unknown:
                     raise ValueError(f"unknown resource(s) {sorted(unknown)} for pipeline step {key!r}")
-                config = replace(config, **{key: replace(config.resources(key), **dict(value))})
-            elif key == "min_contig_len":
-                config = replace(config, min_contig_len=int(value))
+                if not all(isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
+                    raise ValueError(
+                        f"resources of pipeline step {key!r} must be integers, got {dict(value)}"
+                    )
+                resources = replace(config.resources(key), **dict(value))
+                config = replace(
+                    config, step_resources=MappingProxyType({**config.step_resources, key: resources})
+                )
+            elif key in SPEC.parameters:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"pipeline parameter {key!r} must be an integer, got {value!r}")
+                config = replace(config, parameters=MappingProxyType({**config.parameters, key: value}))
             elif key == "partition":
                 config = replace(config, partition=str(value) if value else None)
             else:
@@ -250,33 +181,29 @@ class RunLayout:
     def mates(self) -> tuple[int, ...]:
         return (1, 2) if self.library_layout == PAIRED else (1,)
 
+    def file(self, name: str) -> tuple[Path, ...]:
+        """Where spec.yaml's file `name` is for this run: one path per mate, or one."""
+        return SPEC.files[name].paths(self.run_dir, self.run_accession, self.mates)
+
     @property
     def raw_reads(self) -> tuple[Path, ...]:
-        return tuple(self.run_dir / "raw" / f"{self.run_accession}_{mate}.fastq.gz" for mate in self.mates)
+        return self.file("raw_reads")
 
     @property
     def qc_reads(self) -> tuple[Path, ...]:
-        return tuple(self.run_dir / "qc" / f"{self.run_accession}_{mate}.fastq.gz" for mate in self.mates)
-
-    @property
-    def fastp_json(self) -> Path:
-        return self.run_dir / "qc" / "fastp.json"
-
-    @property
-    def fastp_html(self) -> Path:
-        return self.run_dir / "qc" / "fastp.html"
+        return self.file("qc_reads")
 
     @property
     def megahit_dir(self) -> Path:
-        return self.run_dir / "assembly" / "megahit"
+        return self.file("megahit_dir")[0]
 
     @property
     def contigs_fa(self) -> Path:
-        return self.megahit_dir / "final.contigs.fa"
+        return self.file("contigs_fa")[0]
 
     @property
     def stats_tsv(self) -> Path:
-        return self.run_dir / "assembly" / "contigs.stats.tsv"
+        return self.file("stats_tsv")[0]
 
     def marker(self, step: str) -> Path:
         _check_step(step)
@@ -321,16 +248,34 @@ def build_step_spec(step: str, run: RunInputs, workdir: Path, config: PipelineCo
         raise ValueError(f"workdir must not contain whitespace or commas, got {str(workdir)!r}")
     layout = run_layout(workdir, run)
     resources = config.resources(step)
-    previous = STEPS.index(step) - 1
+    step_spec = SPEC.step(step)
     environment = {
         "RUN_ACCESSION": run.run_accession,
         "RUN_DIR": str(workdir),
         "LIBRARY_LAYOUT": run.library_layout,
         "STEP_MARKER": str(layout.marker(step)),
-        "REQUIRED_MARKER": str(layout.marker(STEPS[previous])) if previous >= 0 else "",
+        "REQUIRED_MARKER": str(layout.marker(step_spec.after)) if step_spec.after else "",
         "THREADS": str(resources.cpus),
     }
-    environment.update(_step_environment(step, run, layout, config, resources))
+    for name in (*step_spec.inputs, *step_spec.outputs):
+        if name == ENA_FASTQ:
+            environment["FASTQ_COUNT"] = str(len(run.fastq_urls))
+            for mate, url, md5 in zip(layout.mates, run.fastq_urls, run.fastq_md5, strict=True):
+                environment[f"FASTQ_URL_{mate}"] = url
+                environment[f"FASTQ_MD5_{mate}"] = md5.lower()
+            continue
+        file = SPEC.files[name]
+        paths = layout.file(name)
+        if file.per_mate:
+            environment.update(
+                {f"{file.variable}_{m}": str(p) for m, p in zip(layout.mates, paths, strict=True)}
+            )
+        else:
+            environment[file.variable] = str(paths[0])
+    for name in step_spec.parameters:
+        environment[name.upper()] = str(config.parameters[name])
+    for name, fraction in step_spec.memory_environment.items():
+        environment[name] = str(int(resources.memory_mb * 1024 * 1024 * fraction))
     return JobSpec(
         name=f"emgapi-{step}-{run.run_accession}",
         script=STEP_SCRIPTS[step],
@@ -343,37 +288,6 @@ def build_step_spec(step: str, run: RunInputs, workdir: Path, config: PipelineCo
         output_path=str(layout.log(step)),
         error_path=None,
     )
-
-
-def _step_environment(
-    step: str, run: RunInputs, layout: RunLayout, config: PipelineConfig, resources: StepResources
-) -> dict[str, str]:
-    env: dict[str, str] = {}
-    if step == "fetch_reads":
-        env["FASTQ_COUNT"] = str(len(run.fastq_urls))
-        for mate, url, md5, dest in zip(
-            layout.mates, run.fastq_urls, run.fastq_md5, layout.raw_reads, strict=True
-        ):
-            env[f"FASTQ_URL_{mate}"] = url
-            env[f"FASTQ_MD5_{mate}"] = md5.lower()
-            env[f"RAW_READS_{mate}"] = str(dest)
-    elif step == "read_qc":
-        for mate, raw, qc in zip(layout.mates, layout.raw_reads, layout.qc_reads, strict=True):
-            env[f"RAW_READS_{mate}"] = str(raw)
-            env[f"QC_READS_{mate}"] = str(qc)
-        env["FASTP_JSON"] = str(layout.fastp_json)
-        env["FASTP_HTML"] = str(layout.fastp_html)
-    elif step == "assembly":
-        for mate, qc in zip(layout.mates, layout.qc_reads, strict=True):
-            env[f"QC_READS_{mate}"] = str(qc)
-        env["MEGAHIT_DIR"] = str(layout.megahit_dir)
-        env["CONTIGS_FA"] = str(layout.contigs_fa)
-        env["MIN_CONTIG_LEN"] = str(config.min_contig_len)
-        env["MEGAHIT_MEMORY_BYTES"] = str(int(resources.memory_mb * 1024 * 1024 * MEGAHIT_MEMORY_FRACTION))
-    else:
-        env["CONTIGS_FA"] = str(layout.contigs_fa)
-        env["STATS_TSV"] = str(layout.stats_tsv)
-    return env
 
 
 def check_run_usable(run: EnaReadRun) -> str | None:

@@ -1,0 +1,99 @@
+"""spec.yaml: the shipped one is valid and is what builds the jobs; a broken one fails at load, naming where."""
+
+import copy
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflows.pipelines.assembly import steps
+from workflows.pipelines.spec import PipelineSpecError, load_spec, parse_spec
+
+ASSEMBLY_SPEC = Path(steps.__file__).with_name("spec.yaml")
+
+
+def shipped() -> dict:
+    return yaml.safe_load(ASSEMBLY_SPEC.read_text())
+
+
+def test_the_shipped_spec_is_the_one_the_jobs_are_built_from(tmp_path: Path) -> None:
+    spec = load_spec(ASSEMBLY_SPEC)
+    assert spec.step_names == steps.STEPS == ("fetch_reads", "read_qc", "assembly", "assembly_stats")
+    run = steps.RunInputs(
+        "ERR1", "PAIRED", ("file:///a_1.fastq.gz", "file:///a_2.fastq.gz"), ("a" * 32, "b" * 32)
+    )
+    for step in spec.steps:
+        job = steps.build_step_spec(step.name, run, tmp_path, steps.PipelineConfig())
+        assert job.script.endswith(step.script + '\ndate -u +%Y-%m-%dT%H:%M:%SZ > "$STEP_MARKER"\n')
+        assert (job.cpus, job.memory_mb, job.time_limit_minutes) == (
+            step.resources.cpus,
+            step.resources.memory_mb,
+            step.resources.time_limit_minutes,
+        )
+        # Every file a step reads or writes reaches its script by name.
+        for name in step.inputs + step.outputs:
+            if name != "ena_fastq":
+                variable = name.upper() + ("_1" if spec.files[name].per_mate else "")
+                assert job.environment[variable].startswith(str(tmp_path)), (step.name, variable)
+
+
+@pytest.mark.parametrize("step", steps.STEPS)
+def test_every_step_script_is_valid_bash(step: str, tmp_path: Path) -> None:
+    script = tmp_path / f"{step}.sh"
+    script.write_text(steps.STEP_SCRIPTS[step])
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_escalation_policy_comes_from_the_spec(settings) -> None:
+    from workflows.pipelines.assembly.pipeline import step_policy
+
+    settings.SLURM_MAX_MEMORY_MB = 9000
+    policy = step_policy("assembly")
+    assert (policy.max_escalations, policy.factor, policy.max_memory_mb) == (1, 2.0, 9000)
+    assert policy.memory_environment == {"MEGAHIT_MEMORY_BYTES": 0.9}
+    assert step_policy("read_qc").memory_environment == {}
+
+
+def _broken(change) -> dict:
+    document = copy.deepcopy(shipped())
+    change(document)
+    return document
+
+
+def _step(document: dict, name: str) -> dict:
+    return next(step for step in document["steps"] if step["name"] == name)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: _step(d, "assembly")["resources"].update(cpus="two"), "step 'assembly': resources.cpus: an integer"),
+        (lambda d: _step(d, "assembly")["resources"].update(gpus=1), "step 'assembly': resources: unknown field(s) ['gpus']"),
+        (lambda d: _step(d, "read_qc").update(threads=4), "step 'read_qc': unknown field(s) ['threads']"),
+        (lambda d: _step(d, "read_qc").pop("script"), "step 'read_qc': script: missing"),
+        (lambda d: _step(d, "read_qc").update(after="assembly"), "step 'read_qc': after: 'assembly' is not an earlier step"),
+        (lambda d: _step(d, "read_qc").update(inputs=["contigs_fa"]), "step 'read_qc': inputs: 'contigs_fa' is not the output of an earlier step"),
+        (lambda d: _step(d, "assembly").update(outputs=["megahit_dir", "raw_reads"]), "step 'assembly': outputs: 'raw_reads' is already written"),
+        (lambda d: _step(d, "assembly").update(parameters=["min_contig_length"]), "step 'assembly': parameters: 'min_contig_length' is not a pipeline parameter"),
+        (lambda d: _step(d, "assembly")["escalation"].update(factor=0.5), "step 'assembly': escalation.factor"),
+        (lambda d: _step(d, "assembly").update(memory_environment={"MEGAHIT_MEMORY_BYTES": 1.5}), "step 'assembly': memory_environment"),
+        (lambda d: d["files"].update(contigs_fa="../elsewhere.fa"), "files.contigs_fa: a relative path below the run's directory"),
+        (lambda d: d["files"].update(raw_reads="raw/{sample}.fq"), "files.raw_reads: unknown placeholder(s) ['sample']"),
+        (lambda d: d["steps"].append(copy.deepcopy(d["steps"][0])), "step 'fetch_reads': a second step of that name"),
+        (lambda d: d.update(stages=[]), "the top level: unknown field(s) ['stages']"),
+    ],
+)  # fmt: skip
+def test_a_mistake_in_the_spec_is_named_at_load(change, message: str) -> None:
+    with pytest.raises(PipelineSpecError) as caught:
+        parse_spec(_broken(change), source="spec.yaml")
+    assert str(caught.value).startswith("spec.yaml: ")
+    assert message in str(caught.value)
+
+
+def test_a_spec_that_is_not_yaml_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text("steps: [\n")
+    with pytest.raises(PipelineSpecError, match=f"{path}: not YAML"):
+        load_spec(path)
