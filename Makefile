@@ -7,6 +7,7 @@ help:
 	@echo "make test       install what is missing, start the services the tests need, run the suite"
 	@echo "make test-fast  the suite without Slurm and without a Prefect server (PostgreSQL only), about a minute"
 	@echo "make down       stop what make run / make test left running (by recorded pid)"
+	@echo "make test-cases every deployment's end-to-end test cases, against make run's stack (ARGS='assembly --case NAME')"
 	@echo "make lint       uv lock --check, ruff, mypy over prefect_utils/, shellcheck over scripts/"
 	@echo "make slurm-up | slurm-down | slurm-status   the single-node Slurm cluster"
 
@@ -26,6 +27,10 @@ test-fast: install
 down:
 	bash scripts/down.sh
 
+test-cases:
+	. scripts/env.sh && DATABASE_URL=$${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/emgapi_dev} \
+	  .venv/bin/python manage.py run_test_cases $(ARGS)
+
 slurm-up:
 	bash scripts/slurm.sh up
 
@@ -38,4 +43,4 @@ slurm-status:
 lint: install
 	bash scripts/lint.sh
 
-.PHONY: help install run test test-fast down slurm-up slurm-down slurm-status lint
+.PHONY: help install run test test-fast test-cases down slurm-up slurm-down slurm-status lint

@@ -77,15 +77,21 @@ def active_request(
 
 
 def create_assembly_analysis_request(
-    *, study_accession: str, requester: AbstractBaseUser | None, force: bool = False
+    *,
+    study_accession: str,
+    requester: AbstractBaseUser | None,
+    force: bool = False,
+    resources: Mapping[str, Mapping[str, int]] | None = None,
 ) -> AssemblyAnalysisRequest:
     """Create the request (and, through the workflow layer's post_save, its trigger) in one transaction.
 
     One active request per study and requester: the database's constraint decides, so two concurrent calls
     cannot both create one; the loser gets ActiveRequestExists naming the winner. `force` starts another anyway.
+    `resources` overrides the pipeline's per-step resources for this request only, e.g.
+    ``{"assembly": {"memory_mb": 256000}}``; a mistake in it fails the request's planning, naming the step.
     """
     return submit_assembly_analysis_request(
-        study_accession=study_accession, requester=requester, force=force
+        study_accession=study_accession, requester=requester, force=force, resources=resources
     ).request
 
 
@@ -104,6 +110,7 @@ def submit_assembly_analysis_request(
     requester: AbstractBaseUser | None,
     force: bool = False,
     idempotency_key: str | None = None,
+    resources: Mapping[str, Mapping[str, int]] | None = None,
 ) -> Submission:
     """create_assembly_analysis_request, plus an optional Idempotency-Key (the requester's, for this body).
 
@@ -111,10 +118,18 @@ def submit_assembly_analysis_request(
     IdempotencyKeyReused. A new key is stored in the transaction that creates the request, so a request never
     exists without its key nor a key without its request; two concurrent calls with one key create one request.
     """
-    digest = body_hash({"study_accession": study_accession, "force": force})
+    body: dict[str, Any] = {"study_accession": study_accession, "force": force}
+    if resources:
+        body["resources"] = {step: dict(values) for step, values in resources.items()}
+    digest = body_hash(body)
     if idempotency_key is not None and (seen := _seen_key(requester, idempotency_key, digest)):
         return seen
-    request = AssemblyAnalysisRequest(study_accession=study_accession, requester=requester, forced=force)
+    request = AssemblyAnalysisRequest(
+        study_accession=study_accession,
+        requester=requester,
+        forced=force,
+        request_metadata={"resources": body["resources"]} if resources else {},
+    )
     # The constraints are checked below, by the database, where a concurrent insert cannot slip past them.
     request.full_clean(validate_constraints=False)
     try:

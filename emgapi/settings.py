@@ -206,3 +206,5 @@ WORKFLOWS_CONCURRENCY_LIMITS = json.loads(os.environ.get("WORKFLOWS_CONCURRENCY_
 WORKFLOWS_DISPATCH_INTERVAL_SECONDS = float(os.environ.get("WORKFLOWS_DISPATCH_INTERVAL_SECONDS", "5"))
 # Per-step resources and options of the pipeline (see workflows.pipelines.assembly.steps.PipelineConfig), as JSON.
 PIPELINE_CONFIG = json.loads(os.environ.get("PIPELINE_CONFIG", "{}"))
+# The PATH of every pipeline job (colon-separated), where the tools are not on the Slurm nodes' default PATH.
+PIPELINE_JOB_PATH = os.environ.get("PIPELINE_JOB_PATH", "")

@@ -9,4 +9,4 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff format --check .
 # prefect_utils/ knows nothing of Django and is fully typed; workflows/ is on its way (docs/design.md, "Left").
 .venv/bin/mypy prefect_utils
-.venv/bin/shellcheck scripts/*.sh docker/*.sh .ci/run
+.venv/bin/shellcheck scripts/*.sh docker/*.sh demo/bin/* .ci/run

@@ -16,6 +16,9 @@ export SLURM_POLL_MAX_SECONDS=${SLURM_POLL_MAX_SECONDS:-10}
 export WORKFLOWS_LINGER_SECONDS=${WORKFLOWS_LINGER_SECONDS:-20}
 export WORKFLOWS_SWEEP_INTERVAL_SECONDS=${WORKFLOWS_SWEEP_INTERVAL_SECONDS:-5}
 export WORKFLOWS_STALL_SECONDS=${WORKFLOWS_STALL_SECONDS:-30}
+# demo/bin first: its fault injector stalls one demo run's first assembly (a test case of a TIMEOUT; see
+# demo/bin/megahit), and passes every other call to the real tool.
+export PIPELINE_JOB_PATH=${PIPELINE_JOB_PATH:-$PWD/demo/bin:/usr/local/bin:/usr/bin:/bin}
 WEB_PORT=${WEB_PORT:-8000}
 ENA_STUB_PORT=${ENA_STUB_PORT:-8081}
 mkdir -p var/log "$JOBS_ROOT"
@@ -66,7 +69,7 @@ if [ -z "${ENA_PORTAL_API_URL:-}" ]; then
   [ -s var/ena_stub.port ] || { echo "ENA stub did not start; see var/log/ena_stub.log" >&2; exit 1; }
   ENA_PORTAL_API_URL="http://127.0.0.1:$(cat var/ena_stub.port)/ena/portal/api"
   export ENA_PORTAL_API_URL
-  demo_note="ENA stub (demo data, studies PRJEB00001 and PRJEB00002): $ENA_PORTAL_API_URL"
+  demo_note="ENA stub (demo data, studies PRJEB00001 to PRJEB00004): $ENA_PORTAL_API_URL"
 fi
 
 .venv/bin/python manage.py migrate --noinput >/dev/null
@@ -109,6 +112,7 @@ cat <<EOM
   Try:  curl -s -X POST http://127.0.0.1:$WEB_PORT/api/assembly-analysis-requests/ \\
           -H 'Authorization: Token $ADMIN_TOKEN' -H 'Content-Type: application/json' \\
           -d '{"study_accession": "PRJEB00001"}'
+        make test-cases      # every deployment's end-to-end test cases, on this stack (another terminal)
   Ctrl-C (or 'make down' from another terminal) stops everything make run started.
 
 EOM

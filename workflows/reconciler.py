@@ -163,17 +163,18 @@ def _pass(
             ingested.append(run.accession)
 
     succeeded = [run.accession for run in runs if run.completed]
-    failed = dict(plan.rejected)
-    failed.update({run.accession: run.failure for run in runs if run.failure and not run.active})
+    # Runs data QA turned away are the plan's `rejected`, shown as such; `failed` is what went wrong on Slurm.
+    failed = {run.accession: run.failure for run in runs if run.failure and not run.active}
     waiting = any(run.active or run.to_submit for run in runs)
     result = PassResult(request_id, Status.RUNNING, waiting, read_at, submitted, ingested, succeeded, failed)
     if not waiting:
+        rejected = f"; {len(plan.rejected)} rejected by data QA" if plan.rejected else ""
         if succeeded:
-            detail = f"{len(succeeded)} run(s) assembled and analysed; {len(failed)} failed."
+            detail = f"{len(succeeded)} run(s) assembled and analysed; {len(failed)} failed{rejected}."
         elif runs:
-            detail = "No run could be assembled and analysed."
+            detail = f"No run could be assembled and analysed ({len(failed)} failed{rejected})."
         else:
-            detail = "No usable run in the study: " + "; ".join(f"{a}: {r}" for a, r in failed.items())
+            detail = "No usable run in the study: " + "; ".join(plan.rejected.values())
         result.status = Status.COMPLETED if succeeded else Status.FAILED
         _finish(request_id, result.status, detail, succeeded=succeeded, failed=failed)
     return result

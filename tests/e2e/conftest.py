@@ -130,6 +130,8 @@ def flows_server_env(transactional_db, gated_stub, tmp_path) -> dict[str, str]:
         "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "ENA_PORTAL_API_URL": ena_url,
         "JOBS_ROOT": str(tmp_path / "jobs"),
+        # demo/bin first: its fault injector is what a test case of a timed-out assembly needs (demo/bin/megahit).
+        "PIPELINE_JOB_PATH": f"{ROOT / 'demo' / 'bin'}:/usr/local/bin:/usr/bin:/bin",
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "prefect-results"),
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
         "WORKFLOWS_DISPATCH_INTERVAL_SECONDS": "1",

@@ -160,7 +160,8 @@ def test_qa_rejections_and_a_study_unknown_to_ena(pipeline_world, jobs):
     run_to_the_end(partial.pk, jobs)
     partial.refresh_from_db()
     assert partial.status == "completed"
-    assert "ERR9000004" in partial.request_metadata["failed_runs"]
+    assert partial.request_metadata["failed_runs"] == {}  # ERR9000004 was rejected by data QA: not a failure
+    assert "1 rejected by data QA" in partial.status_detail
     assert Analysis.objects.filter(request=partial).count() == 1
 
 

@@ -1,6 +1,6 @@
 """The assembly pipeline as the reconciler sees it: how a request's plan is proposed, how a run is ingested."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,21 @@ from workflows.study_sync import run_inputs, sync_study
 VERSION = SPEC.version
 
 
-def pipeline_config() -> PipelineConfig:
-    return PipelineConfig.from_mapping({"partition": settings.SLURM_PARTITION, **settings.PIPELINE_CONFIG})
+def pipeline_config(request_resources: Mapping[str, Any] | None = None) -> PipelineConfig:
+    """spec.yaml's defaults, then the site's settings, then what the request asked for (its `resources`)."""
+    site = PipelineConfig.from_mapping(
+        {
+            "partition": settings.SLURM_PARTITION,
+            "job_path": settings.PIPELINE_JOB_PATH,
+            **settings.PIPELINE_CONFIG,
+        }
+    )
+    unknown = set(request_resources or {}) - set(STEPS)
+    if unknown:
+        raise ValueError(
+            f"a request's resources name pipeline steps ({', '.join(STEPS)}), not {sorted(unknown)}"
+        )
+    return PipelineConfig.from_mapping(request_resources or {}, base=site)
 
 
 def step_policy(step: str) -> ResubmitPolicy:
@@ -54,7 +67,10 @@ class AssemblyPipeline:
         except EnaStudyNotFound as exc:
             raise PlanningFailed(str(exc)) from exc
         AssemblyAnalysisRequest.objects.filter(pk=request.pk).update(study_id=sync.study_id)
-        config = pipeline_config()
+        try:
+            config = pipeline_config((request.request_metadata or {}).get("resources"))
+        except ValueError as exc:
+            raise PlanningFailed(f"resources: {exc}") from exc
         root = Path(settings.JOBS_ROOT) / f"request-{request.pk}-{plan_uid[:8]}"
         steps = []
         for run in Run.objects.filter(pk__in=sync.usable_run_ids).order_by("accession"):

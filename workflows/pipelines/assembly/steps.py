@@ -102,6 +102,8 @@ class PipelineConfig:
     step_resources: Mapping[str, StepResources] = field(default_factory=_default_resources)
     parameters: Mapping[str, int] = field(default_factory=lambda: MappingProxyType(dict(SPEC.parameters)))
     partition: str | None = None
+    # The jobs' PATH, where a site's tools are not in /usr/bin (a conda env, modules); None: Slurm client's default.
+    job_path: str | None = None
 
     def __post_init__(self) -> None:
         for name, value in self.parameters.items():
@@ -141,6 +143,8 @@ class PipelineConfig:
                 config = replace(config, parameters=MappingProxyType({**config.parameters, key: value}))
             elif key == "partition":
                 config = replace(config, partition=str(value) if value else None)
+            elif key == "job_path":
+                config = replace(config, job_path=str(value) if value else None)
             else:
                 raise ValueError(f"unknown pipeline setting {key!r}")
         return config
@@ -276,6 +280,8 @@ def build_step_spec(step: str, run: RunInputs, workdir: Path, config: PipelineCo
         environment[name.upper()] = str(config.parameters[name])
     for name, fraction in step_spec.memory_environment.items():
         environment[name] = str(int(resources.memory_mb * 1024 * 1024 * fraction))
+    if config.job_path:
+        environment["PATH"] = config.job_path
     return JobSpec(
         name=f"emgapi-{step}-{run.run_accession}",
         script=STEP_SCRIPTS[step],

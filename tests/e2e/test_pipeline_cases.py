@@ -1,0 +1,41 @@
+"""Every deployment's test cases (workflows/pipelines/*/test-cases.yaml), together, on the real stack."""
+
+import pytest
+from prefect.client.orchestration import get_client
+
+from analyses.models import AssemblyAnalysisRequest
+from tests.e2e.test_request_flow import assert_one_slurm_job_per_key, flow_run_logs, flow_run_of
+from workflows import deployments, test_cases
+from workflows.flows import FLOWS
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
+
+
+def test_every_case_of_every_deployment_passes(flows_server) -> None:
+    cases = test_cases.all_cases()
+    assert {case.deployment for case in cases} == set(FLOWS)
+    outcomes = test_cases.run_cases(cases, poll_seconds=1, say=print)
+    table = test_cases.format_table(outcomes)
+    print(table)
+    assert all(outcome.passed for outcome in outcomes), "\n" + table
+
+    requests = AssemblyAnalysisRequest.objects.all()
+    assert requests.count() == sum(case.deployment == deployments.ASSEMBLY_ANALYSIS for case in cases)
+    for request in requests:
+        assert_one_slurm_job_per_key(request)
+    # Each ran on this environment's deployment, and the project's own log lines reached its flow run's log in
+    # the Prefect UI, each naming its request.
+    happy = requests.get(study_accession="PRJEB00001")
+    flow_run = flow_run_of(happy)
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment(flow_run.deployment_id)
+        flow = client.read_flow(flow_run.flow_id)
+    assert f"{flow.name}/{deployment.name}" == deployments.in_this_environment(deployments.ASSEMBLY_ANALYSIS)
+    assert flow_run.parameters["environment"] == deployments.environment()
+    assert deployments.environment_tag() in flow_run.tags
+    ingested = [
+        log
+        for log in flow_run_logs(happy)
+        if log.name == "workflows.reconciler" and "ingested" in log.message
+    ]
+    assert len(ingested) == 2
