@@ -97,3 +97,32 @@ def test_a_spec_that_is_not_yaml_is_named(tmp_path: Path) -> None:
     path.write_text("steps: [\n")
     with pytest.raises(PipelineSpecError, match=f"{path}: not YAML"):
         load_spec(path)
+
+
+def test_a_requests_resources_override_the_sites_which_override_the_spec(settings) -> None:
+    from workflows.pipelines.assembly.pipeline import pipeline_config
+
+    settings.PIPELINE_CONFIG = {"assembly": {"memory_mb": 4000}}
+    assembly = pipeline_config({"assembly": {"time_limit_minutes": 1}}).resources("assembly")
+    assert (assembly.cpus, assembly.memory_mb, assembly.time_limit_minutes) == (2, 4000, 1)
+    assert pipeline_config(None).resources("assembly").time_limit_minutes == 120
+    # A request names steps only: the partition and the jobs' PATH are the site's.
+    for mistake, message in [
+        ({"asembly": {"cpus": 1}}, r"not \['asembly'\]"),
+        ({"partition": "bigmem"}, r"not \['partition'\]"),
+        ({"assembly": {"cpus": "2"}}, "must be integers"),
+        ({"assembly": {"gpus": 1}}, r"unknown resource\(s\) \['gpus'\]"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            pipeline_config(mistake)
+
+
+def test_the_jobs_path_is_set_only_where_the_site_sets_it(settings, tmp_path: Path) -> None:
+    from workflows.pipelines.assembly.pipeline import pipeline_config
+
+    run = steps.RunInputs("ERR1", "SINGLE", ("file:///a.fastq.gz",), ("a" * 32,))
+    settings.PIPELINE_JOB_PATH = ""
+    assert "PATH" not in steps.build_step_spec("assembly", run, tmp_path, pipeline_config()).environment
+    settings.PIPELINE_JOB_PATH = "/opt/conda/envs/megahit/bin:/usr/bin:/bin"
+    job = steps.build_step_spec("assembly", run, tmp_path, pipeline_config())
+    assert job.environment["PATH"] == "/opt/conda/envs/megahit/bin:/usr/bin:/bin"
