@@ -14,6 +14,12 @@ from workflows.models import ClusterJob
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
 
+@pytest.fixture
+def flows_server_env(flows_server_env: dict[str, str]) -> dict[str, str]:
+    # What a curator sees, not suspension (tests/e2e tests that): passes watch the demo's short jobs, as in make run.
+    return {**flows_server_env, "WORKFLOWS_LINGER_SECONDS": "20"}
+
+
 def reload_until(page: Page, check: Callable[[], object], *, timeout: float, what: str) -> object:
     """The admin's pages do not refresh themselves: reload until `check` (which reads the page) is truthy."""
 

@@ -23,6 +23,12 @@ from workflows import deployments
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
 
+@pytest.fixture
+def flows_server_env(flows_server_env: dict[str, str]) -> dict[str, str]:
+    # Not a test of suspension: passes watch the demo's short jobs, as in `make run`, instead of resuming per step.
+    return {**flows_server_env, "WORKFLOWS_LINGER_SECONDS": "20"}
+
+
 def _admin_connection() -> psycopg.Connection:
     db = connection.settings_dict
     return psycopg.connect(

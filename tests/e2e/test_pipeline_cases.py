@@ -11,6 +11,13 @@ from workflows.flows import FLOWS
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
 
+@pytest.fixture
+def flows_server_env(flows_server_env: dict[str, str]) -> dict[str, str]:
+    # As `make run` (where `make test-cases` runs): a pass watches the demo's short jobs instead of suspending after
+    # each step. The other e2e tests keep suspending after every step, and test suspension and resumption.
+    return {**flows_server_env, "WORKFLOWS_LINGER_SECONDS": "20"}
+
+
 def test_every_case_of_every_deployment_passes(flows_server) -> None:
     cases = test_cases.all_cases()
     assert {case.deployment for case in cases} == set(FLOWS)

@@ -6,7 +6,6 @@ The cluster is shared with whatever else runs on the machine: every wait polls w
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,18 +52,6 @@ class HideFromSqueue:
 def wait_in_accounting(job_id: str, timeout: float = 30.0) -> JobInfo:
     """Accounting records a job's end about a second after squeue shows it."""
     return wait_for_job(SlurmClient(runner=HideFromSqueue()), job_id, timeout=timeout)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def timeout_job(slurm_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Submitted before the other tests of this module so that its minute-plus wait overlaps theirs."""
-    client = SlurmClient()
-    job_id = client.submit(
-        spec(tmp_path_factory.mktemp("timeout"), "echo started\nsleep 600\n", time_limit_minutes=1),
-        new_key("timeout"),
-    )
-    yield job_id
-    client.cancel([job_id])
 
 
 def test_submit_and_complete(client: SlurmClient, tmp_path: Path) -> None:
@@ -203,10 +190,3 @@ def test_scheduler_unavailable_while_controller_is_stopped(tmp_path: Path, servi
         assert time.monotonic() < deadline, "slurmctld did not come back"
         time.sleep(0.1)
     assert SlurmClient().job_states(["999999999"])["999999999"].state is JobState.UNKNOWN
-
-
-def test_time_limit_gives_timeout(client: SlurmClient, timeout_job: str) -> None:
-    # Limits are minutes and slurmctld checks them every 30 s: a 1-minute job ends 60-90 s after it started.
-    info = wait_for_job(client, timeout_job, timeout=240)
-    assert info.state is JobState.TIMEOUT
-    assert client.tail_log(info).startswith("started\n")
