@@ -135,6 +135,7 @@ def load_cases(path: Path) -> list[Case]:
             raise CaseFileError(
                 f"{where}: expect: unknown field(s) {sorted(unknown)}; known: {sorted(driver.expectations)}"
             )
+        _check_shapes(where, expect)
         for pattern in _patterns_in(expect):
             try:
                 re.compile(pattern)
@@ -178,6 +179,49 @@ def select_cases(cases: Sequence[Case], pipeline: str | None = None, names: Iter
             raise ValueError(f"no case named {sorted(unknown)}; cases: {', '.join(c.name for c in chosen)}")
         chosen = [c for c in chosen if c.name in names]
     return chosen
+
+
+def _check_shapes(where: str, expect: Mapping[str, Any]) -> None:
+    """The shape of each expectation, so that a typo fails at load and not in the middle of judging."""
+
+    def mapping_of(value: Any, check: Callable[[Any], bool]) -> bool:
+        return isinstance(value, dict) and all(isinstance(k, str) and check(v) for k, v in value.items())
+
+    def is_range(value: Any) -> bool:
+        return (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in value)
+            and value[0] <= value[1]
+        )
+
+    shapes: dict[str, tuple[Callable[[Any], bool], str]] = {
+        "failed_runs": (lambda v: mapping_of(v, lambda x: isinstance(x, str)), "a mapping of run: pattern"),
+        "rejected_runs": (lambda v: mapping_of(v, lambda x: isinstance(x, str)), "a mapping of run: pattern"),
+        "runs": (lambda v: mapping_of(v, lambda x: isinstance(x, str)), "a mapping of run: pattern"),
+        "succeeded_runs": (
+            lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+            "a list of runs",
+        ),
+        "log_errors": (
+            lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+            "a list of patterns",
+        ),
+        "analyses": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+        "assembly": (lambda v: mapping_of(v, is_range), "a mapping of figure: [low, high]"),
+        "jobs": (
+            lambda v: mapping_of(
+                v,
+                lambda steps: mapping_of(
+                    steps, lambda s: isinstance(s, list) and all(isinstance(x, str) for x in s)
+                ),
+            ),
+            "a mapping of run: {step: [state of each attempt]}",
+        ),
+    }
+    for key, value in expect.items():
+        if key in shapes and not shapes[key][0](value):
+            raise CaseFileError(f"{where}: expect: {key}: {shapes[key][1]}, got {value!r}")
 
 
 def _patterns_in(expect: Mapping[str, Any]) -> Iterable[str]:

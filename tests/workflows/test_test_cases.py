@@ -111,6 +111,16 @@ def test_the_table_shows_expected_against_observed() -> None:
             "cases: [{name: A B, parameters: {}, expect: {flow_run: COMPLETED}}]\n",
             "case #1: name: lower-case words",
         ),
+        (
+            'deployment: "Assemble and analyse a study/assembly_analysis_request_deployment"\n'
+            "cases: [{name: a, parameters: {}, expect: {assembly: {n50: [300, 100]}}}]\n",
+            "case 'a': expect: assembly: a mapping of figure: [low, high], got {'n50': [300, 100]}",
+        ),
+        (
+            'deployment: "Assemble and analyse a study/assembly_analysis_request_deployment"\n'
+            "cases: [{name: a, parameters: {}, expect: {jobs: {ERR1: {assembly: TIMEOUT}}}}]\n",
+            "case 'a': expect: jobs: a mapping of run: {step: [state of each attempt]}",
+        ),
     ],
 )
 def test_a_mistake_in_a_cases_file_is_named(tmp_path: Path, text: str, message: str) -> None:

@@ -1,19 +1,11 @@
-"""What each step of the per-run assembly pipeline runs, where its files go, and with what resources.
+"""The assembly pipeline's jobs, built from spec.yaml: the step protocol, the run's files, the data QA gate.
 
-This is the one place that knows the batch scripts. They are fixed text: every piece of data (URLs, md5s,
-paths, the accession, thread and memory figures) reaches them through the job's environment, so a script
-never has to be generated, quoted or escaped, and a job spec hashes the same way every time it is built.
-
-Steps, in order, each in the run's own directory and each leaving ``<step>.done`` when it succeeded:
-
-``fetch_reads``
-    ``curl`` every FASTQ (http(s), ftp or file URLs) into ``raw/`` and check it against ENA's md5.
-``read_qc``
-    ``fastp`` on the raw reads (paired or single), writing QC'd reads and a JSON and HTML report to ``qc/``.
-``assembly``
-    ``megahit`` on the QC'd reads into ``assembly/megahit/final.contigs.fa``.
-``assembly_stats``
-    ``seqkit stats -a -T`` on the contigs into ``assembly/contigs.stats.tsv``.
+What each step runs, with what resources and on which files is spec.yaml's (fetch_reads → read_qc →
+assembly → assembly_stats). This module adds what every step shares: the prelude that runs in the run's own
+directory and refuses to start before the previous step's ``<step>.done`` marker, and the marker the step leaves.
+Scripts are fixed text: every piece of data (URLs, md5s, paths, the accession, thread and memory figures) reaches
+them through the job's environment, so a script is never generated, quoted or escaped, and a job spec hashes the
+same way every time it is built.
 
 No Django and no Prefect here: the flow turns ENA runs into :class:`RunInputs`, asks
 :func:`build_step_spec` for each step's :class:`~prefect_utils.scheduler.JobSpec` and submits them in order.
