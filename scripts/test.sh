@@ -16,4 +16,13 @@ scripts/lint.sh
 # The suite's own Prefect home (results, memo store, profiles): a `make run` of this clone keeps var/prefect. The
 # server it talks to is shared; its environment (the test database's name) keeps its flow runs apart.
 export PREFECT_HOME=$PWD/var/prefect-test
-exec .venv/bin/pytest "$@"
+if [[ $# -gt 0 ]]; then
+  exec .venv/bin/pytest "$@"
+fi
+# Most of the suite's time is waiting (on Slurm jobs, flow processes, a browser), so two workers share the two
+# cores well; each has its own test database, hence its own environment on the shared Prefect server and its own
+# Slurm job keys. The tests that stop slurmctld or restart PostgreSQL (marker `disruptive`) run afterwards, alone.
+status=0
+.venv/bin/pytest -n 2 -m "not disruptive" || status=$?
+.venv/bin/pytest -m disruptive || status=$?
+exit "$status"

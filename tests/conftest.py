@@ -13,8 +13,12 @@ from rest_framework.test import APIClient
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The marker follows the fixture, so `-m "not prefect_server"` (make test-fast) can never miss a test.
     for item in items:
-        if "prefect_server" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "prefect_server" in fixtures:
             item.add_marker(pytest.mark.prefect_server)
+        # A test that stops slurmctld or restarts PostgreSQL would fail whatever runs beside it.
+        if "services_to_ourselves" in fixtures:
+            item.add_marker(pytest.mark.disruptive)
 
 
 @pytest.fixture(scope="session")
