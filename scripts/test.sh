@@ -23,6 +23,6 @@ fi
 # cores well; each has its own test database, hence its own environment on the shared Prefect server and its own
 # Slurm job keys. The tests that stop slurmctld or restart PostgreSQL (marker `disruptive`) run afterwards, alone.
 status=0
-.venv/bin/pytest -n 2 -m "not disruptive" || status=$?
+.venv/bin/pytest -n 2 --dist worksteal -m "not disruptive" || status=$?
 .venv/bin/pytest -m disruptive || status=$?
 exit "$status"

@@ -10,15 +10,19 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Runs after pytest-django's sort (database tests, then transactional ones, then the rest), and keeps it.
     # The marker follows the fixture, so `-m "not prefect_server"` (make test-fast) can never miss a test.
     for item in items:
-        fixtures = getattr(item, "fixturenames", ())
-        if "prefect_server" in fixtures:
+        if "prefect_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.prefect_server)
-        # A test that stops slurmctld or restarts PostgreSQL would fail whatever runs beside it.
-        if "services_to_ourselves" in fixtures:
-            item.add_marker(pytest.mark.disruptive)
+    # The end-to-end tests (all transactional) first among the transactional ones: they are the long ones, and
+    # started late they would leave one xdist worker finishing alone (scripts/test.sh).
+    e2e = [item for item in items if item.get_closest_marker("e2e")]
+    if e2e:
+        start = items.index(e2e[0])
+        items[start:] = e2e + [item for item in items[start:] if not item.get_closest_marker("e2e")]
 
 
 @pytest.fixture(scope="session")
@@ -182,9 +186,13 @@ def demo_stub(ena_stub: ModuleType, stub_fastq_dir: Path) -> Iterator[tuple[obje
         server.server_close()
 
 
-@pytest.fixture
-def services_to_ourselves() -> Iterator[None]:
-    """For a test that stops a Slurm daemon or PostgreSQL: skips while a `make run` uses them (tests/faults.py)."""
+@pytest.fixture(autouse=True)
+def _services_to_ourselves_when_disruptive(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test marked `disruptive` stops a Slurm daemon or restarts PostgreSQL: it holds the machine's services
+    exclusively, or skips while a `make run` uses them (tests/faults.py). make test runs these tests alone."""
+    if request.node.get_closest_marker("disruptive") is None:
+        yield
+        return
     from tests.faults import shared_services_to_ourselves
 
     with shared_services_to_ourselves():

@@ -44,7 +44,12 @@ def cancel_through(channel: str, request_id: int, user_client, superuser) -> Non
 
 
 @pytest.mark.parametrize(
-    ("fault", "channel"), [("controller-down", "api"), ("no-flow-server", "admin")], ids=lambda v: v
+    ("fault", "channel"),
+    [
+        pytest.param("controller-down", "api", marks=pytest.mark.disruptive, id="controller-down-api"),
+        # Kills only its own flow server: runs beside other tests.
+        pytest.param("no-flow-server", "admin", id="no-flow-server-admin"),
+    ],
 )
 def test_a_cancellation_during_an_outage_is_carried_out_when_it_ends(
     fault, channel, flows_server, gated_stub, user_client, superuser

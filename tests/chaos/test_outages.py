@@ -27,7 +27,7 @@ from tests.faults import restart_postgres, start_slurm_daemon, stop_slurm_daemon
 from tests.slurm_support import poll_until
 from workflows.models import ClusterJob, PollerLease
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.disruptive]
 
 OUTAGE_SECONDS = float(os.environ.get("CHAOS_OUTAGE_SECONDS", "6"))
 

@@ -16,7 +16,7 @@ from tests.e2e.conftest import ROOT
 from tests.faults import restart_postgres
 from tests.slurm_support import poll_until
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.disruptive]
 
 
 def _free_port() -> int:

@@ -263,7 +263,8 @@ def test_a_poller_whose_lease_expired_writes_nothing(service, tmp_path):
     assert ClusterJob.objects.get(key=record.key).state in {"PENDING", "RUNNING"}
 
 
-def test_controller_down_makes_states_stale_never_failed(tmp_path, slurm_cluster, services_to_ourselves):
+@pytest.mark.disruptive
+def test_controller_down_makes_states_stale_never_failed(tmp_path, slurm_cluster):
     client = SlurmClient(retries=1, backoff_seconds=0.1, command_timeout=5)
     service = SlurmJobs(DjangoJobLedger(), client, poll=PollConfig(min_interval=0.3, max_interval=0.5))
     record = wait(service, service.submit_once(spec_in(tmp_path, "sleep 8")), state="RUNNING")

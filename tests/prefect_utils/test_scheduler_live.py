@@ -173,7 +173,8 @@ def test_lost_sbatch_answer_is_adopted_not_resubmitted(tmp_path: Path) -> None:
     assert [line.split()[0] for line in listed if line.endswith(f" {key}")] == [job_id]
 
 
-def test_scheduler_unavailable_while_controller_is_stopped(tmp_path: Path, services_to_ourselves) -> None:
+@pytest.mark.disruptive
+def test_scheduler_unavailable_while_controller_is_stopped(tmp_path: Path) -> None:
     impatient = SlurmClient(retries=1, backoff_seconds=0.1, command_timeout=2)
     slurm_sh("stop-ctld")
     try:
