@@ -1,7 +1,8 @@
 """A separate process calling submit_once, as a crashed-and-rerun or a concurrent flow would.
 
-Usage: python submit_child.py SPEC_JSON [START_FILE]. Prints the job id. With START_FILE, waits for it to exist
-first, so that many children call submit_once at the same moment.
+Usage: python submit_child.py SPEC_JSON [START_FILE]. Prints the job id. With START_FILE, once Django is set up it
+creates START_FILE.ready.<pid> and waits for START_FILE to exist, so that many children, started one after another
+and slow to import, call submit_once at the same moment.
 """
 
 import json
@@ -23,6 +24,7 @@ def main() -> None:
     spec = JobSpec.from_canonical(json.loads(sys.argv[1]))
     if len(sys.argv) > 2:
         start = Path(sys.argv[2])
+        start.with_name(f"{start.name}.ready.{os.getpid()}").touch()
         deadline = time.monotonic() + 60
         while not start.exists() and time.monotonic() < deadline:
             time.sleep(0.01)

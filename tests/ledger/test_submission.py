@@ -131,10 +131,19 @@ def test_an_adopter_waits_for_the_creator_between_sbatch_and_commit(run_child, t
     assert ClusterJob.objects.get(key=key, attempt=1).slurm_job_id == submitted
 
 
-def test_twenty_concurrent_processes_submit_one_job(run_child, tmp_path):
+def test_concurrent_processes_submit_one_job(run_child, tmp_path):
     spec = spec_in(tmp_path, "sleep 1", name="concurrent")
     start = tmp_path / "go"
-    children = [run_child(json.dumps(spec.canonical()), str(start)) for _ in range(20)]
+    children = [run_child(json.dumps(spec.canonical()), str(start)) for _ in range(8)]
+    # The barrier: every child has imported Django and waits, then all of them are let go at once.
+    poll_until(
+        lambda: (
+            len(list(tmp_path.glob("go.ready.*"))) == len(children)
+            or any(child.poll() is not None for child in children)
+        ),
+        timeout=120,
+        what="every child to be ready",
+    )
     start.touch()
     outputs = [child.communicate(timeout=120) for child in children]
     assert all(child.returncode == 0 for child in children), [err for _, err in outputs]
