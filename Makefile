@@ -5,7 +5,7 @@ SHELL := /bin/bash
 help:
 	@echo "make run        bring up the whole stack (Slurm, database, Prefect, served flows, Django)"
 	@echo "make test       install what is missing, start the services the tests need, run the suite"
-	@echo "make test-fast  the suite without Slurm and without a Prefect server (PostgreSQL only), about a minute"
+	@echo "make test-fast  the suite without Slurm and without a Prefect server (PostgreSQL only), about 90 s"
 	@echo "make down       stop what make run / make test left running (by recorded pid)"
 	@echo "make test-cases every deployment's end-to-end test cases, against make run's stack (ARGS='assembly --case NAME')"
 	@echo "make lint       uv lock --check, ruff, mypy over prefect_utils/, shellcheck over scripts/"
