@@ -1,4 +1,4 @@
-"""What `serve_flows` runs beside the served deployments: the trigger dispatcher, the poller, the sweep."""
+"""What `serve_flows` runs beside the served deployments: the trigger dispatcher; the poller and the sweep."""
 
 import logging
 import threading
@@ -17,22 +17,42 @@ logger = logging.getLogger(__name__)
 
 
 def run_service_loop(stop: threading.Event) -> None:
-    """Until `stop`: dispatch due triggers and carry out cancellations (every process, at once when a save wakes
-    it); poll Slurm, resume the requests whose jobs changed and sweep (only the process holding the poller
-    lease, so two hosts never poll or sweep twice)."""
+    """Until `stop`, two loops in two threads that never wait on each other.
+
+    The dispatch loop starts the flow runs of due triggers (every process, at once when a save wakes it). The
+    cluster loop carries out cancellations, polls Slurm, resumes the requests whose jobs changed and sweeps
+    (polling and sweeping only in the process holding the poller lease, so two hosts never poll or sweep twice).
+    They are apart because a Slurm command hangs until its timeout while the controller is down: in one loop, a
+    request POSTed during the outage waited 36 s for its flow run behind a poll (tests/chaos/test_outages.py).
+    """
+    cluster = threading.Thread(target=_cluster_loop, args=(stop,), name="service-loop-cluster", daemon=True)
+    cluster.start()
+    try:
+        _dispatch_loop(stop)
+    finally:
+        # The cluster loop hands the poller lease on when it sees `stop`; give it the time of one Slurm command.
+        cluster.join(timeout=30)
+
+
+def _dispatch_loop(stop: threading.Event) -> None:
+    wakeups = WakeUps(stop).start()
+    while not stop.is_set():
+        close_old_connections()  # a restarted PostgreSQL leaves broken connections: drop them each round
+        _guarded(dispatch_pending_triggers)
+        wakeups.wait(settings.WORKFLOWS_DISPATCH_INTERVAL_SECONDS)
+
+
+def _cluster_loop(stop: threading.Event) -> None:
     poller = Poller(build_jobs_service())
     wakeups = WakeUps(stop).start()
-    next_dispatch = next_sweep = 0.0
+    next_sweep = 0.0
     woken = False
     # How often the loop wakes to see what is due; polling itself follows the poller's adaptive interval.
-    step = min(settings.SLURM_POLL_MIN_SECONDS, settings.WORKFLOWS_DISPATCH_INTERVAL_SECONDS)
+    step = settings.SLURM_POLL_MIN_SECONDS
     try:
         while not stop.is_set():
-            close_old_connections()  # a restarted PostgreSQL leaves broken connections: drop them each round
+            close_old_connections()
             now = time.monotonic()
-            if woken or now >= next_dispatch:
-                _guarded(dispatch_pending_triggers)
-                next_dispatch = now + settings.WORKFLOWS_DISPATCH_INTERVAL_SECONDS
             if woken:
                 _guarded(carry_out_pending_cancellations)
             if _guarded(poller.due):
