@@ -30,7 +30,9 @@ def run_service_loop(stop: threading.Event) -> None:
     try:
         _dispatch_loop(stop)
     finally:
-        # The cluster loop hands the poller lease on when it sees `stop`; give it the time of one Slurm command.
+        # Whatever ended the dispatch loop (`stop`, or Ctrl-C in `manage.py service_loop`) ends the cluster loop,
+        # which hands the poller lease on; give it the time of one Slurm command.
+        stop.set()
         cluster.join(timeout=30)
 
 

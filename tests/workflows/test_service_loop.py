@@ -58,3 +58,34 @@ def test_dispatch_goes_on_while_a_slurm_poll_hangs(monkeypatch, settings):
         controller_back.set()
         loop.join(timeout=30)
     assert not loop.is_alive()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ctrl_c_hands_the_poller_lease_on_at_once(monkeypatch, settings):
+    """`manage.py service_loop` runs the loop in its main thread, where Ctrl-C lands in the dispatch loop; the
+    cluster loop must still end and release the lease, not be left to die with the process."""
+    settings.SLURM_POLL_MIN_SECONDS = 0.05
+    released = threading.Event()
+
+    class RecordingPoller:
+        holding = False
+
+        def __init__(self, jobs) -> None:
+            pass
+
+        def due(self) -> bool:
+            return False
+
+        def release(self) -> None:
+            released.set()
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(service_loop, "Poller", RecordingPoller)
+    monkeypatch.setattr(service_loop, "build_jobs_service", lambda: None)
+    monkeypatch.setattr(service_loop, "dispatch_pending_triggers", interrupted)
+
+    with pytest.raises(KeyboardInterrupt):
+        service_loop.run_service_loop(threading.Event())
+    assert released.is_set()
