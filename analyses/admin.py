@@ -161,7 +161,7 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
             obj.requester = request.user
         super().save_model(request, obj, form, change)
 
-    @admin.action(description="Cancel selected requests")
+    @admin.action(description="Cancel selected requests", permissions=["change"])
     def cancel_requests(self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest]) -> None:
         cancelled = 0
         for obj in queryset:

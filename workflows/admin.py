@@ -182,7 +182,7 @@ class TriggerAdmin(ReadOnlyAdmin):
     def short_error(self, trigger: Trigger) -> str:
         return trigger.last_error[:120]
 
-    @admin.action(description="Dispatch now (forget the back-off)")
+    @admin.action(description="Dispatch now (forget the back-off)", permissions=["change"])
     def dispatch_now(self, request: HttpRequest, queryset: QuerySet[Trigger]) -> None:
         due = steering.dispatch_now(queryset)
         self.message_user(
@@ -212,7 +212,7 @@ class StudyWorkAdmin(StudyAdmin):
 
     actions = ["sync_with_ena"]
 
-    @admin.action(description="Sync selected studies with ENA")
+    @admin.action(description="Sync selected studies with ENA", permissions=["change"])
     def sync_with_ena(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
         count = steering.sync_with_ena(queryset)
         self.message_user(
@@ -242,7 +242,15 @@ class AssemblyAnalysisRequestWorkAdmin(AssemblyAnalysisRequestAdmin):
             "show_save": False,
             "show_save_and_continue": False,
             "show_save_and_add_another": False,
-            "steering_actions": steering.page_actions(obj, steering.latest_trigger(obj)) if obj else [],
+            # The buttons post the changelist's actions, so they follow the same permissions: an action this user
+            # is not offered in the list is not a button either.
+            "steering_actions": [
+                (action, label)
+                for action, label in steering.page_actions(obj, steering.latest_trigger(obj))
+                if action in self.get_actions(request)
+            ]
+            if obj
+            else [],
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
@@ -352,12 +360,14 @@ class AssemblyAnalysisRequestWorkAdmin(AssemblyAnalysisRequestAdmin):
             self.message_user(request, refusal, messages.ERROR)
         return None if refusals else django_delete_selected(self, request, queryset)
 
-    @admin.action(description="Retry failed runs of selected requests")
+    @admin.action(description="Retry failed runs of selected requests", permissions=["change"])
     def retry_failed_runs(self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest]) -> None:
         for retried, message in steering.retry(queryset):
             self.message_user(request, message, messages.SUCCESS if retried else messages.WARNING)
 
-    @admin.action(description="Re-dispatch the trigger of selected requests (if it never reached Prefect)")
+    @admin.action(
+        description="Re-dispatch the trigger of selected requests (if it never reached Prefect)", permissions=["change"]
+    )
     def redispatch(self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest]) -> None:
         for due, message in steering.redispatch(queryset):
             self.message_user(request, message, messages.SUCCESS if due else messages.WARNING)
