@@ -370,7 +370,7 @@ class Stack:
         from prefect.client.orchestration import get_client
         from prefect.exceptions import ObjectNotFound
 
-        from workflows import deployments
+        from workflows.outbox import deployments
 
         if self.serve_flows is not None and not self.serve_flows.running():
             raise SystemExit(f"serve_flows exited:\n{tail(self.serve_flows.log)}")

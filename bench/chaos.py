@@ -778,8 +778,8 @@ class Chaos(Stack):
 
     def write_evidence(self, request_ids: list[int], duplicated: dict[str, list[str]]) -> None:
         from analyses.models import AssemblyAnalysisRequest
-        from workflows.dispatch import source_label
         from workflows.models import ClusterJob, RequestProgress, Trigger
+        from workflows.outbox.dispatch import source_label
 
         path = self.tmp / "evidence.txt"
         out: list[str] = []

@@ -226,8 +226,8 @@ def measure(rows: list[tuple[str, str]], *, reset: list[str], rounds: int, profi
 
     from prefect_utils.jobs import POLLER_LEASE, SlurmJobs
     from prefect_utils.scheduler import JobSpec, SlurmClient
-    from workflows.ledger import DjangoJobLedger
     from workflows.models import ClusterJob
+    from workflows.orchestration.ledger import DjangoJobLedger
 
     ClusterJob.objects.all().delete()
     now = timezone.now()

@@ -4,7 +4,7 @@ exactly one flow run once Prefect is back.
     .venv/bin/python bench/prefect_down.py [--posts 100] [--concurrency 4] [--down 30] [--runner-limit 4]
                                            [--study PRJEB99999] [--deadline 600] [--keep]
 
-The promise (workflows/wakeup.py, workflows/dispatch.py): the HTTP request thread never calls Prefect. A POST to
+The promise (workflows/outbox/wakeup.py, workflows/outbox/dispatch.py): the HTTP request thread never calls Prefect. A POST to
 /api/assembly-analysis-requests/ writes the request and its trigger (the outbox) in one transaction and sends a
 NOTIFY; serve_flows' service loop is woken and dispatches the trigger (`create_flow_run` with the trigger's
 idempotency key, tag = the request's label), retrying with backoff (2^attempts s, at most 5 min) while Prefect is
@@ -510,7 +510,7 @@ class PrefectDown(Stack):
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-        from workflows import deployments
+        from workflows.outbox import deployments
 
         runs: list = []
         with get_client(sync_client=True) as client:
@@ -531,8 +531,8 @@ class PrefectDown(Stack):
         from django.db.models import Max, Sum
 
         from analyses.models import AssemblyAnalysisRequest
-        from workflows import deployments
         from workflows.models import ClusterJob, Trigger
+        from workflows.outbox import deployments
 
         args = self.args
         say()

@@ -15,7 +15,7 @@ of the previous phase are cancelled and waited for):
   (c)  the same batch again, through a NEW SlurmJobs, SlurmClient and DB connection (a restarted process):
        0 sbatch, the job ids of (b)
   (b1) for comparison, SlurmJobs.submit_once of N other distinct specs one at a time (a batch of one each)
-  (d1) reconciler pass (workflows.reconciler.reconcile_once) over a new request whose pipeline plans N
+  (d1) reconciler pass (workflows.orchestration.reconciler.reconcile_once) over a new request whose pipeline plans N
        independent one-step runs (`true`): freezes the plan, submits the N steps in one batch
   (d2) the same pass again through a NEW SlurmJobs, SlurmClient and DB connection: must sbatch nothing
 Then the SQL statement counts of (b), (c), (d1), (d2) again with `--small` submissions/steps, to show that they do
@@ -200,8 +200,8 @@ def main() -> int:
     from prefect_utils.jobs import SlurmJobs, ThrottleConfig, job_key
     from prefect_utils.ledger import Submission
     from prefect_utils.scheduler import JobSpec, SlurmClient
-    from workflows.ledger import DjangoJobLedger
     from workflows.models import ClusterJob
+    from workflows.orchestration.ledger import DjangoJobLedger
 
     throttle = ThrottleConfig(max_active_jobs=10**6, submits_per_minute=10**6)
     run_id = uuid.uuid4().hex[:8]
@@ -496,8 +496,8 @@ def reconciler_passes(n: int, workdir: Path, new_jobs, restart, settle, tag: str
     from analyses.models import AssemblyAnalysisRequest
     from prefect_utils.scheduler import JobSpec
     from workflows.models import ClusterJob
-    from workflows.plans import PlannedStep, PlanProposal
-    from workflows.reconciler import reconcile_once
+    from workflows.orchestration.plans import PlannedStep, PlanProposal
+    from workflows.orchestration.reconciler import reconcile_once
 
     class BenchPipeline:
         """n runs of one `true` step each, all ready at once; nothing to ingest."""

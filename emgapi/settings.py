@@ -180,7 +180,7 @@ PREFECT_API_URL = os.environ.get("PREFECT_API_URL", "")
 # Where the admin links a request's flow run; by default the UI beside the API (.../api → ...).
 PREFECT_UI_URL = os.environ.get("PREFECT_UI_URL", PREFECT_API_URL.removesuffix("/").removesuffix("/api"))
 # Scopes the deployments, flow runs and keys this service makes on a Prefect server that other environments may
-# share; empty means "the database's name" (workflows.deployments.environment).
+# share; empty means "the database's name" (workflows.outbox.deployments.environment).
 EMGAPI_ENVIRONMENT = os.environ.get("EMGAPI_ENVIRONMENT", "")
 # A hanging Prefect must not hold up the service loop for long: Prefect down means "retry later".
 PREFECT_DISPATCH_TIMEOUT_SECONDS = float(os.environ.get("PREFECT_DISPATCH_TIMEOUT_SECONDS", "3"))

@@ -11,7 +11,7 @@ from analyses.views import (
     StudyViewSet,
 )
 from emgapi.health import healthz, readyz
-from workflows.views import ClusterJobViewSet, RequestJobsView, RetryRequestView
+from workflows.operations.views import ClusterJobViewSet, RequestJobsView, RetryRequestView
 
 router = DefaultRouter()
 router.register("studies", StudyViewSet, basename="study")

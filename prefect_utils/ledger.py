@@ -1,4 +1,4 @@
-"""The storage interface the submission protocol and the poller need; `workflows.ledger` implements it on Django."""
+"""The storage interface the submission protocol and the poller need; `workflows.orchestration.ledger` implements it on Django."""
 
 from __future__ import annotations
 

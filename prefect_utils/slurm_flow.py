@@ -1,7 +1,7 @@
 """The Prefect side of waiting for Slurm: a flow run never blocks on a job, it suspends.
 
 A suspended flow run holds no process, thread or connection. The service poller resumes it when one of its
-jobs changes state (see `workflows.recovery`), and the resumed run starts from the top: flows that suspend here
+jobs changes state (see `workflows.orchestration.recovery`), and the resumed run starts from the top: flows that suspend here
 must be reconcilers, whose body reads what is already done from the ledger.
 """
 

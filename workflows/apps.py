@@ -7,6 +7,7 @@ class WorkflowsConfig(AppConfig):
 
     def ready(self) -> None:
         from emgapi.health import CHECKS
-        from workflows import health, signals  # noqa: F401  (connects the receivers)
+        from workflows import signals  # noqa: F401  (connects the receivers)
+        from workflows.operations import health
 
         CHECKS.update(health.CHECKS)

@@ -5,9 +5,9 @@ from django.dispatch import receiver
 
 from analyses.models import AssemblyAnalysisRequest, Study
 from analyses.signals import request_cancelled
-from workflows import deployments
-from workflows.dispatch import enqueue_trigger
-from workflows.wakeup import wake_service_loops
+from workflows.outbox import deployments
+from workflows.outbox.dispatch import enqueue_trigger
+from workflows.outbox.wakeup import wake_service_loops
 
 
 @receiver(post_save, sender=AssemblyAnalysisRequest, dispatch_uid="workflows.request_created")

@@ -14,8 +14,8 @@ from playwright.sync_api import Page, expect
 
 from analyses.models import AssemblyAnalysisRequest, Study
 from tests.workflows.test_admin import failed_request
-from workflows.dispatch import dispatch_pending_triggers
 from workflows.models import ClusterJob, Plan, PlanStep, Trigger
+from workflows.outbox.dispatch import dispatch_pending_triggers
 
 REQUESTS = "/admin/analyses/assemblyanalysisrequest/"
 
@@ -101,7 +101,7 @@ def test_a_curator_adds_a_study_and_a_request_and_sees_its_work_fill_in(
 
     # The service loop's dispatcher, with Prefect's answer stubbed: the web thread itself never calls Prefect.
     flow_run_id = str(uuid.uuid4())
-    monkeypatch.setattr("workflows.prefect_api.create_flow_run", lambda *args, **kwargs: flow_run_id)
+    monkeypatch.setattr("workflows.outbox.prefect_api.create_flow_run", lambda *args, **kwargs: flow_run_id)
     assert dispatch_pending_triggers() == 2  # the study's sync and the request
     add_running_jobs(request)
 
@@ -200,4 +200,4 @@ def test_a_failing_trigger_is_redispatched_from_the_admin(page: Page, superuser)
 @pytest.fixture(autouse=True)
 def _no_wakeups(monkeypatch):
     # pg_notify reaches only this test database's listeners, of which there are none; skip the round trip anyway.
-    monkeypatch.setattr("workflows.wakeup.wake_service_loops", lambda: None)
+    monkeypatch.setattr("workflows.outbox.wakeup.wake_service_loops", lambda: None)

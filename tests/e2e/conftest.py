@@ -15,7 +15,7 @@ from prefect.exceptions import ObjectNotFound
 
 from tests.conftest import DEMO_ENA_DIR
 from tests.slurm_support import poll_until
-from workflows import deployments
+from workflows.outbox import deployments
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from psycopg import sql
 from analyses.models import Analysis, AssemblyAnalysisRequest
 from tests.e2e.conftest import ROOT, FlowsServer, deployments_registered
 from tests.slurm_support import poll_until
-from workflows import deployments
+from workflows.outbox import deployments
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 

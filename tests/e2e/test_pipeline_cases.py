@@ -5,8 +5,9 @@ from prefect.client.orchestration import get_client
 
 from analyses.models import AssemblyAnalysisRequest
 from tests.e2e.test_request_flow import assert_one_slurm_job_per_key, flow_run_logs, flow_run_of
-from workflows import deployments, test_cases
-from workflows.flows import FLOWS
+from workflows.operations import case_runner as test_cases
+from workflows.outbox import deployments
+from workflows.pipelines.registry import FLOWS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
@@ -43,6 +44,6 @@ def test_every_case_of_every_deployment_passes(flows_server) -> None:
     ingested = [
         log
         for log in flow_run_logs(happy)
-        if log.name == "workflows.reconciler" and "ingested" in log.message
+        if log.name == "workflows.orchestration.reconciler" and "ingested" in log.message
     ]
     assert len(ingested) == 2

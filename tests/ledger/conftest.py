@@ -8,7 +8,7 @@ from django.db import connection
 
 from prefect_utils.jobs import PollConfig, SlurmJobs
 from prefect_utils.scheduler import SlurmClient
-from workflows.ledger import DjangoJobLedger
+from workflows.orchestration.ledger import DjangoJobLedger
 
 CHILD = Path(__file__).with_name("submit_child.py")
 ROOT = Path(__file__).resolve().parents[2]

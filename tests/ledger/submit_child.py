@@ -19,7 +19,7 @@ def main() -> None:
     django.setup()
     from prefect_utils.jobs import SlurmJobs
     from prefect_utils.scheduler import JobSpec
-    from workflows.ledger import DjangoJobLedger
+    from workflows.orchestration.ledger import DjangoJobLedger
 
     spec = JobSpec.from_canonical(json.loads(sys.argv[1]))
     if len(sys.argv) > 2:

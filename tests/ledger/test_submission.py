@@ -23,8 +23,8 @@ from prefect_utils.jobs import (
 from prefect_utils.ledger import LedgerRecord, Submission
 from prefect_utils.scheduler import JobSpec, SlurmClient
 from tests.slurm_support import job_ids_with_comment, poll_until, slurm
-from workflows.ledger import DjangoJobLedger
 from workflows.models import ClusterJob, PollerLease
+from workflows.orchestration.ledger import DjangoJobLedger
 
 pytestmark = [pytest.mark.slurm, pytest.mark.django_db(transaction=True)]
 

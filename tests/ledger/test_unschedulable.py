@@ -23,7 +23,7 @@ from prefect_utils.scheduler import (
     parse_squeue,
 )
 from tests.slurm_support import poll_until
-from workflows.ledger import DjangoJobLedger
+from workflows.orchestration.ledger import DjangoJobLedger
 
 LIMITS = "limits"
 

@@ -152,7 +152,7 @@ def test_the_ledger_is_read_only_in_the_admin(admin_client, rf, admin_user):
 
 def test_dispatch_now_forgets_the_back_off_and_wakes_the_loops(admin_client, monkeypatch):
     woken = []
-    monkeypatch.setattr("workflows.steering.wake_service_loops", lambda: woken.append(1))
+    monkeypatch.setattr("workflows.operations.steering.wake_service_loops", lambda: woken.append(1))
     AssemblyAnalysisRequest.objects.create(study_accession="PRJEB00001")
     trigger = Trigger.objects.get()
     Trigger.objects.update(
@@ -172,7 +172,7 @@ def test_dispatch_now_forgets_the_back_off_and_wakes_the_loops(admin_client, mon
 
 def test_dispatch_now_leaves_dispatched_triggers_alone(admin_client, monkeypatch):
     woken = []
-    monkeypatch.setattr("workflows.steering.wake_service_loops", lambda: woken.append(1))
+    monkeypatch.setattr("workflows.operations.steering.wake_service_loops", lambda: woken.append(1))
     AssemblyAnalysisRequest.objects.create(study_accession="PRJEB00001")
     dispatched_at = timezone.now() + timedelta(minutes=5)
     Trigger.objects.update(status=Trigger.Status.DISPATCHED, next_attempt_at=dispatched_at)
@@ -206,7 +206,7 @@ def test_a_job_s_step_comes_from_its_labels_when_it_has_them(admin_client):
 
 def test_redispatch_makes_a_failing_trigger_due_now_and_says_what_it_did(admin_client, monkeypatch):
     woken = []
-    monkeypatch.setattr("workflows.steering.wake_service_loops", lambda: woken.append(1))
+    monkeypatch.setattr("workflows.operations.steering.wake_service_loops", lambda: woken.append(1))
     failing = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB00001")
     Trigger.objects.filter(source=f"analyses.assemblyanalysisrequest:{failing.pk}").update(
         attempts=4, last_error="ConnectError: refused", next_attempt_at=timezone.now() + timedelta(minutes=5)
@@ -275,7 +275,7 @@ def test_a_study_page_links_ena_and_its_runs_and_syncs_on_demand(admin_client, m
     )
     assert saved.status_code == 302  # a study with 450 runs saves
     woken = []
-    monkeypatch.setattr("workflows.dispatch.wake_service_loops", lambda: woken.append(1))
+    monkeypatch.setattr("workflows.outbox.dispatch.wake_service_loops", lambda: woken.append(1))
     response = admin_client.post(
         "/admin/analyses/study/", {"action": "sync_with_ena", "_selected_action": [study.pk]}, follow=True
     )

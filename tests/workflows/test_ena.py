@@ -8,7 +8,7 @@ import httpx
 import pytest
 import respx
 
-from workflows.ena import (
+from workflows.ena.client import (
     READ_RUN_FIELDS,
     STUDY_FIELDS,
     EnaClient,
@@ -20,7 +20,8 @@ from workflows.ena import (
     fastq_url,
     validate_study_accession,
 )
-from workflows.pipelines.assembly.steps import check_run_usable, run_inputs_from_ena
+from workflows.ena.runs import run_inputs_from_ena
+from workflows.pipelines.assembly.steps import check_run_usable
 
 BASE = "https://ena.test/ena/portal/api"
 SEARCH = f"{BASE}/search"

@@ -4,8 +4,8 @@ import pytest
 from django.db import connection
 
 from analyses.models import AssemblyAnalysisRequest
-from workflows import deployments
-from workflows.deployments import WrongEnvironment
+from workflows.outbox import deployments
+from workflows.outbox.deployments import WrongEnvironment
 
 
 @pytest.mark.django_db
@@ -35,8 +35,8 @@ def test_an_environment_name_prefect_would_mangle_is_refused(settings, name):
 
 @pytest.mark.django_db
 def test_a_flow_run_of_another_environment_touches_nothing(settings, django_assert_num_queries):
-    from workflows.flows import sync_study_with_ena
     from workflows.pipelines.assembly.flow import assemble_and_analyse_study
+    from workflows.pipelines.study_sync.flow import sync_study_with_ena
 
     settings.EMGAPI_ENVIRONMENT = "production"
     request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB40010")

@@ -11,20 +11,18 @@ from pathlib import Path
 import pytest
 
 from prefect_utils.scheduler import JobSpec
-from workflows.ena import EnaReadRun
+from workflows.ena.client import EnaReadRun
+from workflows.ena.runs import RunInputs, UnusableRun, run_inputs_from_ena
 from workflows.pipelines.assembly.steps import (
     STEP_SCRIPTS,
     STEPS,
     AssemblyStats,
     PipelineConfig,
-    RunInputs,
     StepResources,
-    UnusableRun,
     build_step_spec,
     check_run_usable,
     parse_seqkit_stats,
     read_assembly_stats,
-    run_inputs_from_ena,
     run_layout,
 )
 
@@ -268,7 +266,7 @@ class TestQaGate:
         run = ena_run(**overrides)
         assert check_run_usable(run) == reason
         with pytest.raises(UnusableRun, match=r"^ERR9000001: "):
-            run_inputs_from_ena(run)
+            run_inputs_from_ena(run, check_run=check_run_usable)
 
 
 class TestSeqkitStats:

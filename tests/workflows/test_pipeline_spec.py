@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from workflows.ena.runs import RunInputs
 from workflows.pipelines.assembly import steps
 from workflows.pipelines.spec import PipelineSpecError, load_spec, parse_spec
 
@@ -20,9 +21,7 @@ def shipped() -> dict:
 def test_the_shipped_spec_is_the_one_the_jobs_are_built_from(tmp_path: Path) -> None:
     spec = load_spec(ASSEMBLY_SPEC)
     assert spec.step_names == steps.STEPS == ("fetch_reads", "read_qc", "assembly", "assembly_stats")
-    run = steps.RunInputs(
-        "ERR1", "PAIRED", ("file:///a_1.fastq.gz", "file:///a_2.fastq.gz"), ("a" * 32, "b" * 32)
-    )
+    run = RunInputs("ERR1", "PAIRED", ("file:///a_1.fastq.gz", "file:///a_2.fastq.gz"), ("a" * 32, "b" * 32))
     for step in spec.steps:
         job = steps.build_step_spec(step.name, run, tmp_path, steps.PipelineConfig())
         assert job.script.endswith(step.script + '\ndate -u +%Y-%m-%dT%H:%M:%SZ > "$STEP_MARKER"\n')
@@ -120,7 +119,7 @@ def test_a_requests_resources_override_the_sites_which_override_the_spec(setting
 def test_the_jobs_path_is_set_only_where_the_site_sets_it(settings, tmp_path: Path) -> None:
     from workflows.pipelines.assembly.pipeline import pipeline_config
 
-    run = steps.RunInputs("ERR1", "SINGLE", ("file:///a.fastq.gz",), ("a" * 32,))
+    run = RunInputs("ERR1", "SINGLE", ("file:///a.fastq.gz",), ("a" * 32,))
     settings.PIPELINE_JOB_PATH = ""
     assert "PATH" not in steps.build_step_spec("assembly", run, tmp_path, pipeline_config()).environment
     settings.PIPELINE_JOB_PATH = "/opt/conda/envs/megahit/bin:/usr/bin:/bin"

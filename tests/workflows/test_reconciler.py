@@ -14,13 +14,13 @@ from analyses.services import cancel_assembly_analysis_request
 from prefect_utils.jobs import PollConfig, Poller, SlurmJobs
 from prefect_utils.scheduler import SlurmClient
 from tests.slurm_support import job_ids_with_comment, poll_until
-from workflows.ledger import DjangoJobLedger
 from workflows.models import ClusterJob, Plan, PlanStep, RequestProgress
+from workflows.orchestration.ledger import DjangoJobLedger
+from workflows.orchestration.reconciler import PassResult, reconcile, reconcile_once
+from workflows.orchestration.recovery import NothingToRetry, carry_out_cancellation, retry_failed_runs
+from workflows.orchestration.request_lock import RequestBusy, request_lock, requests_with_live_pass
 from workflows.pipelines.assembly.pipeline import ASSEMBLY
 from workflows.pipelines.assembly.steps import STEP_SCRIPTS, STEPS
-from workflows.reconciler import PassResult, reconcile, reconcile_once
-from workflows.recovery import NothingToRetry, carry_out_cancellation, retry_failed_runs
-from workflows.request_lock import RequestBusy, request_lock, requests_with_live_pass
 
 pytestmark = [pytest.mark.slurm, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,7 +215,7 @@ def test_the_request_lock_is_one_pass_at_a_time_and_dies_with_its_process(db):
             sys.executable,
             "-c",
             "import django, sys, time; django.setup();"
-            "from workflows.request_lock import request_lock\n"
+            "from workflows.orchestration.request_lock import request_lock\n"
             "with request_lock(8):\n    print('held', flush=True); time.sleep(600)",
         ],
         cwd=ROOT,

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from tests.slurm_support import poll_until
-from workflows import service_loop
+from workflows.orchestration import service_loop
 
 
 @pytest.mark.django_db(transaction=True)

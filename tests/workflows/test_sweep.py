@@ -13,10 +13,10 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, Running, Suspended
 
 from analyses.models import AssemblyAnalysisRequest
-from workflows import deployments, prefect_api
 from workflows.models import ClusterJob, RequestProgress, Trigger
-from workflows.recovery import sweep
-from workflows.request_lock import request_lock
+from workflows.orchestration.recovery import sweep
+from workflows.orchestration.request_lock import request_lock
+from workflows.outbox import deployments, prefect_api
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from workflows import test_cases
-from workflows.flows import FLOWS
+from workflows.operations import case_runner as test_cases
+from workflows.pipelines.registry import FLOWS
 
 ROOT = Path(__file__).resolve().parents[2]
 

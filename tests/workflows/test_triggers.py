@@ -12,10 +12,10 @@ from prefect.client.orchestration import get_client
 
 from analyses.models import AssemblyAnalysisRequest, Study
 from tests.slurm_support import poll_until
-from workflows import deployments
-from workflows.dispatch import dispatch_pending_triggers, dispatch_trigger
 from workflows.models import Trigger
-from workflows.wakeup import CHANNEL, WakeUps
+from workflows.outbox import deployments
+from workflows.outbox.dispatch import dispatch_pending_triggers, dispatch_trigger
+from workflows.outbox.wakeup import CHANNEL, WakeUps
 
 UNREACHABLE_PREFECT = "http://127.0.0.1:9/api"
 
@@ -208,7 +208,7 @@ def test_dispatched_trigger_is_not_sent_again(route_to_test_deployment):
 
 
 def test_deployment_names_come_from_the_registry():
-    from workflows.flows import FLOWS
+    from workflows.pipelines.registry import FLOWS
 
     assert (
         deployments.ASSEMBLY_ANALYSIS == "Assemble and analyse a study/assembly_analysis_request_deployment"

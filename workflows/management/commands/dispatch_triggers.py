@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from workflows.dispatch import dispatch_pending_triggers, due_triggers
+from workflows.outbox.dispatch import dispatch_pending_triggers, due_triggers
 
 
 class Command(BaseCommand):

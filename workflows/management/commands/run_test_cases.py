@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from workflows import test_cases
 from workflows.management.commands.wait_for_deployments import unserved_deployments
+from workflows.operations import case_runner as test_cases
 
 
 class Command(BaseCommand):

@@ -3,8 +3,8 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from workflows import deployments
-from workflows.service_loop import run_service_loop
+from workflows.orchestration.service_loop import run_service_loop
+from workflows.outbox import deployments
 
 
 class Command(BaseCommand):
@@ -22,7 +22,7 @@ class Command(BaseCommand):
     def handle(self, *args, no_service_loop: bool = False, limit: int | None = None, **options) -> None:
         from prefect import serve
 
-        from workflows.flows import FLOWS
+        from workflows.pipelines.registry import FLOWS
 
         served = [
             flow.to_deployment(

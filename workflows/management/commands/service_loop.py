@@ -3,7 +3,7 @@ import threading
 
 from django.core.management.base import BaseCommand
 
-from workflows.service_loop import run_service_loop
+from workflows.orchestration.service_loop import run_service_loop
 
 
 class Command(BaseCommand):

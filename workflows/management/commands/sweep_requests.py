@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from workflows.recovery import sweep
+from workflows.orchestration.recovery import sweep
 
 
 class Command(BaseCommand):

@@ -3,9 +3,9 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from prefect.exceptions import ObjectNotFound
 
-from workflows import deployments
-from workflows.flows import FLOWS
-from workflows.prefect_api import prefect_client
+from workflows.outbox import deployments
+from workflows.outbox.prefect_api import prefect_client
+from workflows.pipelines.registry import FLOWS
 
 
 def unserved_deployments() -> list[str]:

@@ -14,12 +14,12 @@ from prefect.runtime import flow_run as current_flow_run
 
 from emgapi.log_format import request_context
 from prefect_utils.slurm_flow import suspend_while_jobs_run
-from workflows import deployments
 from workflows.models import ClusterJob
+from workflows.orchestration.cluster import build_jobs_service
+from workflows.orchestration.reconciler import reconcile
+from workflows.orchestration.recovery import carry_out_cancellation
+from workflows.outbox import deployments
 from workflows.pipelines.assembly.pipeline import ASSEMBLY
-from workflows.reconciler import reconcile
-from workflows.recovery import carry_out_cancellation
-from workflows.services import build_jobs_service
 
 
 def _on_cancelled(flow, flow_run: FlowRun, state: State) -> None:

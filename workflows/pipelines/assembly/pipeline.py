@@ -10,19 +10,20 @@ from django.db import transaction
 from analyses.models import Analysis, Assembly, AssemblyAnalysisRequest, ProcessingStatus, Run
 from prefect_utils.jobs import ResubmitPolicy
 from prefect_utils.scheduler import JobSpec
-from workflows.ena import EnaClient, EnaStudyNotFound
+from workflows.ena.client import EnaClient, EnaStudyNotFound
+from workflows.ena.runs import run_inputs
+from workflows.ena.study_sync import sync_study
 from workflows.models import PlanStep
+from workflows.orchestration.plans import PlannedStep, PlanningFailed, PlanProposal
 from workflows.pipelines.assembly.steps import (
     SPEC,
     STEPS,
     PipelineConfig,
     build_step_spec,
+    check_run_usable,
     read_assembly_stats,
     run_layout,
 )
-from workflows.plans import PlannedStep, PlanProposal
-from workflows.reconciler import PlanningFailed
-from workflows.study_sync import run_inputs, sync_study
 
 VERSION = SPEC.version
 
@@ -60,10 +61,13 @@ def step_policy(step: str) -> ResubmitPolicy:
 class AssemblyPipeline:
     name = "assembly"
     version = VERSION
+    check_run = staticmethod(check_run_usable)
 
     def propose_plan(self, request: AssemblyAnalysisRequest, plan_uid: str) -> PlanProposal:
         try:
-            sync = sync_study(request.study_accession, EnaClient(settings.ENA_PORTAL_API_URL))
+            sync = sync_study(
+                request.study_accession, EnaClient(settings.ENA_PORTAL_API_URL), check_run=self.check_run
+            )
         except EnaStudyNotFound as exc:
             raise PlanningFailed(str(exc)) from exc
         AssemblyAnalysisRequest.objects.filter(pk=request.pk).update(study_id=sync.study_id)

@@ -23,19 +23,15 @@ from types import MappingProxyType
 from typing import Any
 
 from prefect_utils.scheduler import JobSpec
-from workflows.ena import EnaReadRun
+from workflows.ena.client import EnaReadRun
+from workflows.ena.runs import PAIRED, RunInputs, fastq_problem
 from workflows.pipelines.spec import ENA_FASTQ, PipelineSpec, load_spec
-
-PAIRED = "PAIRED"
-SINGLE = "SINGLE"
 
 SUPPORTED_LIBRARY_STRATEGIES: frozenset[str] = frozenset({"WGS", "WGA"})
 SUPPORTED_LIBRARY_SOURCES: frozenset[str] = frozenset({"METAGENOMIC", "GENOMIC"})
 # MEGAHIT is a short-read assembler: long reads need another pipeline, not a failed job.
 LONG_READ_PLATFORMS: frozenset[str] = frozenset({"OXFORD_NANOPORE", "PACBIO_SMRT"})
 
-_MD5_RE = re.compile(r"^[0-9a-fA-F]{32}$")
-_MATE_RE = re.compile(r"_([12])\.f(?:ast)?q(?:\.gz|\.bz2)?$")
 # MEGAHIT splits its read arguments on commas, and none of the tools expects whitespace in a path.
 _UNSAFE_PATH_RE = re.compile(r"[\s,]")
 
@@ -59,10 +55,6 @@ SPEC: PipelineSpec = load_spec(Path(__file__).with_name("spec.yaml"))
 STEPS: tuple[str, ...] = SPEC.step_names
 # A dict, not a view of SPEC: tests put a script of their own in place of one step's.
 STEP_SCRIPTS: dict[str, str] = {step.name: _PRELUDE + step.script + _FINISH for step in SPEC.steps}
-
-
-class UnusableRun(ValueError):
-    """A read run that the data QA gate turned away; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -140,29 +132,6 @@ class PipelineConfig:
             else:
                 raise ValueError(f"unknown pipeline setting {key!r}")
         return config
-
-
-@dataclass(frozen=True)
-class RunInputs:
-    """What the pipeline needs from ENA for one run: the files to fetch and their checksums, in mate order."""
-
-    run_accession: str
-    library_layout: str
-    fastq_urls: tuple[str, ...]
-    fastq_md5: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        expected = {PAIRED: 2, SINGLE: 1}.get(self.library_layout)
-        if expected is None:
-            raise ValueError(f"{self.run_accession}: unsupported library layout {self.library_layout!r}")
-        if len(self.fastq_urls) != expected or len(self.fastq_md5) != expected:
-            raise ValueError(
-                f"{self.run_accession}: a {self.library_layout} run needs {expected} FASTQ URL(s) and md5(s), "
-                f"got {len(self.fastq_urls)} and {len(self.fastq_md5)}"
-            )
-        bad = [md5 for md5 in self.fastq_md5 if not _MD5_RE.match(md5)]
-        if bad:
-            raise ValueError(f"{self.run_accession}: not md5 digests: {bad}")
 
 
 @dataclass(frozen=True)
@@ -289,7 +258,7 @@ def build_step_spec(step: str, run: RunInputs, workdir: Path, config: PipelineCo
 
 
 def check_run_usable(run: EnaReadRun) -> str | None:
-    """The data QA gate: ``None`` if the run can be assembled, otherwise a reason a person can act on."""
+    """The assembly's data QA gate: ``None`` if the run can be assembled, otherwise a reason a person can act on."""
     acc = run.run_accession or "(run without accession)"
     strategy = run.library_strategy.upper()
     if strategy not in SUPPORTED_LIBRARY_STRATEGIES:
@@ -305,62 +274,7 @@ def check_run_usable(run: EnaReadRun) -> str | None:
         )
     if run.instrument_platform.upper() in LONG_READ_PLATFORMS:
         return f"{acc}: {run.instrument_platform} long reads cannot be assembled by MEGAHIT"
-    selected = _select_fastq(run)
-    return selected if isinstance(selected, str) else None
-
-
-def run_inputs_from_ena(run: EnaReadRun) -> RunInputs:
-    """The pipeline inputs for a run that passes :func:`check_run_usable`; raises :class:`UnusableRun`."""
-    reason = check_run_usable(run)
-    if reason is not None:
-        raise UnusableRun(reason)
-    selected = _select_fastq(run)
-    if isinstance(selected, str):
-        raise UnusableRun(selected)
-    urls = run.fastq_urls
-    return RunInputs(
-        run_accession=run.run_accession,
-        library_layout=run.library_layout.upper(),
-        fastq_urls=tuple(urls[i] for i in selected),
-        fastq_md5=tuple(run.fastq_md5[i].lower() for i in selected),
-    )
-
-
-def _select_fastq(run: EnaReadRun) -> tuple[int, ...] | str:
-    """Indices of the FASTQ files to use, in mate order, or the reason there are none usable."""
-    acc = run.run_accession or "(run without accession)"
-    files = run.fastq_ftp
-    if not files:
-        return f"{acc}: ENA lists no FASTQ files for this run"
-    if len(run.fastq_md5) != len(files):
-        return f"{acc}: ENA lists {len(files)} FASTQ file(s) but {len(run.fastq_md5)} md5 checksum(s)"
-    bad = [md5 for md5 in run.fastq_md5 if not _MD5_RE.match(md5)]
-    if bad:
-        return f"{acc}: ENA's md5 checksum(s) {bad} are not 32-character hex digests"
-    names = [path.rsplit("/", 1)[-1] for path in files]
-    layout = run.library_layout.upper()
-    if layout == SINGLE:
-        if len(files) != 1:
-            return (
-                f"{acc}: a SINGLE run should have one FASTQ file, ENA lists {len(files)}: {', '.join(names)}"
-            )
-        return (0,)
-    if layout == PAIRED:
-        # ENA may add a third file of unpaired reads (and sorts it first): use only the _1/_2 mates.
-        by_mate: dict[str, list[int]] = {"1": [], "2": []}
-        for index, name in enumerate(names):
-            match = _MATE_RE.search(name)
-            if match:
-                by_mate[match.group(1)].append(index)
-        if len(by_mate["1"]) != 1 or len(by_mate["2"]) != 1:
-            return (
-                f"{acc}: a PAIRED run needs exactly one _1 and one _2 FASTQ file, "
-                f"ENA lists {len(files)}: {', '.join(names)}"
-            )
-        return (by_mate["1"][0], by_mate["2"][0])
-    return (
-        f"{acc}: unsupported library layout {run.library_layout or '(empty)'!r} (expected PAIRED or SINGLE)"
-    )
+    return fastq_problem(run)
 
 
 def parse_seqkit_stats(tsv_text: str) -> AssemblyStats:

@@ -9,9 +9,9 @@ from django.utils import timezone
 from analyses.models import AssemblyAnalysisRequest
 from prefect_utils.jobs import POLLER_LEASE
 from prefect_utils.scheduler import SlurmClient
-from workflows import prefect_api
-from workflows.ledger import DjangoJobLedger
 from workflows.models import PollerLease, RequestProgress, Trigger
+from workflows.orchestration.ledger import DjangoJobLedger
+from workflows.outbox import prefect_api
 
 # Consecutive recoveries of one request after which an operator should look: a flow run that keeps dying.
 RECOVERIES_WORTH_A_LOOK = 3

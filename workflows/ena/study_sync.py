@@ -7,8 +7,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from analyses.models import Run, Sample, Study
-from workflows.ena import EnaClient
-from workflows.pipelines.assembly.steps import RunInputs, check_run_usable, run_inputs_from_ena
+from workflows.ena.client import EnaClient
+from workflows.ena.runs import RunCheck, run_inputs_from_ena
 
 
 @dataclass(frozen=True)
@@ -18,8 +18,11 @@ class SyncResult:
     rejected: dict[str, str]  # run accession -> why it cannot be processed
 
 
-def sync_study(accession: str, client: EnaClient) -> SyncResult:
-    """Create or update the Study, its Samples and Runs from ENA; record QA verdicts on the runs."""
+def sync_study(accession: str, client: EnaClient, *, check_run: RunCheck) -> SyncResult:
+    """Create or update the Study, its Samples and Runs from ENA; record ``check_run``'s QA verdict on each run.
+
+    The gate is the pipeline's (its protocol's ``check_run``): what is usable depends on what will run on it.
+    """
     ena_study = client.fetch_study(accession)
     ena_runs = client.fetch_read_runs(ena_study.study_accession)
     usable: list[int] = []
@@ -46,8 +49,8 @@ def sync_study(accession: str, client: EnaClient) -> SyncResult:
                         "secondary_accession": ena_run.secondary_sample_accession or "",
                     },
                 )
-            reason = check_run_usable(ena_run)
-            inputs = run_inputs_from_ena(ena_run) if reason is None else None
+            reason = check_run(ena_run)
+            inputs = run_inputs_from_ena(ena_run, check_run=check_run) if reason is None else None
             run, _ = Run.objects.update_or_create(
                 accession=ena_run.run_accession,
                 defaults={
@@ -71,12 +74,3 @@ def sync_study(accession: str, client: EnaClient) -> SyncResult:
             else:
                 rejected[run.accession] = reason
     return SyncResult(study.pk, usable, rejected)
-
-
-def run_inputs(run: Run) -> RunInputs:
-    return RunInputs(
-        run_accession=run.accession,
-        library_layout=run.library_layout,
-        fastq_urls=tuple(run.fastq_urls),
-        fastq_md5=tuple(run.fastq_md5),
-    )

@@ -13,11 +13,11 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from analyses.models import AssemblyAnalysisRequest, Study
-from workflows import deployments
-from workflows.dispatch import enqueue_trigger, source_label
 from workflows.models import ClusterJob, PlanStep, Trigger
-from workflows.recovery import NothingToRetry, retry_failed_runs
-from workflows.wakeup import wake_service_loops
+from workflows.orchestration.recovery import NothingToRetry, retry_failed_runs
+from workflows.outbox import deployments
+from workflows.outbox.dispatch import enqueue_trigger, source_label
+from workflows.outbox.wakeup import wake_service_loops
 
 
 def prefect_ui_url(flow_run_id: str | None) -> str | None:

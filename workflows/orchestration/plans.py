@@ -11,7 +11,12 @@ from analyses.models import AssemblyAnalysisRequest
 from prefect_utils.jobs import ResubmitPolicy, job_key
 from prefect_utils.ledger import LedgerRecord
 from prefect_utils.scheduler import JobSpec
+from workflows.ena.client import EnaReadRun
 from workflows.models import Plan, PlanStep
+
+
+class PlanningFailed(Exception):
+    """The request cannot be planned (no such study, no usable run): the request is failed, not retried."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,9 @@ class Pipeline(Protocol):
 
     name: str
     version: str
+
+    def check_run(self, run: EnaReadRun) -> str | None:
+        """The pipeline's data QA gate: None if it can take the run, otherwise why not."""
 
     def propose_plan(self, request: AssemblyAnalysisRequest, plan_uid: str) -> PlanProposal:
         """Everything that reads the world (ENA, settings, code): called once per request, then frozen."""

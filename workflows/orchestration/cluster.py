@@ -4,7 +4,7 @@ from django.conf import settings
 
 from prefect_utils.jobs import PollConfig, SlurmJobs, ThrottleConfig
 from prefect_utils.scheduler import SlurmClient
-from workflows.ledger import DjangoJobLedger
+from workflows.orchestration.ledger import DjangoJobLedger
 
 
 def build_jobs_service() -> SlurmJobs:

@@ -21,12 +21,12 @@ from prefect.client.schemas.objects import StateType
 from analyses.models import AssemblyAnalysisRequest
 from analyses.services import RequestAlreadyFinished, cancel_assembly_analysis_request
 from prefect_utils.scheduler import TERMINAL_STATES, SchedulerError
-from workflows import deployments, prefect_api
-from workflows.dispatch import enqueue_trigger, source_label
 from workflows.models import ClusterJob, RequestProgress, Trigger
-from workflows.plans import current_plan, supersede_for_retry
-from workflows.request_lock import RequestBusy, request_lock, requests_with_live_pass
-from workflows.services import build_jobs_service
+from workflows.orchestration.cluster import build_jobs_service
+from workflows.orchestration.plans import current_plan, supersede_for_retry
+from workflows.orchestration.request_lock import RequestBusy, request_lock, requests_with_live_pass
+from workflows.outbox import deployments, prefect_api
+from workflows.outbox.dispatch import enqueue_trigger, source_label
 
 logger = logging.getLogger(__name__)
 Status = AssemblyAnalysisRequest.Status

@@ -8,10 +8,10 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from prefect_utils.jobs import Poller
-from workflows.dispatch import dispatch_pending_triggers
-from workflows.recovery import carry_out_pending_cancellations, resume_requests, sweep
-from workflows.services import build_jobs_service
-from workflows.wakeup import WakeUps
+from workflows.orchestration.cluster import build_jobs_service
+from workflows.orchestration.recovery import carry_out_pending_cancellations, resume_requests, sweep
+from workflows.outbox.dispatch import dispatch_pending_triggers
+from workflows.outbox.wakeup import WakeUps
 
 logger = logging.getLogger(__name__)
 

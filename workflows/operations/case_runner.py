@@ -28,14 +28,14 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
 from analyses.models import Analysis, AssemblyAnalysisRequest, Study
 from analyses.services import create_assembly_analysis_request
-from workflows import deployments
-from workflows.dispatch import source_label
 from workflows.models import Plan, Trigger
-from workflows.steering import job_rows, sync_with_ena
+from workflows.operations.steering import job_rows, sync_with_ena
+from workflows.outbox import deployments
+from workflows.outbox.dispatch import source_label
 
 logger = logging.getLogger(__name__)
 
-PIPELINES_DIR = Path(__file__).resolve().parent / "pipelines"
+PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
 CASES_FILE = "test-cases.yaml"
 # Whose requests the cases are: a user that cannot log in, so its rows are told apart from people's.
 CASES_USER = "emgapi-test-cases"

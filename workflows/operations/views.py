@@ -12,8 +12,8 @@ from rest_framework.views import APIView
 from analyses.filters import RejectUnknownQueryParameters
 from analyses.views import REQUEST_NOT_FOUND, UNAUTHENTICATED, IsRequesterOrMayChange, requests_visible_to
 from workflows.models import ClusterJob, PlanStep
-from workflows.recovery import NothingToRetry, retry_failed_runs
-from workflows.serializers import ClusterJobSerializer
+from workflows.operations.serializers import ClusterJobSerializer
+from workflows.orchestration.recovery import NothingToRetry, retry_failed_runs
 
 
 def jobs_with_step_and_run() -> QuerySet[ClusterJob]:

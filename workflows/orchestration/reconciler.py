@@ -4,7 +4,7 @@ A pass reads the plan and the ledger and then, in order: submits every step whos
 that has no job (through the ledger, in one batch: idempotent), applies the resubmit policy to failed attempts,
 ingests every run whose steps all completed, and finishes the request when nothing is left. Running it twice in
 a row changes nothing the second time. It never waits for a job: the flow suspends instead, and the service
-poller resumes it when a job ends (see `workflows.recovery`).
+poller resumes it when a job ends (see `workflows.orchestration.recovery`).
 """
 
 import logging
@@ -23,15 +23,11 @@ from prefect_utils.jobs import ResubmitPolicy, SlurmJobs, describe_failure
 from prefect_utils.ledger import LedgerRecord, Submission
 from prefect_utils.scheduler import TERMINAL_STATES
 from workflows.models import ClusterJob, PlanStep, RequestProgress
-from workflows.plans import Pipeline, freeze_plan
-from workflows.request_lock import request_lock
+from workflows.orchestration.plans import Pipeline, PlanningFailed, freeze_plan
+from workflows.orchestration.request_lock import request_lock
 
 logger = logging.getLogger(__name__)
 Status = AssemblyAnalysisRequest.Status
-
-
-class PlanningFailed(Exception):
-    """The request cannot be planned (no such study, no usable run): the request is failed, not retried."""
 
 
 @dataclass
@@ -124,7 +120,7 @@ def _pass(
 ) -> PassResult:
     request = AssemblyAnalysisRequest.objects.get(pk=request_id)
     if request.status == Status.CANCELLED:
-        from workflows.recovery import carry_out_cancellation
+        from workflows.orchestration.recovery import carry_out_cancellation
 
         carry_out_cancellation(request_id, lock_held=True)
     if request.is_terminal:

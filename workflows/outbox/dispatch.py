@@ -7,9 +7,9 @@ from datetime import timedelta
 from django.db import models, transaction
 from django.utils import timezone
 
-from workflows import deployments, prefect_api
 from workflows.models import Trigger
-from workflows.wakeup import wake_service_loops
+from workflows.outbox import deployments, prefect_api
+from workflows.outbox.wakeup import wake_service_loops
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,374 @@
+"""The workflow layer in the admin: the ledger and the outbox read-only, and a request's work on its own page.
+
+The request's admin is defined by the domain (`analyses.admin`); this module extends it with what only the
+workflow layer knows (jobs, trigger, flow run), so the domain never imports the workflow layer.
+"""
+
+import json
+
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from analyses.admin import AssemblyAnalysisRequestAdmin, StudyAdmin
+from analyses.models import AssemblyAnalysisRequest, Study
+from workflows.models import ClusterJob, PollerLease, Trigger
+from workflows.operations import steering
+from workflows.orchestration.plans import current_plan
+from workflows.pipelines.assembly.steps import STEPS
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Written by the service only: an edit by hand would desynchronise it from Slurm or Prefect."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+class StepFilter(admin.SimpleListFilter):
+    title = "step"
+    parameter_name = "step"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [(step, step) for step in STEPS]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ClusterJob]) -> QuerySet[ClusterJob]:
+        # Job names are `emgapi-<step>-<run>` (workflows/pipelines/assembly/steps.py).
+        return queryset.filter(name__startswith=f"emgapi-{self.value()}-") if self.value() else queryset
+
+
+class DispatchStateFilter(admin.SimpleListFilter):
+    """The states an operator reads (`steering.trigger_state`): a failing trigger is a pending one that failed."""
+
+    title = "state"
+    parameter_name = "dispatch"
+
+    def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
+        return [("pending", "pending"), ("failing", "failing"), ("dispatched", "dispatched")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Trigger]) -> QuerySet[Trigger]:
+        if self.value() == "dispatched":
+            return queryset.filter(status=Trigger.Status.DISPATCHED)
+        if self.value() == "pending":
+            return queryset.filter(status=Trigger.Status.PENDING, attempts=0)
+        if self.value() == "failing":
+            return queryset.filter(status=Trigger.Status.PENDING, attempts__gt=0)
+        return queryset
+
+
+def _link(obj, label: str | None = None) -> SafeString | str:
+    if obj is None:
+        return "—"
+    url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, label or str(obj))
+
+
+@admin.register(ClusterJob)
+class ClusterJobAdmin(ReadOnlyAdmin):
+    list_display = [
+        "step",
+        "request_link",
+        "attempt",
+        "slurm_job_id",
+        "state",
+        "state_stale",
+        "exit_code",
+        "submitted_at",
+        "started_at",
+        "ended_at",
+    ]
+    list_filter = ["state", StepFilter, "state_stale"]
+    search_fields = ["slurm_job_id", "key", "=request__id", "name"]
+    list_select_related = ["request"]
+    fields = [
+        "name",
+        "request_link",
+        "key",
+        "attempt",
+        "escalation",
+        "slurm_job_id",
+        "state",
+        "slurm_state",
+        "reason",
+        "exit_code",
+        "state_stale",
+        "state_checked_at",
+        "cancellation",
+        "submitted_at",
+        "started_at",
+        "ended_at",
+        "spec_json",
+        "log",
+        "flow_run_id",
+        "claim",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="step", ordering="name")
+    def step(self, job: ClusterJob) -> str:
+        return steering.job_step(job)
+
+    @admin.display(description="request", ordering="request")
+    def request_link(self, job: ClusterJob) -> SafeString | str:
+        return _link(job.request, f"Request {job.request_id}") if job.request_id else "—"
+
+    @admin.display(description="escalation chain")
+    def escalation(self, job: ClusterJob) -> SafeString | str:
+        previous = job.previous_attempt
+        following = ClusterJob.objects.filter(previous_attempt=job).first()
+        if previous is None and following is None:
+            return "—"
+        return format_html(
+            "after: {} · before: {}",
+            _link(previous, f"attempt {previous.attempt}") if previous else "—",
+            _link(following, f"attempt {following.attempt}") if following else "—",
+        )
+
+    @admin.display(description="spec")
+    def spec_json(self, job: ClusterJob) -> SafeString:
+        return format_html("<pre>{}</pre>", json.dumps(job.spec, indent=2, sort_keys=True))
+
+    @admin.display(description="log tail")
+    def log(self, job: ClusterJob) -> SafeString | str:
+        return format_html("<pre>{}</pre>", job.log_tail) if job.log_tail else "—"
+
+
+@admin.register(Trigger)
+class TriggerAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "source",
+        "deployment_name",
+        "dispatch_state",
+        "attempts",
+        "short_error",
+        "next_attempt_at",
+        "flow_run_id",
+        "created",
+    ]
+    list_filter = [DispatchStateFilter]
+    search_fields = ["source", "flow_run_id", "idempotency_key"]
+    readonly_fields = [
+        "source",
+        "deployment_name",
+        "parameters",
+        "idempotency_key",
+        "status",
+        "attempts",
+        "last_error",
+        "next_attempt_at",
+        "flow_run_id",
+        "created",
+        "dispatched_at",
+    ]
+    actions = ["dispatch_now"]
+
+    @admin.display(description="state")
+    def dispatch_state(self, trigger: Trigger) -> str:
+        return steering.trigger_state(trigger)
+
+    @admin.display(description="last error")
+    def short_error(self, trigger: Trigger) -> str:
+        return trigger.last_error[:120]
+
+    @admin.action(description="Dispatch now (forget the back-off)", permissions=["change"])
+    def dispatch_now(self, request: HttpRequest, queryset: QuerySet[Trigger]) -> None:
+        due = steering.dispatch_now(queryset)
+        self.message_user(
+            request,
+            f"{due} pending trigger(s) queued for immediate dispatch; the service loops were woken to send them."
+            if due
+            else "None of the selected triggers is pending: nothing to dispatch.",
+            messages.SUCCESS if due else messages.WARNING,
+        )
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        # The changelist's action needs it; the fields stay read-only.
+        return request.user.has_perm("workflows.change_trigger")
+
+
+@admin.register(PollerLease)
+class PollerLeaseAdmin(ReadOnlyAdmin):
+    list_display = ["name", "holder", "expires_at", "last_poll_at", "last_success_at", "polls", "last_error"]
+
+
+admin.site.unregister(Study)
+
+
+@admin.register(Study)
+class StudyWorkAdmin(StudyAdmin):
+    """The domain's study admin, with the sync the workflow layer runs."""
+
+    actions = ["sync_with_ena"]
+
+    @admin.action(description="Sync selected studies with ENA", permissions=["change"])
+    def sync_with_ena(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
+        count = steering.sync_with_ena(queryset)
+        self.message_user(
+            request, f"{count} study sync(s) queued; each runs as a flow run.", messages.SUCCESS
+        )
+
+
+admin.site.unregister(AssemblyAnalysisRequest)
+
+
+@admin.register(AssemblyAnalysisRequest)
+class AssemblyAnalysisRequestWorkAdmin(AssemblyAnalysisRequestAdmin):
+    """The domain's request admin, with its flow run, trigger, outcomes and Slurm jobs."""
+
+    actions = [*AssemblyAnalysisRequestAdmin.actions, "retry_failed_runs", "redispatch", "delete_selected"]
+    WORK_FIELDS = ["flow_run", "dispatch", "outcomes", "jobs"]
+    # Its buttons post the changelist's actions for this one request (one code path, one message).
+    change_form_template = "admin/analyses/assemblyanalysisrequest/work_change_form.html"
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        obj = self.get_object(request, object_id)
+        extra_context = {
+            **(extra_context or {}),
+            # Every field of a saved request is read-only: a Save button would promise an edit it cannot make.
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            # The buttons post the changelist's actions, so they follow the same permissions: an action this user
+            # is not offered in the list is not a button either.
+            "steering_actions": [
+                (action, label)
+                for action, label in steering.page_actions(obj, steering.latest_trigger(obj))
+                if action in self.get_actions(request)
+            ]
+            if obj
+            else [],
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def response_action(
+        self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest]
+    ) -> HttpResponse | None:
+        response = super().response_action(request, queryset)
+        back = request.POST.get("_from_change_page", "")
+        # A button on a request's page brings the curator back to that page, where the action's message shows.
+        if back.isdigit() and isinstance(response, HttpResponseRedirect):
+            return redirect(reverse("admin:analyses_assemblyanalysisrequest_change", args=[int(back)]))
+        return response
+
+    def get_fields(self, request: HttpRequest, obj: AssemblyAnalysisRequest | None = None) -> list[str]:
+        fields = super().get_fields(request, obj)
+        if obj is None:
+            return fields
+        return [
+            field for field in fields if field not in ("flow_run_id", "request_metadata")
+        ] + self.WORK_FIELDS
+
+    @admin.display(description="flow run")
+    def flow_run(self, obj: AssemblyAnalysisRequest) -> SafeString | str:
+        url = steering.prefect_ui_url(obj.flow_run_id)
+        if url is None:
+            return obj.flow_run_id or "— (not dispatched yet)"
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener">{}</a> (Prefect UI)', url, obj.flow_run_id
+        )
+
+    @admin.display(description="dispatch")
+    def dispatch(self, obj: AssemblyAnalysisRequest) -> SafeString | str:
+        trigger = steering.latest_trigger(obj)
+        if trigger is None:
+            return "—"
+        error = format_html("; last error: {}", trigger.last_error[:300]) if trigger.last_error else ""
+        return format_html(
+            "{} {}{}", _link(trigger, f"trigger {trigger.pk}"), steering.trigger_state(trigger), error
+        )
+
+    @admin.display(description="per-run outcome")
+    def outcomes(self, obj: AssemblyAnalysisRequest) -> SafeString | str:
+        plan = current_plan(obj)
+        outcomes = steering.run_outcomes(obj, plan.rejected if plan else None)
+        if not outcomes:
+            return "— (no run finished yet)"
+        return format_html(
+            "<table><tr><th>run</th><th>outcome</th><th>reason</th></tr>{}</table>",
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                ((outcome.run, outcome.outcome, outcome.reason) for outcome in outcomes),
+            ),
+        )
+
+    @admin.display(description="Slurm jobs")
+    def jobs(self, obj: AssemblyAnalysisRequest) -> SafeString | str:
+        rows = steering.job_rows(obj)
+        if not rows:
+            return "— (nothing submitted yet)"
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    row.step,
+                    row.run,
+                    row.job.attempt,
+                    _link(row.job, row.job.slurm_job_id or "unsubmitted"),
+                    row.job.state + (" (stale)" if row.job.state_stale else ""),
+                    "" if row.job.exit_code is None else row.job.exit_code,
+                    steering.format_elapsed(row.elapsed),
+                    format_html("<details><summary>log</summary><pre>{}</pre></details>", row.job.log_tail)
+                    if row.job.log_tail
+                    else "",
+                )
+                for row in rows
+            ),
+        )
+        return format_html(
+            '<table class="emgapi-jobs"><tr><th>step</th><th>run</th><th>attempt</th><th>job id</th><th>state</th>'
+            "<th>exit code</th><th>elapsed</th><th>last log lines</th></tr>{}</table>",
+            body,
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj: AssemblyAnalysisRequest | None = None) -> bool:
+        # A running request's flow run and jobs would outlive its row: cancel first, then delete.
+        if obj is not None and not obj.is_terminal:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context=None) -> HttpResponse:
+        obj = self.get_object(request, object_id)
+        refusal = steering.deletion_refused(obj) if obj is not None else None
+        if refusal:
+            self.message_user(request, refusal, messages.ERROR)
+            return redirect(reverse("admin:analyses_assemblyanalysisrequest_change", args=[obj.pk]))
+        return super().delete_view(request, object_id, extra_context)
+
+    @admin.action(description="Delete selected requests (finished ones)", permissions=["delete"])
+    def delete_selected(
+        self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest]
+    ) -> HttpResponse | None:
+        # Replaces Django's bulk delete, whose answer to an unfinished request in the selection is a bare 403.
+        refusals = [refusal for obj in queryset if (refusal := steering.deletion_refused(obj))]
+        for refusal in refusals:
+            self.message_user(request, refusal, messages.ERROR)
+        return None if refusals else django_delete_selected(self, request, queryset)
+
+    @admin.action(description="Retry failed runs of selected requests", permissions=["change"])
+    def retry_failed_runs(self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest]) -> None:
+        for retried, message in steering.retry(queryset):
+            self.message_user(request, message, messages.SUCCESS if retried else messages.WARNING)
+
+    @admin.action(
+        description="Re-dispatch the trigger of selected requests (if it never reached Prefect)",
+        permissions=["change"],
+    )
+    def redispatch(self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest]) -> None:
+        for due, message in steering.redispatch(queryset):
+            self.message_user(request, message, messages.SUCCESS if due else messages.WARNING)
