@@ -1,13 +1,25 @@
+from typing import Any
+
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from django.forms import ModelForm
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from analyses.models import Analysis, Assembly, AssemblyAnalysisRequest, Biome, Run, Sample, Study
-from analyses.services import RequestAlreadyFinished, active_request, cancel_assembly_analysis_request
+from analyses.selectors import active_request
+from analyses.services import (
+    RequestAlreadyFinished,
+    cancel_assembly_analysis_request,
+    create_assembly_analysis_request,
+)
+
+# What ModelAdmin.get_fields returns (django-stubs' _FieldGroups, a list): field names, or names sharing a line.
+FieldNames = list[str | list[str] | tuple[str, ...]]
 
 
 @admin.register(Biome)
@@ -106,7 +118,7 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
     list_select_related = ["requester", "study"]
     actions = ["cancel_requests"]
 
-    def get_fields(self, request: HttpRequest, obj: AssemblyAnalysisRequest | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: AssemblyAnalysisRequest | None = None) -> FieldNames:
         if obj is None:
             return ["study_accession"]
         return [
@@ -129,20 +141,25 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
         if obj is None:
             return []
         # A saved request is driven by its workflow; editing it by hand would desynchronise the two.
-        return self.get_fields(request, obj)
+        return flatten(self.get_fields(request, obj))
 
     @admin.display(description="Flow run")
     def flow_run_id(self, obj: AssemblyAnalysisRequest) -> str:
         return obj.flow_run_id or "—"
 
     def get_form(
-        self, request: HttpRequest, obj: AssemblyAnalysisRequest | None = None, change=False, **kwargs
-    ):
+        self,
+        request: HttpRequest,
+        obj: AssemblyAnalysisRequest | None = None,
+        change: bool = False,
+        **kwargs: Any,
+    ) -> type[ModelForm]:
         form_class = super().get_form(request, obj, change=change, **kwargs)
         if obj is not None:
             return form_class
 
-        class NewRequestForm(form_class):
+        # mypy cannot check a base class known only at run time (the form the admin generates for the model).
+        class NewRequestForm(form_class):  # type: ignore[valid-type, misc]
             def clean(self):
                 cleaned = super().clean()
                 # The database's constraint is the rule; this says it in the form instead of failing the save.
@@ -157,9 +174,14 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
         return NewRequestForm
 
     def save_model(self, request: HttpRequest, obj: AssemblyAnalysisRequest, form, change: bool) -> None:
-        if not change:
-            obj.requester = request.user
-        super().save_model(request, obj, form, change)
+        if change:  # every field of a saved request is read-only: nothing to write
+            return
+        # Through the service, as the API creates one: the same rules, the same transaction, the same trigger.
+        created = create_assembly_analysis_request(
+            study_accession=obj.study_accession, requester=request.user
+        )
+        obj.pk = created.pk
+        obj.refresh_from_db()
 
     @admin.action(description="Cancel selected requests", permissions=["change"])
     def cancel_requests(self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest]) -> None:

@@ -1,3 +1,5 @@
+from collections.abc import Iterable
+
 import django_filters
 from django.db.models import Q, QuerySet
 from django_filters.rest_framework import DjangoFilterBackend
@@ -51,8 +53,9 @@ class StrictOrderingFilter(OrderingFilter):
     """`?ordering=` naming a field the list cannot be ordered by is a 400, not the default order in disguise."""
 
     def remove_invalid_fields(
-        self, queryset: QuerySet, fields: list[str], view, request: Request
+        self, queryset: QuerySet, fields: Iterable[str], view, request: Request
     ) -> list[str]:
+        fields = list(fields)
         valid = super().remove_invalid_fields(queryset, fields, view, request)
         if len(valid) != len([field for field in fields if field]):
             allowed = ", ".join(

@@ -262,15 +262,25 @@ class Analysis(TimestampedModel):
         super().save(*args, **kwargs)
 
 
-class AssemblyAnalysisRequest(TimestampedModel):
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        RUNNING = "running"
-        COMPLETED = "completed"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
+class RequestStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
 
-    TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+# The one definition of which statuses are over and which are not; every filter and check derives from it.
+TERMINAL_REQUEST_STATUSES = frozenset(
+    {RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED}
+)
+ACTIVE_REQUEST_STATUSES = tuple(status for status in RequestStatus if status not in TERMINAL_REQUEST_STATUSES)
+
+
+class AssemblyAnalysisRequest(TimestampedModel):
+    Status = RequestStatus
+    TERMINAL_STATUSES = TERMINAL_REQUEST_STATUSES
+    ACTIVE_STATUSES = ACTIVE_REQUEST_STATUSES
 
     requester = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -301,8 +311,6 @@ class AssemblyAnalysisRequest(TimestampedModel):
         help_text="Asked for while another request of the same requester for the study was active.",
     )
 
-    ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING)
-
     class Meta:
         ordering = ["-created"]
         indexes = [
@@ -316,7 +324,9 @@ class AssemblyAnalysisRequest(TimestampedModel):
             # made it, so `force` has to be a column to be in the condition: forced rows are outside the rule.
             models.UniqueConstraint(
                 fields=["study_accession", "requester"],
-                condition=models.Q(status__in=["pending", "running"], forced=False),
+                condition=models.Q(
+                    status__in=[str(status) for status in ACTIVE_REQUEST_STATUSES], forced=False
+                ),
                 name="one_active_request_per_study_and_requester",
             )
         ]

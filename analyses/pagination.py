@@ -3,15 +3,19 @@
 Both take a real `page_size` (1 to MAX_PAGE_SIZE); anything else is a 400 naming it, never silently ignored.
 """
 
+from typing import Any
+
 from django.core.paginator import Page, Paginator
+from django.db.models import QuerySet
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import CursorPagination, PageNumberPagination
+from rest_framework.pagination import BasePagination, CursorPagination, PageNumberPagination
 from rest_framework.request import Request
+from rest_framework.views import APIView
 
 MAX_PAGE_SIZE = 100
 
 
-def page_size_from(request: Request, param: str, default: int) -> int:
+def page_size_from(request: Request, param: str, default: int | None) -> int | None:
     raw = request.query_params.get(param)
     if raw is None:
         return default
@@ -32,6 +36,8 @@ class KeysFirstPaginator(Paginator):
     index-only scan), and the rows and their counts are computed for the page's 25 only. Still one query.
     """
 
+    object_list: QuerySet[Any]  # DRF pages the view's queryset
+
     def page(self, number: int | str) -> Page:
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
@@ -39,19 +45,23 @@ class KeysFirstPaginator(Paginator):
         if top + self.orphans >= self.count:
             top = self.count
         keys = self.object_list.values("pk")[bottom:top]
-        return self._get_page(self.object_list.filter(pk__in=keys), number, self)
+        # Django's hook for making the Page; django-stubs does not declare it.
+        return self._get_page(self.object_list.filter(pk__in=keys), number, self)  # type: ignore[attr-defined]
 
 
-class BoundedPageSize:
+class BoundedPageSize(BasePagination):
     """`page_size` between 1 and MAX_PAGE_SIZE, a bad one a 400 naming it, and the schema saying so."""
 
-    page_size_query_param = "page_size"
-    max_page_size = MAX_PAGE_SIZE
+    page_size_query_param: str | None = "page_size"
+    max_page_size: int | None = MAX_PAGE_SIZE
+    page_size: int | None  # the pagination class's: settings.REST_FRAMEWORK["PAGE_SIZE"]
 
-    def get_page_size(self, request: Request) -> int:
+    def get_page_size(self, request: Request) -> int | None:
+        if self.page_size_query_param is None:  # a subclass that takes no page size from the client
+            return self.page_size
         return page_size_from(request, self.page_size_query_param, self.page_size)
 
-    def get_schema_operation_parameters(self, view) -> list[dict]:
+    def get_schema_operation_parameters(self, view: APIView) -> list[dict[str, Any]]:
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:
             if parameter["name"] == self.page_size_query_param:

@@ -1,3 +1,5 @@
+from typing import Any
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
@@ -5,10 +7,10 @@ from rest_framework.reverse import reverse
 from analyses.models import Analysis, AssemblyAnalysisRequest, Run, Study
 
 
-class RejectUnknownFieldsMixin:
+class RejectUnknownFieldsMixin(serializers.Serializer):
     """A typo in a field name, or a read-only field sent, is a 400 naming it rather than silently ignored."""
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
             errors = {
                 name: ["This field is read-only."] if name in self.fields else ["Unknown field."]

@@ -2,41 +2,54 @@
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from analyses.errors import Conflict, ExistingRequestError, Unprocessable
 from analyses.models import AssemblyAnalysisRequest, IdempotencyKey
+from analyses.selectors import CHANGE_PERMISSION, active_request
 from analyses.signals import request_cancelled
 
 
-class RequestAlreadyFinished(Exception):
+class RequestAlreadyFinished(Conflict):
     """The request reached a terminal status; it can no longer be cancelled."""
 
+    code = "request_finished"
 
-class ActiveRequestExists(Exception):
+    def __init__(self, request: AssemblyAnalysisRequest) -> None:
+        super().__init__(f"Request {request.pk} is already {request.status}.", status=request.status)
+
+
+class ActiveRequestExists(ExistingRequestError, Conflict):
     """The requester already has a pending or running request for this study."""
+
+    code = "active_request_exists"
 
     def __init__(self, existing: AssemblyAnalysisRequest) -> None:
         self.existing = existing
         super().__init__(
             f"Request {existing.pk} for {existing.study_accession} is already {existing.status}; "
-            'send "force": true to start another one anyway.'
+            'send "force": true to start another one anyway.',
+            existing.pk,
         )
 
 
-class IdempotencyKeyReused(Exception):
+class IdempotencyKeyReused(ExistingRequestError, Unprocessable):
     """The requester sent this Idempotency-Key before, with another body."""
+
+    code = "idempotency_key_reused"
 
     def __init__(self, key: str, existing: AssemblyAnalysisRequest) -> None:
         self.key, self.existing = key, existing
         super().__init__(
             f"Idempotency-Key {key!r} was sent before with another body (it created request {existing.pk}); "
-            "use a new key for a new request."
+            "use a new key for a new request.",
+            existing.pk,
         )
 
 
@@ -52,34 +65,17 @@ def body_hash(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def may_change_request(user: AbstractBaseUser | None, request: AssemblyAnalysisRequest) -> bool:
+def may_change_request(user: User | AnonymousUser | None, request: AssemblyAnalysisRequest) -> bool:
     """Cancel or retry: its requester, or whoever holds the model's change permission."""
     if user is None or not user.is_authenticated:
         return False
-    return request.requester_id == user.pk or user.has_perm("analyses.change_assemblyanalysisrequest")
-
-
-def active_request(
-    study_accession: str, requester: AbstractBaseUser | None
-) -> AssemblyAnalysisRequest | None:
-    if requester is None or not requester.is_authenticated:
-        return None
-    return (
-        AssemblyAnalysisRequest.objects.filter(
-            study_accession=study_accession,
-            requester=requester,
-            status__in=AssemblyAnalysisRequest.ACTIVE_STATUSES,
-            forced=False,
-        )
-        .order_by("created")
-        .first()
-    )
+    return request.requester_id == user.pk or user.has_perm(CHANGE_PERMISSION)
 
 
 def create_assembly_analysis_request(
     *,
     study_accession: str,
-    requester: AbstractBaseUser | None,
+    requester: User | AnonymousUser | None,
     force: bool = False,
     resources: Mapping[str, Mapping[str, int]] | None = None,
 ) -> AssemblyAnalysisRequest:
@@ -95,7 +91,7 @@ def create_assembly_analysis_request(
     ).request
 
 
-def _seen_key(requester: AbstractBaseUser | None, key: str, digest: str) -> Submission | None:
+def _seen_key(requester: User | None, key: str, digest: str) -> Submission | None:
     seen = IdempotencyKey.objects.select_related("request").filter(requester=requester, key=key).first()
     if seen is None:
         return None
@@ -107,7 +103,7 @@ def _seen_key(requester: AbstractBaseUser | None, key: str, digest: str) -> Subm
 def submit_assembly_analysis_request(
     *,
     study_accession: str,
-    requester: AbstractBaseUser | None,
+    requester: User | AnonymousUser | None,
     force: bool = False,
     idempotency_key: str | None = None,
     resources: Mapping[str, Mapping[str, int]] | None = None,
@@ -118,6 +114,8 @@ def submit_assembly_analysis_request(
     IdempotencyKeyReused. A new key is stored in the transaction that creates the request, so a request never
     exists without its key nor a key without its request; two concurrent calls with one key create one request.
     """
+    if requester is not None and not requester.is_authenticated:  # the ValueError the model would raise
+        raise ValueError("An anonymous user cannot be a request's requester.")
     body: dict[str, Any] = {"study_accession": study_accession, "force": force}
     if resources:
         body["resources"] = {step: dict(values) for step, values in resources.items()}
@@ -136,6 +134,8 @@ def submit_assembly_analysis_request(
         with transaction.atomic():
             request.save()
             if idempotency_key is not None:
+                if requester is None:  # a key is its requester's (the column is NOT NULL)
+                    raise ValueError("An Idempotency-Key needs a requester.")
                 IdempotencyKey.objects.create(
                     requester=requester, key=idempotency_key, body_hash=digest, request=request
                 )
@@ -152,14 +152,48 @@ def submit_assembly_analysis_request(
     return Submission(request, replayed=False)
 
 
+def record_request_state(
+    request_id: int,
+    *,
+    status: str | None = None,
+    detail: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    from_statuses: Collection[str] | None = None,
+) -> bool:
+    """The one writer of a request's status, its detail and its metadata (merged key by key), under the row lock.
+
+    The flows, the sweep, the dispatcher and the retry all go through here; cancellation (below) adds who and
+    when. With `from_statuses`, nothing changes unless the request is in one of them, so a late pass never
+    reopens a finished or cancelled request. Returns whether the row changed (False too if it is gone).
+    """
+    with transaction.atomic():
+        request = AssemblyAnalysisRequest.objects.select_for_update().filter(pk=request_id).first()
+        if request is None or (from_statuses is not None and request.status not in from_statuses):
+            return False
+        changed = []
+        if status is not None and request.status != status:
+            request.status = status
+            changed.append("status")
+        if detail is not None and request.status_detail != detail[:5000]:
+            request.status_detail = detail[:5000]
+            changed.append("status_detail")
+        merged = {**(request.request_metadata or {}), **(metadata or {})}
+        if merged != request.request_metadata:
+            request.request_metadata = merged
+            changed.append("request_metadata")
+        if changed:
+            request.save(update_fields=[*changed, "updated"])
+        return bool(changed)
+
+
 def cancel_assembly_analysis_request(
-    request: AssemblyAnalysisRequest, *, by: AbstractBaseUser | None, reason: str = ""
+    request: AssemblyAnalysisRequest, *, by: User | AnonymousUser | None, reason: str = ""
 ) -> AssemblyAnalysisRequest:
     """Record the cancellation; the workflow layer listens for it and stops the flow run and its jobs."""
     with transaction.atomic():
         locked = AssemblyAnalysisRequest.objects.select_for_update().get(pk=request.pk)
         if locked.is_terminal:
-            raise RequestAlreadyFinished(f"Request {locked.pk} is already {locked.status}.")
+            raise RequestAlreadyFinished(locked)
         locked.status = AssemblyAnalysisRequest.Status.CANCELLED
         locked.cancelled_at = timezone.now()
         locked.cancelled_by = by if by is not None and by.is_authenticated else None

@@ -10,7 +10,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.filters import SearchFilter
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.request import Request
@@ -22,6 +22,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from analyses.filters import AnalysisFilter, RejectUnknownQueryParameters, StudyFilter
 from analyses.models import Analysis, AssemblyAnalysisRequest, Run, Study
 from analyses.pagination import AnalysesByAccession, RunsByAccession
+from analyses.selectors import CHANGE_PERMISSION, requests_visible_to
 from analyses.serializers import (
     AnalysisSerializer,
     AnalysisSummarySerializer,
@@ -32,16 +33,12 @@ from analyses.serializers import (
     StudySerializer,
 )
 from analyses.services import (
-    ActiveRequestExists,
-    IdempotencyKeyReused,
-    RequestAlreadyFinished,
     cancel_assembly_analysis_request,
     may_change_request,
     submit_assembly_analysis_request,
 )
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-CHANGE_PERMISSION = "analyses.change_assemblyanalysisrequest"
 
 
 class CanAddRequests(BasePermission):
@@ -66,29 +63,6 @@ class IsRequesterOrMayChange(BasePermission):
 
     def has_object_permission(self, request: Request, view, obj: AssemblyAnalysisRequest) -> bool:
         return request.method in SAFE_METHODS or may_change_request(request.user, obj)
-
-
-def requests_visible_to(user, *, changing: bool = False) -> QuerySet[AssemblyAnalysisRequest]:
-    """Reads: one's own, or all for staff. Changes: all for a holder of the change permission too, so that a
-    non-staff operator can cancel what they may not list; another's request is otherwise a 404, not a 403."""
-    queryset = AssemblyAnalysisRequest.objects.select_related("study", "requester")
-    if user.is_staff or (changing and user.has_perm(CHANGE_PERMISSION)):
-        return queryset
-    return queryset.filter(requester=user)
-
-
-class Conflict(APIException):
-    """409 in DRF's error shape; `detail` may be a dict naming the conflicting resource."""
-
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "The request conflicts with the current state of the resource."
-    default_code = "conflict"
-
-
-class UnprocessableEntity(APIException):
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
-    default_detail = "The request is well-formed but cannot be processed."
-    default_code = "unprocessable_entity"
 
 
 REQUEST_NOT_FOUND = OpenApiResponse(description="No such request of yours (staff see all).")
@@ -124,7 +98,8 @@ def count_of(model: type[Run] | type[Analysis]) -> Coalesce:
 class StudyViewSet(viewsets.ReadOnlyModelViewSet):
     lookup_field = "accession"
     filterset_class = StudyFilter
-    filter_backends = [*api_settings.DEFAULT_FILTER_BACKENDS, SearchFilter]
+    # api_settings hands out the backend classes; djangorestframework-stubs types the setting's dotted paths.
+    filter_backends = [*api_settings.DEFAULT_FILTER_BACKENDS, SearchFilter]  # type: ignore[list-item]
     # icontains: UPPER(title) LIKE UPPER('%word%'), which the trigram index on UPPER(title) serves.
     search_fields = ["title"]
     ordering_fields = ["accession", "created", "updated"]
@@ -147,10 +122,7 @@ class StudyChildren(generics.ListAPIView):
     filter_backends = [RejectUnknownQueryParameters]
 
     def study_id(self) -> int:
-        study = get_object_or_404(
-            Study.objects.values_list("pk", flat=True), accession=self.kwargs["accession"]
-        )
-        return study
+        return get_object_or_404(Study.objects.only("pk"), accession=self.kwargs["accession"]).pk
 
 
 @extend_schema(summary="The runs of a study", parameters=[OpenApiParameter("accession", str, "path")])
@@ -262,17 +234,12 @@ class AssemblyAnalysisRequestViewSet(
     def create(self, request: Request, *args, **kwargs) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            submission = submit_assembly_analysis_request(
-                study_accession=serializer.validated_data["study_accession"],
-                requester=request.user,
-                force=serializer.validated_data.get("force", False),
-                idempotency_key=self._idempotency_key(),
-            )
-        except ActiveRequestExists as exc:
-            raise Conflict({"detail": str(exc), "existing": self.url_of(exc.existing)}) from None
-        except IdempotencyKeyReused as exc:
-            raise UnprocessableEntity({"detail": str(exc), "existing": self.url_of(exc.existing)}) from None
+        submission = submit_assembly_analysis_request(
+            study_accession=serializer.validated_data["study_accession"],
+            requester=request.user,
+            force=serializer.validated_data.get("force", False),
+            idempotency_key=self._idempotency_key(),
+        )
         data = self.get_serializer(submission.request).data
         if submission.replayed:
             return Response(data, status=status.HTTP_200_OK, headers={"Idempotent-Replayed": "true"})
@@ -293,10 +260,7 @@ class AssemblyAnalysisRequestViewSet(
         instance = self.get_object()  # and IsRequesterOrMayChange: 403 otherwise
         body = CancelSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            instance = cancel_assembly_analysis_request(
-                instance, by=request.user, reason=body.validated_data.get("reason", "")
-            )
-        except RequestAlreadyFinished as exc:
-            raise Conflict({"detail": str(exc), "status": instance.status}) from None
+        instance = cancel_assembly_analysis_request(
+            instance, by=request.user, reason=body.validated_data.get("reason", "")
+        )
         return Response(self.get_serializer(instance).data)

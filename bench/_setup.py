@@ -1,19 +1,24 @@
-"""What the benchmarks share: a fresh PostgreSQL database with the schema, the real Slurm, and small Slurm helpers.
+"""What every benchmark sets up before it measures: its command line, a PostgreSQL database of its own (never the
+development or test one) and the real Slurm cluster (waited for; what a benchmark submitted is cancelled at its
+end), and the commit it measures.
 
-Importing this module changes nothing; ``fresh_database`` must run before any Django model is imported.
+Importing this module changes nothing but sys.path (the repository first, as `python bench/x.py` needs);
+`fresh_database` must run before any Django model is imported.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+from bench._report import say
 
 ROOT = Path(__file__).resolve().parent.parent
 SLURM_SCRIPT = ROOT / "scripts" / "slurm.sh"
@@ -23,86 +28,88 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def say(message: str = "") -> None:
-    print(message, flush=True)
+# --- the command line -------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port free on loopback now, for a server the benchmark starts."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def bench_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's parser: its module docstring, as written, is the description."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-# --- database ---------------------------------------------------------------------------------------------------
+def add_fresh_database(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--database", default=default, help="dropped and recreated at start")
 
 
-def fresh_database(name: str) -> str:
-    """Drop and recreate database ``name`` on the server of DATABASE_URL, point Django at it, migrate.
+def parse_sizes(parser: argparse.ArgumentParser, text: str) -> list[int]:
+    """--sizes: comma-separated positive integers, sorted, each once."""
+    sizes = sorted({int(size) for size in text.split(",") if size.strip()})
+    if not sizes or sizes[0] < 1:
+        parser.error("--sizes must be positive integers")
+    return sizes
 
-    The server and credentials come from DATABASE_URL (default as in scripts/env.sh); only the database name is
-    replaced, so a benchmark never touches the development or test databases.
-    """
-    import psycopg
-    from psycopg import sql
 
+# --- PostgreSQL -------------------------------------------------------------------------------------------------
+
+
+def database_server() -> SplitResult:
+    """DATABASE_URL (default as in scripts/env.sh): the server and credentials every benchmark database is on."""
     base = urlsplit(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
     if base.scheme not in ("postgres", "postgresql"):
         raise SystemExit(f"the benchmarks need PostgreSQL; DATABASE_URL is {base.scheme}://...")
-    admin_url = urlunsplit(base._replace(scheme="postgresql", path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    return base
+
+
+def database_url(name: str, scheme: str | None = None) -> str:
+    """The URL of database `name` on the server of DATABASE_URL (with another scheme, for another driver)."""
+    base = database_server()
+    return urlunsplit(base._replace(scheme=scheme or base.scheme, path=f"/{name}"))
+
+
+def admin_url() -> str:
+    return database_url("postgres", "postgresql")
+
+
+def recreate_database(name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(admin_url(), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = urlunsplit(base._replace(path=f"/{name}"))
-    os.environ["DATABASE_URL"] = url
+
+
+def use_database(name: str) -> str:
+    """Point this process's Django at database `name` on the server of DATABASE_URL and set Django up; returns
+    host:port/name. Only the database name is replaced, so a benchmark never touches the development or test
+    databases."""
+    base = database_server()
+    os.environ["DATABASE_URL"] = database_url(name)
     os.environ.setdefault("SECRET_KEY", f"dev-and-test-only-secret-key-{socket.gethostname()}")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "emgapi.settings")
     # Django logs INFO to the console by default; the figures are what a benchmark prints.
     os.environ.setdefault("LOG_LEVEL", "WARNING")
 
     import django
-    from django.core.management import call_command
 
     django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
     return f"{base.hostname}:{base.port or 5432}/{name}"
 
 
-class QueryTimer:
-    """Counts the SQL statements Django runs, and the wall time spent executing them (connection.execute_wrapper).
+def migrate() -> None:
+    from django.core.management import call_command
 
-    COMMIT is not a statement Django executes through a cursor, so it is not counted here.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.seconds = 0.0
-        self.kinds: Counter[str] = Counter()
-
-    def __call__(self, execute, sql, params, many, context):
-        start = time.perf_counter()
-        try:
-            return execute(sql, params, many, context)
-        finally:
-            self.seconds += time.perf_counter() - start
-            self.count += 1
-            self.kinds[statement_kind(sql)] += 1
-
-    def kinds_per(self, n: int) -> str:
-        return ", ".join(f"{count / n:g} {kind}" for kind, count in self.kinds.most_common())
+    call_command("migrate", verbosity=0, interactive=False)
 
 
-def statement_kind(sql: str) -> str:
-    words = sql.split()
-    kind = words[0].upper() if words else "?"
-    if kind == "SELECT" and words[1:2] == ["COUNT(*)"]:
-        kind = "SELECT COUNT"
-    if kind == "SELECT" and "FOR UPDATE" in sql:
-        kind = "SELECT FOR UPDATE"
-    return kind
+def fresh_database(name: str) -> str:
+    """Drop and recreate database `name`, point Django at it and migrate it; returns host:port/name."""
+    recreate_database(name)
+    where = use_database(name)
+    migrate()
+    return where
 
 
-# --- Slurm ------------------------------------------------------------------------------------------------------
+# --- Slurm, and the repository ----------------------------------------------------------------------------------
 
 
 def run(args: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -190,3 +197,10 @@ def wait_until_idle(job_ids: Iterable[str], timeout: float = 900.0, what: str = 
             raise SystemExit(f"{what} still in the queue after {timeout:.0f} s")
         time.sleep(1)
     return time.monotonic() - start
+
+
+def repo_state() -> str:
+    """The commit the figures are of, with ' + changes' when tracked files differ from it."""
+    commit = run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=False).stdout.strip()
+    dirty = run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], check=False)
+    return f"{commit or '?'}{' + changes' if dirty.stdout.strip() else ''}"

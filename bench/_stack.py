@@ -1,11 +1,14 @@
-"""The whole service, run for real and isolated from everything else on the machine, for the benchmarks that need
-flow runs (bench/waiting.py, bench/chaos.py):
+"""The services and processes a benchmark starts, stops and watches:
 
-  * a Prefect server of its own (free port, its own PREFECT_HOME and PostgreSQL database `<database>_prefect`),
-    so its deployments never meet the shared server's;
-  * the ENA stub with the demo data (scripts/ena_stub.py);
-  * `manage.py serve_flows` in its own process group (the served deployments and the service loop), which a
-    benchmark may stop, kill and start again.
+  * gunicorn serving the web side (bench/api_reads.py, bench/health.py);
+  * the whole service, run for real and isolated from everything else on the machine, for the benchmarks that need
+    flow runs (bench/waiting.py, bench/chaos.py, bench/prefect_down.py):
+      - a Prefect server of its own (free port, its own PREFECT_HOME and PostgreSQL database `<database>_prefect`),
+        so its deployments never meet the shared server's;
+      - the ENA stub with the demo data (scripts/ena_stub.py);
+      - `manage.py serve_flows` in its own process group (the served deployments and the service loop), which a
+        benchmark may stop, kill and start again;
+  * the processes of serve_flows, read from /proc.
 
 Django's own database is the benchmark's business (bench._setup.fresh_database, after `Stack.start`: the stack
 points this process's Prefect settings at its own server first). Importing this module changes nothing.
@@ -13,26 +16,41 @@ points this process's Prefect settings at its own server first). Importing this 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING
 
-from bench._setup import DEFAULT_DATABASE_URL, ROOT, chunks, free_port, say, scancel, wait_until_idle
+from bench._report import say
+from bench._setup import ROOT, chunks, database_url, recreate_database, scancel, wait_until_idle
+
+if TYPE_CHECKING:
+    import httpx
 
 DEMO_ENA = ROOT / "demo" / "ena"
 VENV_BIN = Path(sys.executable).parent
 
 
-# --- processes ----------------------------------------------------------------------------------------------------
+# --- processes --------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now, for a server the benchmark starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class Service:
@@ -165,24 +183,50 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-# --- PostgreSQL -------------------------------------------------------------------------------------------------
+# --- the web side -----------------------------------------------------------------------------------------------
 
 
-def admin_url() -> str:
-    base = urlsplit(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
-    return urlunsplit(base._replace(scheme="postgresql", path="/postgres"))
+@contextlib.contextmanager
+def gunicorn(env: dict[str, str], timeout: float) -> Iterator[httpx.Client]:
+    """gunicorn (emgapi.wsgi, 2 workers) on a free loopback port with `env`, its output on ours; an httpx client of
+    it (requests time out after `timeout` s), once /healthz answers. Stopped on the way out."""
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "emgapi.wsgi",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("gunicorn did not answer in 60 s") from None
+                    time.sleep(0.2)
+            yield client
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
-def recreate_database(name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(admin_url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-# --- the stack --------------------------------------------------------------------------------------------------
+# --- the isolated stack -----------------------------------------------------------------------------------------
 
 
 class Stack:
@@ -206,6 +250,10 @@ class Stack:
         self.prefect_starts = 0
         self.prefect_port = 0
         self.api_url = ""
+
+    def run(self) -> bool | None:
+        """The benchmark (see run_stack); False when there is a finding whose evidence is in `tmp`."""
+        raise NotImplementedError
 
     @property
     def jobs_root(self) -> Path:
@@ -269,11 +317,9 @@ class Stack:
         if previous is not None:
             self.started.remove(previous)
         self.prefect_starts += 1
-        base = urlsplit(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
-        prefect_db_url = urlunsplit(base._replace(scheme="postgresql+asyncpg", path=f"/{self.prefect_db}"))
         server_env = {
             **os.environ,
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_db_url,
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url(self.prefect_db, "postgresql+asyncpg"),
             "PREFECT_SERVER_UI_ENABLED": "false",
         }
         log = (
@@ -493,3 +539,33 @@ class Stack:
         )
         for line in notable:
             say(f"  | {line}")
+
+
+def add_stack_options(
+    parser: argparse.ArgumentParser, database: str, kept: str = "logs, job directories, Prefect home"
+) -> None:
+    """--database and --keep of a benchmark on the isolated stack; `kept` says what its temporary directory holds."""
+    parser.add_argument(
+        "--database",
+        default=database,
+        help="Django's database; the Prefect server's is <database>_prefect (both dropped and recreated)",
+    )
+    parser.add_argument("--keep", action="store_true", help=f"keep the temporary directory ({kept})")
+
+
+def run_stack(make: Callable[[Path], Stack], *, name: str, keep: bool, logs: str) -> None:
+    """`make(tmp).run()` in a new temporary directory, then every process of the stack stopped and its jobs
+    cancelled, and the directory removed: kept with `keep`, or when run() returns False (a finding; the directory
+    holds its evidence). `logs` names the logs it holds."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"emgapi-bench-{name}-"))
+    stack = None
+    try:
+        stack = make(tmp)
+        keep = stack.run() is False or keep
+    finally:
+        if stack is not None:
+            stack.shutdown()
+        if keep:
+            say(f"kept {tmp} (logs: {logs})")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)

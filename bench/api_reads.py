@@ -14,21 +14,17 @@ database: the server's settings are not touched) and the response's bytes.
 
 from __future__ import annotations
 
-import argparse
 import os
-import socket
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._setup import DEFAULT_DATABASE_URL, free_port, say  # noqa: E402
+from bench._report import percentiles_ms, say, verdict
+from bench._setup import admin_url, bench_parser, migrate, use_database
+from bench._stack import gunicorn
 
 GUNICORN_TIMEOUT = 120
 WARM_UP = 10
@@ -63,26 +59,17 @@ def open_database(name: str, rebuild: bool) -> None:
     import psycopg
     from psycopg import sql
 
-    base = urlsplit(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
-    admin_url = urlunsplit(base._replace(scheme="postgresql", path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    with psycopg.connect(admin_url(), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if exists and rebuild:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
         if not exists or rebuild:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    os.environ["DATABASE_URL"] = urlunsplit(base._replace(path=f"/{name}"))
-    os.environ.setdefault("SECRET_KEY", f"dev-and-test-only-secret-key-{socket.gethostname()}")
     os.environ["DJANGO_SETTINGS_MODULE"] = "emgapi.settings"
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ.update({"DEBUG": "0", "SECURE_SSL_REDIRECT": "0", "ALLOWED_HOSTS": "127.0.0.1,testserver"})
-
-    import django
-    from django.core.management import call_command
-
-    django.setup()
+    use_database(name)
     started = time.monotonic()
-    call_command("migrate", verbosity=0, interactive=False)
+    migrate()
     say(f"migrated {name} in {time.monotonic() - started:.1f} s")
 
 
@@ -213,9 +200,7 @@ def queries_per_request(path: str, authenticated: bool) -> tuple[int, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--studies", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=300_000)
     parser.add_argument("--analyses", type=int, default=200_000)
@@ -243,74 +228,43 @@ def main() -> None:
     populate(sizes)
     import httpx
 
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "emgapi.wsgi",
-            "-w",
-            "2",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level=warning",
-        ],
-        cwd=ROOT,
-        env=dict(os.environ),
-    )
     rows = []
-    try:
-        headers = {"Authorization": f"Token {BENCH_TOKEN}"}
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            deadline = time.monotonic() + 60
-            while True:
+    headers = {"Authorization": f"Token {BENCH_TOKEN}"}
+    with gunicorn(dict(os.environ), timeout=60) as client:
+        for label, path, authenticated in endpoints(sizes):
+            kwargs = {"headers": headers} if authenticated else {}
+            timings, statuses, size = [], set(), 0
+            # Warm-up: until both workers have served this endpoint (their first request imports and
+            # connects), at most WARM_UP requests or 5 s; then the samples, at least --min-samples.
+            warm_until = time.monotonic() + 5
+            warm = 0
+            while warm < WARM_UP and (warm < 2 or time.monotonic() < warm_until):
                 try:
-                    client.get("/healthz")
-                    break
+                    client.get(path, **kwargs)
                 except httpx.TransportError:
-                    if time.monotonic() > deadline:
-                        raise SystemExit("gunicorn did not answer in 60 s") from None
-                    time.sleep(0.2)
-            for label, path, authenticated in endpoints(sizes):
-                kwargs = {"headers": headers} if authenticated else {}
-                timings, statuses, size = [], set(), 0
-                # Warm-up: until both workers have served this endpoint (their first request imports and
-                # connects), at most WARM_UP requests or 5 s; then the samples, at least --min-samples.
-                warm_until = time.monotonic() + 5
-                warm = 0
-                while warm < WARM_UP and (warm < 2 or time.monotonic() < warm_until):
-                    try:
-                        client.get(path, **kwargs)
-                    except httpx.TransportError:
-                        break
-                    warm += 1
-                budget = time.monotonic() + args.max_seconds
-                for i in range(args.samples):
-                    if i >= args.min_samples and time.monotonic() > budget:
-                        break
-                    started = time.perf_counter()
-                    try:
-                        response = client.get(path, **kwargs)
-                    except httpx.TransportError:  # gunicorn killed the worker at its timeout
-                        statuses.add(f"no answer in {GUNICORN_TIMEOUT} s")
-                        continue
-                    timings.append((time.perf_counter() - started) * 1000)
-                    statuses.add(response.status_code)
-                    size = len(response.content)
-                if not timings:
-                    rows.append((label, None, None, None, None, None, sorted(map(str, statuses)), 0))
-                    say(f"  {label}: {statuses}")
+                    break
+                warm += 1
+            budget = time.monotonic() + args.max_seconds
+            for i in range(args.samples):
+                if i >= args.min_samples and time.monotonic() > budget:
+                    break
+                started = time.perf_counter()
+                try:
+                    response = client.get(path, **kwargs)
+                except httpx.TransportError:  # gunicorn killed the worker at its timeout
+                    statuses.add(f"no answer in {GUNICORN_TIMEOUT} s")
                     continue
-                queries, _ = queries_per_request(path, authenticated)
-                q = statistics.quantiles(timings, n=100)
-                rows.append(
-                    (label, q[49], q[94], q[98], queries, size, sorted(map(str, statuses)), len(timings))
-                )
-                say(f"  {label}: p99 {q[98]:.1f} ms ({len(timings)} requests)")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+                timings.append((time.perf_counter() - started) * 1000)
+                statuses.add(response.status_code)
+                size = len(response.content)
+            if not timings:
+                rows.append((label, None, None, None, None, None, sorted(map(str, statuses)), 0))
+                say(f"  {label}: {statuses}")
+                continue
+            queries, _ = queries_per_request(path, authenticated)
+            p50, p95, p99 = percentiles_ms(timings)
+            rows.append((label, p50, p95, p99, queries, size, sorted(map(str, statuses)), len(timings)))
+            say(f"  {label}: p99 {p99:.1f} ms ({len(timings)} requests)")
 
     say("")
     say(
@@ -328,10 +282,10 @@ def main() -> None:
             say(f"| {label} | {p50:.1f} | {p95:.1f} | {p99:.1f} | {queries} | {size} | {status} | {n} |")
     answered = [row for row in rows if row[6] == ["200"]]
     slowest = max(answered, key=lambda row: row[3])
-    verdict = "meets" if slowest[3] <= 50 and len(answered) == len(rows) else "MISSES"
+    met = verdict(slowest[3] <= 50 and len(answered) == len(rows))
     say("")
     say(
-        f"goal p99 ≤ 50 ms on every endpoint: {verdict} (slowest answered: {slowest[0]}, {slowest[3]:.1f} ms; "
+        f"goal p99 ≤ 50 ms on every endpoint: {met} (slowest answered: {slowest[0]}, {slowest[3]:.1f} ms; "
         f"{len(rows) - len(answered)} endpoints not all 200)"
     )
 

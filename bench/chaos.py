@@ -57,10 +57,8 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -69,27 +67,30 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._report import fmt, say, say_goal
 from bench._setup import (
-    ROOT,
+    bench_parser,
     config_value,
     fresh_database,
+    repo_state,
     run,
-    say,
     seconds_value,
     wait_for_slurm,
 )
 from bench._stack import (
     Stack,
+    add_stack_options,
     cmdline,
     descendants,
     flow_processes,
     group_members,
     proc_state,
+    run_stack,
 )
 
 # Demo studies and the analyses each request of them ends with (PRJEB00002 has a run that data QA rejects).
 STUDIES = {"PRJEB00001": 2, "PRJEB00002": 1}
-# The e2e tests' values (tests/e2e/conftest.py), with the chaos test's shorter stall.
+# The e2e tests' values (tests/stack.py), with the chaos test's shorter stall.
 SERVICE_SETTINGS = {
     "PREFECT_RUNNER_POLL_FREQUENCY": "1",
     "SLURM_POLL_MIN_SECONDS": "0.5",
@@ -136,9 +137,7 @@ class Posted:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--kills", type=int, default=50, help="kills of serve_flows (default 50)")
     parser.add_argument(
         "--requests", type=int, default=8, help="requests, cycling over PRJEB00001, PRJEB00002 (default 8)"
@@ -181,16 +180,7 @@ def main() -> int:
         default=600.0,
         help="seconds after the last kill within which every request must finish (default 600)",
     )
-    parser.add_argument(
-        "--database",
-        default="emgapi_bench_chaos",
-        help="Django's database; the Prefect server's is <database>_prefect (both dropped and recreated)",
-    )
-    parser.add_argument(
-        "--keep",
-        action="store_true",
-        help="keep the temporary directory (logs, job directories, Prefect home)",
-    )
+    add_stack_options(parser, "emgapi_bench_chaos")
     args = parser.parse_args()
     if args.kills < 1 or args.requests < 1 or not 0 <= args.min_gap <= args.max_gap:
         parser.error("--kills and --requests must be positive, 0 <= --min-gap <= --max-gap")
@@ -198,19 +188,14 @@ def main() -> int:
         args.seed = int.from_bytes(os.urandom(4), "big") % 1_000_000
 
     wait_for_slurm()
-    tmp = Path(tempfile.mkdtemp(prefix="emgapi-bench-chaos-"))
-    chaos = None
-    keep = args.keep
     try:
-        chaos = Chaos(args, tmp)
-        keep = not chaos.run() or keep
+        run_stack(
+            lambda tmp: Chaos(args, tmp),
+            name="chaos",
+            keep=args.keep,
+            logs="serve_flows*.log, prefect_server.log, ena_stub.log; evidence.txt if any",
+        )
     finally:
-        if chaos is not None:
-            chaos.shutdown()
-        if keep:
-            say(f"kept {tmp} (logs: serve_flows*.log, prefect_server.log, ena_stub.log; evidence.txt if any)")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
         say(f"seed {args.seed} (replay with --seed {args.seed})")
     return 0
 
@@ -229,13 +214,11 @@ class Chaos(Stack):
     def run(self) -> bool:
         """The kills and the figures; False when there is a finding (the temporary directory is then kept)."""
         args = self.args
-        commit = run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=False).stdout.strip()
-        dirty = run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], check=False)
         say(
             f"bench/chaos.py: seed {args.seed}; {args.kills} kills, {args.requests} requests, next kill "
             f"uniform({args.min_gap:g}, {args.max_gap:g}) s after a restart or uniform(0, {args.post_window:g}) s "
             f"after a new request, down uniform(0, {args.max_down:g}) s, {args.orphan_kills} aimed orphan kill(s); "
-            f"repo at {commit or '?'}{' + changes' if dirty.stdout.strip() else ''}"
+            f"repo at {repo_state()}"
         )
         self.min_job_age = seconds_value(config_value("MinJobAge"), 300)
         self.start()
@@ -340,6 +323,7 @@ class Chaos(Stack):
         The ledger shows a batch (rows without a job id) from its first commit to its last; within it, the moment
         the batch's first sbatch process has exited, its job is on the cluster and only that process knew its id.
         """
+        from prefect_utils.keys import submission_key
         from workflows.models import ClusterJob
 
         deadline = time.monotonic() + self.args.orphan_wait
@@ -352,7 +336,7 @@ class Chaos(Stack):
                 kill = self.kill_after_sbatch(number, within=3.0)
                 if kill is not None:
                     keys = {
-                        f"{key}-{attempt}"
+                        submission_key(key, attempt)
                         for key, attempt in ClusterJob.objects.filter(
                             slurm_job_id__isnull=True, state="NEW"
                         ).values_list("key", "attempt")
@@ -498,7 +482,7 @@ class Chaos(Stack):
         return sorted(ids)
 
     def adoptions(self) -> int:
-        """ "Adopting Slurm job ..." lines (prefect_utils.jobs) in every serve_flows log."""
+        """ "Adopting Slurm job ..." lines (prefect_utils.submission) in every serve_flows log."""
         return sum(
             log.read_text(errors="replace").count("Adopting Slurm job")
             for log in self.serve_flows_logs
@@ -608,8 +592,8 @@ class Chaos(Stack):
             r, p = row["request"], row["progress"]
             say(
                 f"{r.request_id:>7} {r.study:<10} {r.status if r.finished_at else 'STUCK':<9} {row['kills']:>5} "
-                f"{_fmt(row['life']):>7} {_fmt(row['recover']):>21} {p.passes if p else 0:>6} "
-                f"{p.resumes if p else 0:>7} {p.total_recoveries if p else 0:>10} {_fmt(row['backoff']):>13} "
+                f"{fmt(row['life']):>7} {fmt(row['recover']):>21} {p.passes if p else 0:>6} "
+                f"{p.resumes if p else 0:>7} {p.total_recoveries if p else 0:>10} {fmt(row['backoff']):>13} "
                 f"{p.flow_run_generation if p else 0:>10} {row['analyses']:>4} / {STUDIES[r.study]}"
             )
         say()
@@ -724,7 +708,7 @@ class Chaos(Stack):
             (f"0 stuck: {len(stuck)}", not stuck),
         ]
         for text, ok in goals:
-            say(f"{'meets ' if ok else 'MISSES'}  {text}")
+            say_goal(ok, text)
         self.log_findings()
         findings = bool(stuck or failed or duplicated or dup_rows or unknown or not_final)
         if findings:
@@ -779,7 +763,7 @@ class Chaos(Stack):
     def write_evidence(self, request_ids: list[int], duplicated: dict[str, list[str]]) -> None:
         from analyses.models import AssemblyAnalysisRequest
         from workflows.models import ClusterJob, RequestProgress, Trigger
-        from workflows.outbox.dispatch import source_label
+        from workflows.selectors import source_label
 
         path = self.tmp / "evidence.txt"
         out: list[str] = []
@@ -901,10 +885,6 @@ def _sacct_lines(job_ids: list[str]) -> list[str]:
         check=False,
     ).stdout
     return out.splitlines()
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
 
 
 if __name__ == "__main__":

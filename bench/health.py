@@ -9,70 +9,35 @@ are: /readyz asks them at most once per HEALTH_CACHE_SECONDS per worker.
 
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
-import subprocess
 import sys
 import time
+from pathlib import Path
 
-from _setup import ROOT, free_port, fresh_database, say
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._report import percentiles_ms, say
+from bench._setup import bench_parser, fresh_database
+from bench._stack import gunicorn
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--requests", type=int, default=500)
     args = parser.parse_args()
 
     fresh_database("emgapi_bench_health")
-    import httpx
-
-    port = free_port()
     env = {**os.environ, "DEBUG": "0", "SECURE_SSL_REDIRECT": "0", "ALLOWED_HOSTS": "127.0.0.1"}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "emgapi.wsgi",
-            "-w",
-            "2",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=10) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    client.get("/healthz")
-                    break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline:
-                        raise SystemExit("gunicorn did not answer in 60 s") from None
-                    time.sleep(0.2)
-            say(f"{'endpoint':10} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7}  statuses")
-            for path in ("/healthz", "/readyz"):
-                timings, statuses = [], set()
-                for _ in range(args.requests):
-                    started = time.perf_counter()
-                    statuses.add(client.get(path).status_code)
-                    timings.append((time.perf_counter() - started) * 1000)
-                q = statistics.quantiles(timings, n=100)
-                say(
-                    f"{path:10} {q[49]:7.1f} {q[94]:7.1f} {q[98]:7.1f} {max(timings):7.1f}  {sorted(statuses)}"
-                )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with gunicorn(env, timeout=10) as client:
+        say(f"{'endpoint':10} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7}  statuses")
+        for path in ("/healthz", "/readyz"):
+            timings, statuses = [], set()
+            for _ in range(args.requests):
+                started = time.perf_counter()
+                statuses.add(client.get(path).status_code)
+                timings.append((time.perf_counter() - started) * 1000)
+            p50, p95, p99 = percentiles_ms(timings)
+            say(f"{path:10} {p50:7.1f} {p95:7.1f} {p99:7.1f} {max(timings):7.1f}  {sorted(statuses)}")
 
 
 if __name__ == "__main__":

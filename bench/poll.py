@@ -23,7 +23,7 @@ and finished jobs for the ones sacct must settle. Never-issued ("unknown") ids w
 with nothing, which measures neither its output nor the ledger updates. Array task ids (A_i) are not used in the
 queue scenario: squeue prints an array task under its own job id, so SlurmClient would not match it.
 
-Per round, around `SlurmJobs.poll_once(holder)` only: scheduler calls (SlurmClient.calls), wall time,
+Per round, around `Poller(jobs, holder).poll_once()` only: scheduler calls (SlurmClient.calls), wall time,
 `time.process_time()` (the poller's CPU), the CPU of the squeue/sacct child processes, SQL statements.
 poll_once writes only while `holder` holds the poller lease, so the benchmark takes the lease once per scenario
 (`ledger.try_acquire_lease`, outside the timing) for longer than its rounds last; the lease check inside
@@ -33,7 +33,6 @@ and N is not counted.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
 import os
@@ -49,14 +48,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._report import QueryTimer, say
 from bench._setup import (
     ROOT,
-    QueryTimer,
+    add_fresh_database,
+    bench_parser,
     chunks,
     config_value,
     fresh_database,
+    parse_sizes,
     run,
-    say,
     sbatch,
     scancel,
     seconds_value,
@@ -69,9 +70,7 @@ HOLDER = "bench-poll"  # the poller lease's holder in the benchmark's own databa
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--sizes", default="1,100,1000", help="numbers of waiting jobs (default 1,100,1000)")
     parser.add_argument(
         "--rounds", type=int, default=5, help="measured polls per scenario and size (default 5)"
@@ -85,16 +84,14 @@ def main() -> int:
     parser.add_argument(
         "--profile", action="store_true", help="cProfile one more queue-scenario poll at the largest N"
     )
-    parser.add_argument("--database", default="emgapi_bench_poll", help="dropped and recreated at start")
+    add_fresh_database(parser, "emgapi_bench_poll")
     parser.add_argument(
         "--skip-left-queue",
         action="store_true",
         help="only the queue scenario (the other may wait MinJobAge)",
     )
     args = parser.parse_args()
-    sizes = sorted({int(size) for size in args.sizes.split(",") if size.strip()})
-    if not sizes or sizes[0] < 1:
-        parser.error("--sizes must be positive integers")
+    sizes = parse_sizes(parser, args.sizes)
     max_n = sizes[-1]
 
     wait_for_slurm()
@@ -224,8 +221,10 @@ def measure(rows: list[tuple[str, str]], *, reset: list[str], rounds: int, profi
     from django.db import connection
     from django.utils import timezone
 
-    from prefect_utils.jobs import POLLER_LEASE, SlurmJobs
-    from prefect_utils.scheduler import JobSpec, SlurmClient
+    from prefect_utils.job_spec import JobSpec
+    from prefect_utils.poller import POLLER_LEASE, Poller
+    from prefect_utils.slurm_client import SlurmClient
+    from prefect_utils.submission import SlurmJobs
     from workflows.models import ClusterJob
     from workflows.orchestration.ledger import DjangoJobLedger
 
@@ -269,13 +268,14 @@ def measure(rows: list[tuple[str, str]], *, reset: list[str], rounds: int, profi
 
     client = TimedClient()
     jobs = SlurmJobs(TimedLedger(), client)
+    poller = Poller(jobs, HOLDER)
     # poll_once writes only while its holder has the poller lease: take it once, for longer than the rounds
     # last (Poller.tick would renew it every round, one more UPDATE, outside what is measured here).
     if not jobs.ledger.try_acquire_lease(POLLER_LEASE, HOLDER, ttl_seconds=3600):
         raise SystemExit(f"the poller lease {POLLER_LEASE!r} of the fresh database is held by someone else")
 
     def poll() -> None:
-        if jobs.poll_once(HOLDER) is None:
+        if poller.poll_once() is None:
             raise SystemExit("poll_once lost the poller lease: nothing was recorded")
 
     def put_back() -> None:
@@ -347,7 +347,7 @@ def finished_in_accounting(wanted: int) -> list[str]:
 
     Plain job ids only: array tasks would do for sacct too, but one kind of id keeps the figures comparable.
     """
-    from prefect_utils.scheduler import map_state
+    from prefect_utils.states import map_state
 
     in_squeue = set(run(["squeue", "--noheader", "--states=all", "--array", "--format=%i"]).stdout.split())
     accounting = run(

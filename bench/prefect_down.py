@@ -49,11 +49,9 @@ import math
 import os
 import queue
 import re
-import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -67,10 +65,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import contextlib
 import itertools
 
-from bench._setup import ROOT, free_port, fresh_database, run, say
-from bench._stack import DEMO_ENA, Service, Stack, flow_processes, poll_until, tail
+from bench._report import fmt, say, say_goal
+from bench._setup import bench_parser, fresh_database, repo_state
+from bench._stack import (
+    DEMO_ENA,
+    Service,
+    Stack,
+    add_stack_options,
+    flow_processes,
+    free_port,
+    poll_until,
+    run_stack,
+    tail,
+)
 
-# The e2e tests' intervals (tests/e2e/conftest.py), with the sweep every 5 s; the dispatch timeout is the default.
+# The e2e tests' intervals (tests/stack.py), with the sweep every 5 s; the dispatch timeout is the default.
 SERVICE_SETTINGS = {
     "PREFECT_RUNNER_POLL_FREQUENCY": "1",
     "SLURM_POLL_MIN_SECONDS": "0.5",
@@ -157,9 +166,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--posts", type=int, default=100, help="POSTs per phase (default 100)")
     parser.add_argument("--concurrency", type=int, default=4, help="client threads (default 4)")
     parser.add_argument(
@@ -183,32 +190,19 @@ def main() -> int:
         default=600.0,
         help="seconds to wait for the dispatch, and then the end, of each phase's requests (default 600)",
     )
-    parser.add_argument(
-        "--database",
-        default="emgapi_bench_prefect_down",
-        help="Django's database; the Prefect server's is <database>_prefect (both dropped and recreated)",
-    )
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the temporary directory (logs, Prefect home)"
-    )
+    add_stack_options(parser, "emgapi_bench_prefect_down", kept="logs, Prefect home")
     args = parser.parse_args()
     if args.posts < 1 or args.concurrency < 1 or args.down < 0:
         parser.error("--posts and --concurrency must be positive, --down not negative")
     if (DEMO_ENA / f"{args.study}.study.json").exists():
         parser.error(f"the ENA stub knows {args.study} (demo/ena): pick a study it does not know")
 
-    tmp = Path(tempfile.mkdtemp(prefix="emgapi-bench-prefect-down-"))
-    bench = None
-    try:
-        bench = PrefectDown(args, tmp)
-        bench.run()
-    finally:
-        if bench is not None:
-            bench.shutdown()
-        if args.keep:
-            say(f"kept {tmp} (logs: serve_flows*.log, prefect_server*.log, runserver.log, ena_stub.log)")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    run_stack(
+        lambda tmp: PrefectDown(args, tmp),
+        name="prefect-down",
+        keep=args.keep,
+        logs="serve_flows*.log, prefect_server*.log, runserver.log, ena_stub.log",
+    )
     return 0
 
 
@@ -230,12 +224,10 @@ class PrefectDown(Stack):
 
     def run(self) -> None:
         args = self.args
-        commit = run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=False).stdout.strip()
-        dirty = run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], check=False)
         say(
             f"bench/prefect_down.py: {args.posts} POSTs per phase from {args.concurrency} threads, study "
             f"{args.study} (unknown to the ENA stub), outages of {args.down:g} s; "
-            f"repo at {commit or '?'}{' + changes' if dirty.stdout.strip() else ''}"
+            f"repo at {repo_state()}"
         )
         self.start()
         where = fresh_database(args.database)
@@ -555,8 +547,8 @@ class PrefectDown(Stack):
             say(
                 f"{phase.title:<22} {len(phase.posts):>5} {statuses['201']:>4} {other:>12} "
                 f"{percentile(lat, 0.5):>7.1f} {percentile(lat, 0.99):>7.1f} {max(lat):>7.1f} "
-                f"{phase.posted_s:>7.2f} {down:>6} {attempts:>13} {alive:>11} {_fmt(phase.dispatched_s):>18} "
-                f"{_fmt(phase.settled_s):>13}"
+                f"{phase.posted_s:>7.2f} {down:>6} {attempts:>13} {alive:>11} {fmt(phase.dispatched_s):>18} "
+                f"{fmt(phase.settled_s):>13}"
             )
         say()
 
@@ -681,7 +673,7 @@ class PrefectDown(Stack):
             )
         )
         for text, ok in goals:
-            say(f"{'meets ' if ok else 'MISSES'}  {text}")
+            say_goal(ok, text)
         self.log_findings()
 
     def log_events(self) -> tuple[list[tuple[float, str, int, str]], dict[str, list[float]]]:
@@ -728,10 +720,6 @@ def _seconds(stamp: str) -> float | None:
         return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
     except ValueError:
         return None
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
 
 
 if __name__ == "__main__":

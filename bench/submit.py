@@ -27,7 +27,6 @@ All jobs are cancelled at the end.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import cProfile
 import io
@@ -46,10 +45,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._report import QueryTimer, say, verdict
 from bench._setup import (
-    QueryTimer,
+    add_fresh_database,
+    bench_parser,
     fresh_database,
-    say,
     scancel,
     wait_for_slurm,
     wait_until_idle,
@@ -164,9 +164,7 @@ class Phase:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--jobs", type=int, default=200, help="submissions per phase (default 200)")
     parser.add_argument(
         "--small",
@@ -174,7 +172,7 @@ def main() -> int:
         default=10,
         help="the smaller batch whose SQL counts are compared with N's (default 10; 0 skips it)",
     )
-    parser.add_argument("--database", default="emgapi_bench_submit", help="dropped and recreated at start")
+    add_fresh_database(parser, "emgapi_bench_submit")
     parser.add_argument(
         "--history",
         type=int,
@@ -197,9 +195,11 @@ def main() -> int:
 
     from django.db import connection, connections
 
-    from prefect_utils.jobs import SlurmJobs, ThrottleConfig, job_key
-    from prefect_utils.ledger import Submission
-    from prefect_utils.scheduler import JobSpec, SlurmClient
+    from prefect_utils.job_spec import JobSpec
+    from prefect_utils.keys import job_key
+    from prefect_utils.ledger import JobSubmission
+    from prefect_utils.slurm_client import SlurmClient
+    from prefect_utils.submission import SlurmJobs, ThrottleConfig
     from workflows.models import ClusterJob
     from workflows.orchestration.ledger import DjangoJobLedger
 
@@ -220,8 +220,8 @@ def main() -> int:
             for i in range(count)
         ]
 
-    def submissions(phase: str, count: int = n) -> list[Submission]:
-        return [Submission(job_key(spec, {}), 1, spec.canonical()) for spec in specs(phase, count)]
+    def submissions(phase: str, count: int = n) -> list[JobSubmission]:
+        return [JobSubmission(job_key(spec, {}), 1, spec.canonical()) for spec in specs(phase, count)]
 
     def new_jobs(ledger=None, runner=None) -> SlurmJobs:
         client = SlurmClient(runner=runner or TimedRunner())
@@ -360,7 +360,7 @@ def main() -> int:
             f"(c) returned the job id of (b) for {same}/{n} submissions; sbatch calls in (c): {c_sbatch} (must be 0)"
         )
         say(
-            f"(c) SQL: {queries_c.count} statements ({kinds(queries_c)}), executing {1000 * queries_c.seconds:.1f} ms; "
+            f"(c) SQL: {queries_c.count} statements ({queries_c.kinds_text()}), executing {1000 * queries_c.seconds:.1f} ms; "
             f"{steps_c.calls['COMMIT']} COMMIT {1000 * steps_c.seconds['COMMIT']:.1f} ms"
         )
         say(
@@ -381,9 +381,9 @@ def main() -> int:
             f"sbatch calls in (d2): {d2_sbatch} (must be 0), waiting={d2.result.waiting}; "
             f"ledger rows of the request: {ClusterJob.objects.filter(request_id=request_d).count()}"
         )
-        say(f"(d1) SQL: {d1.queries.count} statements ({kinds(d1.queries)})")
+        say(f"(d1) SQL: {d1.queries.count} statements ({d1.queries.kinds_text()})")
         say(
-            f"(d2) SQL: {d2.queries.count} statements ({kinds(d2.queries)}), executing {1000 * d2.queries.seconds:.1f} ms"
+            f"(d2) SQL: {d2.queries.count} statements ({d2.queries.kinds_text()}), executing {1000 * d2.queries.seconds:.1f} ms"
         )
         if small:
             large = {
@@ -419,7 +419,7 @@ def main() -> int:
         commits = steps_b.seconds["COMMIT"]
         say(
             f"  the ledger together: {1000 * ledger_total:.1f} ms = SQL execute {1000 * queries_b.seconds:.1f} "
-            f"({queries_b.count} statements: {kinds(queries_b)}) + {steps_b.calls['COMMIT']} COMMIT "
+            f"({queries_b.count} statements: {queries_b.kinds_text()}) + {steps_b.calls['COMMIT']} COMMIT "
             f"{1000 * commits:.1f} + ORM/Python {1000 * (ledger_total - queries_b.seconds - commits):.1f}"
         )
         say()
@@ -476,14 +476,6 @@ def main() -> int:
     return 0
 
 
-def verdict(ok: bool) -> str:
-    return "meets" if ok else "MISSES"
-
-
-def kinds(queries: QueryTimer) -> str:
-    return ", ".join(f"{count} {kind}" for kind, count in queries.kinds.most_common())
-
-
 @dataclass
 class PassPhase(Phase):
     result: object = None
@@ -494,7 +486,7 @@ def reconciler_passes(n: int, workdir: Path, new_jobs, restart, settle, tag: str
     from django.db import connection
 
     from analyses.models import AssemblyAnalysisRequest
-    from prefect_utils.scheduler import JobSpec
+    from prefect_utils.job_spec import JobSpec
     from workflows.models import ClusterJob
     from workflows.orchestration.plans import PlannedStep, PlanProposal
     from workflows.orchestration.reconciler import reconcile_once

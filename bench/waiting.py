@@ -46,7 +46,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -55,24 +54,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._report import fmt, say, say_goal
 from bench._setup import (
-    ROOT,
+    admin_url,
+    bench_parser,
     chunks,
     fresh_database,
+    parse_sizes,
+    repo_state,
     run,
-    say,
     scancel,
     wait_for_slurm,
 )
 from bench._stack import (
     Stack,
-    admin_url,
+    add_stack_options,
     children,
     cmdline,
     descendants,
     flow_processes,
     is_flow_process,
     proc_state,
+    run_stack,
     status_field,
 )
 
@@ -246,9 +249,7 @@ def sacct_end(job_id: str, since: datetime) -> tuple[str, datetime | None]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = bench_parser(__doc__)
     parser.add_argument("--sizes", default="10,100", help="numbers of waiting requests (default 10,100)")
     parser.add_argument(
         "--batch", type=int, default=10, help="requests created at once when scaling up (default 10)"
@@ -275,34 +276,17 @@ def main() -> int:
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="seconds to wait for a batch to suspend (default 600)"
     )
-    parser.add_argument(
-        "--database",
-        default="emgapi_bench_waiting",
-        help="Django's database; the Prefect server's is <database>_prefect (both dropped and recreated)",
-    )
-    parser.add_argument(
-        "--keep",
-        action="store_true",
-        help="keep the temporary directory (logs, job directories, Prefect home)",
-    )
+    add_stack_options(parser, "emgapi_bench_waiting")
     args = parser.parse_args()
-    sizes = sorted({int(size) for size in args.sizes.split(",") if size.strip()})
-    if not sizes or sizes[0] < 1:
-        parser.error("--sizes must be positive integers")
+    sizes = parse_sizes(parser, args.sizes)
 
     wait_for_slurm()
-    tmp = Path(tempfile.mkdtemp(prefix="emgapi-bench-waiting-"))
-    bench = None
-    try:
-        bench = Bench(args, sizes, tmp)
-        bench.run()
-    finally:
-        if bench is not None:
-            bench.shutdown()
-        if args.keep:
-            say(f"kept {tmp} (logs: serve_flows.log, prefect_server.log, ena_stub.log)")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    run_stack(
+        lambda tmp: Bench(args, sizes, tmp),
+        name="waiting",
+        keep=args.keep,
+        logs="serve_flows.log, prefect_server.log, ena_stub.log",
+    )
     return 0
 
 
@@ -443,8 +427,8 @@ class Bench(Stack):
         ended = f"ended {state or '?'} at {end:%H:%M:%S}" if end else "no end in sacct"
         say(
             f"  {how} job {job.slurm_job_id} ({job.name}, request {job.request_id}): {ended}; "
-            f"end -> poller saw it {_fmt(outcome['detect'])} s, end -> Resuming {_fmt(outcome['delay'])} s, "
-            f"Resuming -> Running {_fmt(outcome['to_running'])} s"
+            f"end -> poller saw it {fmt(outcome['detect'])} s, end -> Resuming {fmt(outcome['delay'])} s, "
+            f"Resuming -> Running {fmt(outcome['to_running'])} s"
             + ("" if settled else "  (TIMED OUT: not resumed and suspended again within 180 s)")
         )
         return outcome
@@ -452,10 +436,9 @@ class Bench(Stack):
     # -- the whole run --
 
     def run(self) -> None:
-        commit = run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], check=False).stdout.strip()
         say(
             f"bench/waiting.py: sizes {self.sizes} (batches of {self.args.batch}), {self.args.releases} releases "
-            f"and {self.args.cancels} cancels per size, settle {self.args.settle:g} s; repo at {commit or '?'}"
+            f"and {self.args.cancels} cancels per size, settle {self.args.settle:g} s; repo at {repo_state()}"
         )
         self.start()
         where = fresh_database(self.args.database)
@@ -554,7 +537,7 @@ class Bench(Stack):
             ),
         ]
         for text, ok, detail in goals:
-            say(f"{'meets ' if ok else 'MISSES'}  {text}: {detail}")
+            say_goal(ok, f"{text}: {detail}")
         say("(sacct's End is whole seconds: each delay may read up to 1 s long)")
 
 
@@ -579,11 +562,7 @@ def _spread(ends: list[dict], key: str, how: str) -> str:
 
 def _median(ends: list[dict], key: str) -> str:
     values = [r[key] for r in ends if r[key] is not None]
-    return _fmt(statistics.median(values)) if values else "-"
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+    return fmt(statistics.median(values)) if values else "-"
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ class ErrorsAutoSchema(AutoSchema):
 
     def error_statuses(self, path: str, method: str, has_body: bool) -> dict[int, str]:
         view = self.view
+        paginator = getattr(view, "paginator", None)  # a GenericAPIView's; a plain APIView has none
         statuses: dict[int, str] = {}
         if method in ("POST", "PUT", "PATCH"):
             statuses[413] = "The body is larger than API_MAX_BODY_BYTES."
@@ -85,9 +86,9 @@ class ErrorsAutoSchema(AutoSchema):
             statuses[403] = "The credentials do not allow this."
         if "{" in path:
             statuses[404] = "No such object (another user's request is not found either)."
-        elif self._is_list_view() and isinstance(view.paginator, PageNumberPagination):
+        elif self._is_list_view() and isinstance(paginator, PageNumberPagination):
             statuses[404] = "No such page."
-        elif self._is_list_view() and isinstance(view.paginator, CursorPagination):
+        elif self._is_list_view() and isinstance(paginator, CursorPagination):
             statuses[404] = "The cursor is not one this list gave out."
         if view.get_throttles():
             statuses[429] = "Throttled: too many such requests; `Retry-After` says when to try again."

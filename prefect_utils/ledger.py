@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from prefect_utils.scheduler import TERMINAL_STATES, JobInfo
+from prefect_utils.job_spec import JobInfo
+from prefect_utils.keys import submission_key
+from prefect_utils.states import TERMINAL_STATES, JobState
 
 
 @dataclass(frozen=True)
@@ -17,7 +19,7 @@ class LedgerRecord:
     attempt: int
     spec: dict[str, Any]
     job_id: str | None = None
-    state: str = "NEW"
+    state: JobState = JobState.NEW
     slurm_state: str = ""
     reason: str = ""
     exit_code: int | None = None
@@ -39,15 +41,11 @@ class LedgerRecord:
     @property
     def needs_submission(self) -> bool:
         """No job was recorded for this attempt (one may exist in Slurm, submitted by a process that died)."""
-        return self.job_id is None and self.state == "NEW"
-
-
-def submission_key(key: str, attempt: int) -> str:
-    return f"{key}-{attempt}"
+        return self.job_id is None and self.state == JobState.NEW
 
 
 @dataclass(frozen=True)
-class Submission:
+class JobSubmission:
     """One attempt to put in the ledger and on the cluster."""
 
     key: str
@@ -63,7 +61,8 @@ class Submission:
 
 
 class LockedBatch(Protocol):
-    records: list[LedgerRecord]
+    @property
+    def records(self) -> list[LedgerRecord]: ...
 
     def set_job_id(self, key: str, attempt: int, job_id: str) -> None: ...
 
@@ -72,7 +71,7 @@ class LockedBatch(Protocol):
 
 
 class JobLedger(Protocol):
-    def insert_missing(self, submissions: Sequence[Submission], claim: str) -> None:
+    def insert_missing(self, submissions: Sequence[JobSubmission], claim: str) -> None:
         """Create the rows that do not exist yet, marked with `claim`, in one committed transaction."""
 
     def locked(self, pairs: Sequence[tuple[str, int]]) -> AbstractContextManager[LockedBatch]:

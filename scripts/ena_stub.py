@@ -207,6 +207,7 @@ class StubServer(ThreadingHTTPServer):
     @property
     def root_url(self) -> str:
         host, port = self.server_address[:2]
+        assert isinstance(host, str)  # the address bound (its type allows the bytes a caller may pass in)
         return f"http://{host}:{port}"
 
     @property

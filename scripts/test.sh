@@ -12,17 +12,28 @@ scripts/prefect_server.sh up
 
 .venv/bin/python manage.py makemigrations --check --dry-run >/dev/null || {
   echo "Migrations are out of date: run 'python manage.py makemigrations'" >&2; exit 1; }
-scripts/lint.sh
 # The suite's own Prefect home (results, memo store, profiles): a `make run` of this clone keeps var/prefect. The
 # server it talks to is shared; its environment (the test database's name) keeps its flow runs apart.
 export PREFECT_HOME=$PWD/var/prefect-test
 if [[ $# -gt 0 ]]; then
+  scripts/lint.sh
   exec .venv/bin/pytest "$@"
 fi
 # Most of the suite's time is waiting (on Slurm jobs, flow processes, a browser), so two workers share the two
 # cores well; each has its own test database, hence its own environment on the shared Prefect server and its own
 # Slurm job keys. The tests that stop slurmctld or restart PostgreSQL (marker `disruptive`) run afterwards, alone.
+# The linters (mypy over the project is the slow one) run beside the first part: its tests mostly wait.
+mkdir -p var
+scripts/lint.sh >var/lint.log 2>&1 &
+lint_pid=$!
 status=0
 .venv/bin/pytest -n 2 --dist worksteal -m "not disruptive" || status=$?
+lint_status=0
+wait "$lint_pid" || lint_status=$?
+cat var/lint.log
+if [[ $lint_status -ne 0 ]]; then
+  echo "make test: lint failed (above)" >&2
+  status=$lint_status
+fi
 .venv/bin/pytest -m disruptive || status=$?
 exit "$status"

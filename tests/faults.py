@@ -14,6 +14,9 @@ from django.db import connection, connections
 
 from tests.slurm_support import slurm
 
+# How long a chaos test's outage lasts (a service down, or the wait that stands for it).
+OUTAGE_SECONDS = float(os.environ.get("CHAOS_OUTAGE_SECONDS", "6"))
+
 
 def restart_postgres() -> None:
     """Restart the PostgreSQL server of the test database: a fast shutdown cuts every session, as a crash or a

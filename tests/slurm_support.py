@@ -6,6 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from prefect_utils.slurm_client import SlurmClient
+from prefect_utils.states import JobState
+
 ROOT = Path(__file__).resolve().parent.parent
 SLURM_SCRIPT = ROOT / "scripts" / "slurm.sh"
 
@@ -39,8 +42,14 @@ def job_ids_with_comment(comment: str) -> set[str]:
     return ids
 
 
+def slurm_state(client: SlurmClient, job_id: str | None) -> JobState:
+    """What Slurm says of one job the ledger recorded as submitted."""
+    assert job_id is not None, "the job was never submitted"
+    return client.job_states([job_id])[job_id].state
+
+
 def poll_until(
-    check: Callable[[], T], *, timeout: float = 60.0, interval: float = 0.2, what: str = "condition"
+    check: Callable[[], T | None], *, timeout: float = 60.0, interval: float = 0.2, what: str = "condition"
 ) -> T:
     """Poll-with-deadline: the value of `check` once truthy, else AssertionError naming what never happened."""
     deadline = time.monotonic() + timeout

@@ -1,10 +1,13 @@
 from django.db import models
 
 from analyses.models import AssemblyAnalysisRequest, Run
-from prefect_utils.scheduler import TERMINAL_STATES, JobState
+from prefect_utils.keys import submission_key
+from prefect_utils.states import TERMINAL_STATES, JobState
 
-JOB_STATES = [("NEW", "new (not yet submitted)")] + [
-    (state.value, state.value.lower().replace("_", " ")) for state in JobState
+# The choices are JobState's (plain strings, so migrations do not import prefect_utils); only NEW reads otherwise.
+_JOB_STATE_LABELS = {JobState.NEW: "new (not yet submitted)"}
+JOB_STATES = [
+    (state.value, _JOB_STATE_LABELS.get(state, state.value.lower().replace("_", " "))) for state in JobState
 ]
 
 
@@ -21,7 +24,7 @@ class ClusterJob(models.Model):
     )
     # NULL, not "": "never submitted" is what the poller's partial index and the adoption lookups test for.
     slurm_job_id = models.CharField(max_length=32, null=True, blank=True, db_index=True)  # noqa: DJ001
-    state = models.CharField(max_length=16, choices=JOB_STATES, default="NEW")
+    state = models.CharField(max_length=16, choices=JOB_STATES, default=JobState.NEW.value)
     slurm_state = models.CharField(
         max_length=64, blank=True, help_text="The state exactly as Slurm reported it."
     )
@@ -67,7 +70,8 @@ class ClusterJob(models.Model):
             models.Index(
                 fields=["state"],
                 name="cluster_job_active_idx",
-                condition=models.Q(slurm_job_id__isnull=False) & ~models.Q(state__in=sorted(TERMINAL_STATES)),
+                condition=models.Q(slurm_job_id__isnull=False)
+                & ~models.Q(state__in=sorted(state.value for state in TERMINAL_STATES)),
             ),
         ]
 
@@ -76,7 +80,7 @@ class ClusterJob(models.Model):
 
     @property
     def submission_key(self) -> str:
-        return f"{self.key}-{self.attempt}"
+        return submission_key(self.key, self.attempt)
 
     @property
     def is_terminal(self) -> bool:

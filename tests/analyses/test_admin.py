@@ -83,20 +83,6 @@ def test_admin_cancel_action(admin_client_logged_in, populated):
     assert request.status == "cancelled"
 
 
-def populate(count: int) -> None:
-    """`count` chains of biome, study, sample, run, assembly, analysis and request, each row with its relations."""
-    start = Study.objects.count()
-    for i in range(start, count):
-        biome = Biome.objects.create(lineage=f"root:Environmental:Aquatic:{i}")
-        study = Study.objects.create(ena_accession=f"PRJEB{40000 + i}", title=f"study {i}", biome=biome)
-        sample = Sample.objects.create(accession=f"SAMEA{4000000 + i}", study=study)
-        run = Run.objects.create(accession=f"ERR{4000000 + i}", study=study, sample=sample)
-        assembly = Assembly.objects.create(study=study)
-        assembly.runs.add(run)
-        Analysis.objects.create(study=study, assembly=assembly, run=run)
-        AssemblyAnalysisRequest.objects.create(study_accession=study.ena_accession, study=study)
-
-
 def test_adding_a_second_active_request_in_the_admin_says_why(admin_client_logged_in, superuser):
     url = reverse("admin:analyses_assemblyanalysisrequest_add")
     assert admin_client_logged_in.post(url, {"study_accession": "PRJEB30002"}).status_code == 302

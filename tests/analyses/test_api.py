@@ -4,6 +4,7 @@ import pytest
 from django.test import override_settings
 
 from analyses.models import Analysis, AssemblyAnalysisRequest, Biome, Run, Sample, Study
+from tests.builders import failed_request
 
 pytestmark = pytest.mark.django_db
 
@@ -297,7 +298,8 @@ def test_the_rule_is_the_databases_so_concurrent_posts_cannot_both_win(user):
 
     from analyses.services import ActiveRequestExists, create_assembly_analysis_request
 
-    barrier, outcomes = threading.Barrier(4), []
+    barrier = threading.Barrier(4)
+    outcomes: list[int | str] = []
 
     def post() -> None:
         barrier.wait()
@@ -329,6 +331,20 @@ def test_request_detail_shows_per_run_outcomes(user_client, user):
     assert body["succeeded_runs"] == ["ERR1"]
     assert body["failed_runs"] == [{"run": "ERR2", "reason": "assembly exit code 1: boom"}]
     assert "force" not in body
+
+
+def test_a_request_shows_failed_and_rejected_runs_with_why_and_its_study(user_client, user):
+    request = failed_request()
+    AssemblyAnalysisRequest.objects.filter(pk=request.pk).update(requester=user)
+    body = user_client.get(f"{REQUESTS_URL}{request.pk}/").json()
+    assert body["study_accession"] == "PRJEB00001"
+    assert body["succeeded_runs"] == []
+    assert body["failed_runs"] == [
+        {"run": "ERR9000001", "reason": "read_qc exit code 3: <adapter> file missing"}
+    ]
+    assert body["rejected_runs"] == [{"run": "ERR0", "reason": "no FASTQ"}]
+    listed = user_client.get(REQUESTS_URL).json()["results"]
+    assert listed[0]["rejected_runs"] == body["rejected_runs"]
 
 
 def test_the_openapi_schema_is_valid_without_a_warning(tmp_path):

@@ -4,6 +4,8 @@ tells the truth, and query counts that do not grow with the rows."""
 import uuid
 
 import pytest
+import yaml
+from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -162,13 +164,45 @@ def test_every_status_an_endpoint_answers_is_in_the_schema_as_drfs_error(
 
 
 def test_the_schema_validates_without_a_warning(tmp_path):
-    from django.core.management import call_command
-
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yml"))
     schema = (tmp_path / "schema.yml").read_text()
     for path in ("/api/studies/{accession}/runs/", "/api/studies/{accession}/analyses/"):
         assert f"  {path}:" in schema, path
     assert "Idempotency-Key" in schema and "'422':" in schema
+
+
+EXPECTED_STATUSES = {
+    # Lists: 400 for a bad or unknown query parameter, 404 for a page past the end (or a cursor not given out).
+    ("/api/assembly-analysis-requests/", "get"): {"200", "400", "401", "404"},
+    # 415: a body that is not JSON (or a form).
+    ("/api/assembly-analysis-requests/", "post"): {
+        "200", "201", "400", "401", "403", "409", "413", "415", "422", "429",
+    },
+    ("/api/assembly-analysis-requests/{id}/", "get"): {"200", "401", "404"},
+    ("/api/assembly-analysis-requests/{id}/cancel/", "post"): {
+        "200", "400", "401", "403", "404", "409", "413", "415",
+    },
+    ("/api/assembly-analysis-requests/{id}/retry/", "post"): {"202", "401", "403", "404", "409", "413"},
+    ("/api/assembly-analysis-requests/{id}/jobs/", "get"): {"200", "400", "401", "404"},
+    ("/api/jobs/", "get"): {"200", "400", "401", "403", "404"},
+    ("/api/jobs/{id}/", "get"): {"200", "401", "403", "404"},
+    ("/api/studies/", "get"): {"200", "400", "404"},
+    ("/api/studies/{accession}/", "get"): {"200", "404"},
+    ("/api/studies/{accession}/runs/", "get"): {"200", "400", "404"},
+    ("/api/studies/{accession}/analyses/", "get"): {"200", "400", "404"},
+    ("/api/analyses/", "get"): {"200", "400", "404"},
+    ("/api/analyses/{accession}/", "get"): {"200", "404"},
+}  # fmt: skip
+
+
+def test_the_schema_is_valid_warning_free_and_lists_every_status(tmp_path):
+    schema_file = tmp_path / "schema.yml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(schema_file))
+    schema = yaml.safe_load(schema_file.read_text())
+    for (path, method), statuses in EXPECTED_STATUSES.items():
+        assert set(schema["paths"][path][method]["responses"]) == statuses, (path, method)
+    create = schema["paths"]["/api/assembly-analysis-requests/"]["post"]
+    assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in create["parameters"])
 
 
 # --- constant queries -------------------------------------------------------------------------------------------
@@ -227,3 +261,20 @@ def test_the_request_list_makes_the_same_queries_for_2_and_20_requests(user_clie
     few = queries(user_client, REQUESTS_URL)
     add(18)
     assert queries(user_client, REQUESTS_URL) == few
+
+
+def test_the_request_list_with_run_outcomes_makes_the_same_queries_for_2_and_20(user_client, user):
+    def queries_with(rows: int) -> int:
+        while AssemblyAnalysisRequest.objects.count() < rows:
+            n = AssemblyAnalysisRequest.objects.count()
+            AssemblyAnalysisRequest.objects.create(
+                study_accession=f"PRJEB{10000 + n}",
+                requester=user,
+                request_metadata={"succeeded_runs": ["ERR1"], "failed_runs": {"ERR2": "boom"}},
+            )
+        with CaptureQueriesContext(connection) as captured:
+            response = user_client.get(REQUESTS_URL)
+        assert response.status_code == 200 and response.json()["count"] == rows
+        return len(captured)
+
+    assert queries_with(2) == queries_with(20)

@@ -6,14 +6,15 @@ Playwright's own browser download needs the internet, so it never runs: `scripts
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
+import pluggy
 import pytest
 from django.db import connections
 
 # The real stack (served deployments, Slurm, the ENA stub) for the flow-backed tests, as tests/e2e has it.
-from tests.e2e.conftest import flows_server, flows_server_env, gated_stub  # noqa: F401
+from tests.stack import flows_server, flows_server_env, gated_stub  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,7 +88,9 @@ def save_screenshot(page, nodeid: str) -> Path:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo
+) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
     outcome = yield
     report = outcome.get_result()
     page = getattr(item, "funcargs", {}).get("page")

@@ -1,7 +1,7 @@
 """A curator's path through the admin in headless Chromium, with the service's side played by the database.
 
 No flow runs here: the dispatcher is run in-process with Prefect's answer stubbed, and the Slurm jobs are ledger
-rows, so these run wherever PostgreSQL does. tests/browser/test_admin_flows.py does the same on the real stack.
+rows, so these run wherever PostgreSQL does. tests/browser/test_admin_on_the_stack.py does the same on the real stack.
 """
 
 import re
@@ -13,21 +13,10 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from analyses.models import AssemblyAnalysisRequest, Study
-from tests.workflows.test_admin import failed_request
+from tests.browser.admin_pages import REQUESTS, field, log_in
+from tests.builders import failed_request
 from workflows.models import ClusterJob, Plan, PlanStep, Trigger
 from workflows.outbox.dispatch import dispatch_pending_triggers
-
-REQUESTS = "/admin/analyses/assemblyanalysisrequest/"
-
-
-def log_in(page: Page) -> None:
-    page.goto("/admin/")
-    expect(page).to_have_url(re.compile(r"/admin/login/"))
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", "admin-password")
-    page.click("input[type=submit]")
-    expect(page.locator("#site-name")).to_be_visible()
-    expect(page.locator("#content h1")).to_have_text("Site administration")
 
 
 def run_action(page: Page, action: str, *pks: int) -> None:
@@ -37,11 +26,6 @@ def run_action(page: Page, action: str, *pks: int) -> None:
         page.check(f"input[name=_selected_action][value='{pk}']")
     page.select_option("select[name=action]", action)
     page.click("button[name=index]")
-
-
-def field(page: Page, name: str):
-    """A read-only field's value on a change page."""
-    return page.locator(f".field-{name} .readonly")
 
 
 def add_running_jobs(request: AssemblyAnalysisRequest) -> None:

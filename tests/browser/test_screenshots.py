@@ -2,6 +2,7 @@
 
 import contextlib
 from types import SimpleNamespace
+from typing import Any
 
 from tests.browser import conftest
 
@@ -10,12 +11,15 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def report_through_the_hook(page, when: str, failed: bool) -> SimpleNamespace:
     """Drive the hook wrapper as pytest does: it receives the report made for the test's phase."""
+    # Stand-ins for pytest's item, call and hook result, with just what the hook reads (hence typed Any).
     report = SimpleNamespace(when=when, failed=failed, sections=[])
-    item = SimpleNamespace(funcargs={"page": page}, nodeid="tests/browser/test_admin.py::test_x[a b]")
-    hook = conftest.pytest_runtest_makereport(item, None)
+    item: Any = SimpleNamespace(funcargs={"page": page}, nodeid="tests/browser/test_admin.py::test_x[a b]")
+    call: Any = None
+    result: Any = SimpleNamespace(get_result=lambda: report)
+    hook = conftest.pytest_runtest_makereport(item, call)
     next(hook)
     with contextlib.suppress(StopIteration):  # the wrapper is done once it has the report
-        hook.send(SimpleNamespace(get_result=lambda: report))
+        hook.send(result)
     return report
 
 

@@ -1,1 +1,1 @@
-from tests.e2e.conftest import flows_server, flows_server_env, gated_stub  # noqa: F401  (the e2e stack)
+from tests.stack import flows_server, flows_server_env, gated_stub  # noqa: F401  (the stack's fixtures)

@@ -12,9 +12,11 @@ from django.db import connections
 from django.test import Client
 from django.urls import reverse
 
-from prefect_utils.scheduler import JobState, SlurmClient
-from tests.chaos.test_outages import OUTAGE_SECONDS
-from tests.e2e.test_request_flow import (
+from prefect_utils.slurm_client import SlurmClient
+from prefect_utils.states import JobState
+from tests.faults import OUTAGE_SECONDS, start_slurm_daemon, stop_slurm_daemon
+from tests.slurm_support import poll_until, slurm_state
+from tests.stack import (
     REQUESTS_URL,
     flow_run_of,
     post_request,
@@ -22,8 +24,6 @@ from tests.e2e.test_request_flow import (
     running_job,
     suspended,
 )
-from tests.faults import start_slurm_daemon, stop_slurm_daemon
-from tests.slurm_support import poll_until
 from workflows.models import ClusterJob, RequestProgress
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
@@ -71,7 +71,7 @@ def test_a_cancellation_during_an_outage_is_carried_out_when_it_ends(
         time.sleep(OUTAGE_SECONDS)  # the outage itself
         assert RequestProgress.objects.filter(pk=request.pk, cancel_carried_out_at__isnull=False).count() == 0
         if fault == "no-flow-server":  # nothing alive to carry it out: the job still runs, the intent waits
-            assert slurm.job_states([held.slurm_job_id])[held.slurm_job_id].state is JobState.RUNNING
+            assert slurm_state(slurm, held.slurm_job_id) is JobState.RUNNING
     finally:
         if fault == "controller-down":
             start_slurm_daemon("ctld")
@@ -87,7 +87,7 @@ def test_a_cancellation_during_an_outage_is_carried_out_when_it_ends(
     )
     carried_out_after = time.monotonic() - ended_at
     for job in ClusterJob.objects.filter(request=request).exclude(slurm_job_id=None):
-        assert slurm.job_states([job.slurm_job_id])[job.slurm_job_id].state is JobState.CANCELLED, job
+        assert slurm_state(slurm, job.slurm_job_id) is JobState.CANCELLED, job
     poll_until(
         lambda: flow_run_of(request).state.is_cancelled(), timeout=90, what="Prefect to cancel the run"
     )

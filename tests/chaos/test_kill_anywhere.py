@@ -10,8 +10,8 @@ import pytest
 from django.db.models import Count
 
 from analyses.models import Analysis, Assembly, AssemblyAnalysisRequest
-from tests.e2e.test_request_flow import post_request
 from tests.slurm_support import job_ids_with_comment, poll_until
+from tests.stack import post_request
 from workflows.models import ClusterJob, RequestProgress
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]

@@ -7,29 +7,26 @@ during it, and the fault ends: the request must complete with every step on its 
 failed because the orchestrator had a bad minute) and one Slurm job per submission key.
 """
 
-import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 from django.db import connections
 
-from analyses.models import Analysis
-from tests.e2e.test_request_flow import (
+from analyses.models import Analysis, AssemblyAnalysisRequest
+from tests.faults import OUTAGE_SECONDS, restart_postgres, start_slurm_daemon, stop_slurm_daemon
+from tests.slurm_support import poll_until
+from tests.stack import (
     assert_one_slurm_job_per_key,
     post_request,
     request_status,
     running_job,
     suspended,
 )
-from tests.faults import restart_postgres, start_slurm_daemon, stop_slurm_daemon
-from tests.slurm_support import poll_until
 from workflows.models import ClusterJob, PollerLease
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.disruptive]
-
-OUTAGE_SECONDS = float(os.environ.get("CHAOS_OUTAGE_SECONDS", "6"))
 
 
 @contextmanager
@@ -50,7 +47,7 @@ def postgres_restarted() -> Iterator[None]:
 # Faults the poller must see (squeue fails): the test proves the outage was met, not slept through.
 SEEN_BY_THE_POLLER = {"munge-restart"}
 
-FAULTS: dict[str, Callable[[], contextmanager]] = {
+FAULTS: dict[str, Callable[[], AbstractContextManager[None]]] = {
     "postgres-restart": postgres_restarted,
     "slurmdbd-down": lambda: daemon_down("dbd"),
     "munge-restart": lambda: daemon_down("munge"),
@@ -124,11 +121,11 @@ def test_a_controller_outage_fails_no_waiting_step_and_holds_submission_back(
     ended_at, outage = time.monotonic(), time.monotonic() - began
 
     for request, analyses in ((waiting, 1), (submitting, 2)):
-        poll_until(
-            lambda request=request: request_status(request) in {"completed", "failed"},
-            timeout=400,
-            what="the request to finish",
-        )
+
+        def finished(request: AssemblyAnalysisRequest = request) -> bool:
+            return request_status(request) in {"completed", "failed"}
+
+        poll_until(finished, timeout=400, what="the request to finish")
         assert request.status == "completed", request.status_detail
         jobs = ClusterJob.objects.filter(request=request)
         assert set(jobs.values_list("state", flat=True)) == {"COMPLETED"}

@@ -12,9 +12,8 @@ import httpx
 import pytest
 from django.db import connection
 
-from tests.e2e.conftest import ROOT
 from tests.faults import restart_postgres
-from tests.slurm_support import poll_until
+from tests.slurm_support import ROOT, poll_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.disruptive]
 

@@ -16,17 +16,11 @@ from prefect.client.orchestration import get_client
 from psycopg import sql
 
 from analyses.models import Analysis, AssemblyAnalysisRequest
-from tests.e2e.conftest import ROOT, FlowsServer, deployments_registered
-from tests.slurm_support import poll_until
+from tests.slurm_support import ROOT, poll_until
+from tests.stack import FlowsServer, deployments_registered
 from workflows.outbox import deployments
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
-
-
-@pytest.fixture
-def flows_server_env(flows_server_env: dict[str, str]) -> dict[str, str]:
-    # Not a test of suspension: passes watch the demo's short jobs, as in `make run`, instead of resuming per step.
-    return {**flows_server_env, "WORKFLOWS_LINGER_SECONDS": "20"}
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.linger]
 
 
 def _admin_connection() -> psycopg.Connection:
@@ -81,13 +75,15 @@ def _create_request_in(env: dict[str, str], accession: str) -> int:
 def _status_in(env: dict[str, str], request_id: int) -> tuple[str, str, int]:
     """(status, flow run id, analyses) of a request in the other environment's database."""
     with psycopg.connect(env["DATABASE_URL"]) as conn:
-        status, metadata = conn.execute(
+        request_row = conn.execute(
             "SELECT status, request_metadata FROM analyses_assemblyanalysisrequest WHERE id = %s",
             [request_id],
         ).fetchone()
-        (analyses,) = conn.execute(
+        count_row = conn.execute(
             "SELECT count(*) FROM analyses_analysis WHERE request_id = %s", [request_id]
         ).fetchone()
+    assert request_row is not None and count_row is not None, f"no request {request_id}"
+    (status, metadata), (analyses,) = request_row, count_row
     return status, (metadata or {}).get("flow_run_id", ""), analyses
 
 
@@ -120,6 +116,7 @@ def test_two_environments_on_one_prefect_server_each_complete_in_their_own_datab
 
     request.refresh_from_db()
     assert request.status == "completed", request.status_detail
+    assert request.flow_run_id is not None
     assert Analysis.objects.filter(request=request).exists()
     other_status, other_flow_run_id, other_analyses = _status_in(other_env, other_id)
     assert other_status == "completed" and other_analyses > 0
@@ -127,6 +124,7 @@ def test_two_environments_on_one_prefect_server_each_complete_in_their_own_datab
     with get_client(sync_client=True) as client:
         for flow_run_id, environment in ((request.flow_run_id, ours), (other_flow_run_id, other_name)):
             flow_run = client.read_flow_run(uuid.UUID(flow_run_id))
+            assert flow_run.deployment_id is not None
             deployment = client.read_deployment(flow_run.deployment_id)
             assert deployment.name.endswith(f"@{environment}")
             assert flow_run.parameters["environment"] == environment

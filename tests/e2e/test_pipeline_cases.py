@@ -4,19 +4,12 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from analyses.models import AssemblyAnalysisRequest
-from tests.e2e.test_request_flow import assert_one_slurm_job_per_key, flow_run_logs, flow_run_of
+from tests.stack import assert_one_slurm_job_per_key, flow_run_logs, flow_run_of
 from workflows.operations import case_runner as test_cases
 from workflows.outbox import deployments
 from workflows.pipelines.registry import FLOWS
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
-
-
-@pytest.fixture
-def flows_server_env(flows_server_env: dict[str, str]) -> dict[str, str]:
-    # As `make run` (where `make test-cases` runs): a pass watches the demo's short jobs instead of suspending after
-    # each step. The other e2e tests keep suspending after every step, and test suspension and resumption.
-    return {**flows_server_env, "WORKFLOWS_LINGER_SECONDS": "20"}
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.linger]
 
 
 def test_every_case_of_every_deployment_passes(flows_server) -> None:

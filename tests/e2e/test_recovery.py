@@ -4,15 +4,15 @@ import pytest
 from django.db.models import Count
 
 from analyses.models import Analysis
-from tests.e2e.conftest import FlowsServer
-from tests.e2e.test_request_flow import (
+from tests.slurm_support import poll_until
+from tests.stack import (
+    FlowsServer,
     assert_one_slurm_job_per_key,
     post_request,
     request_status,
     running_job,
     suspended,
 )
-from tests.slurm_support import poll_until
 from workflows.models import ClusterJob, PlanStep, PollerLease
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]

@@ -2,65 +2,24 @@ import uuid
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.states import Cancelling
 
-from analyses.models import Analysis, AssemblyAnalysisRequest
-from prefect_utils.scheduler import JobState, SlurmClient
-from tests.slurm_support import job_ids_with_comment, poll_until
+from analyses.models import Analysis
+from prefect_utils.slurm_client import SlurmClient
+from prefect_utils.states import JobState
+from tests.slurm_support import poll_until, slurm_state
+from tests.stack import (
+    REQUESTS_URL,
+    assert_one_slurm_job_per_key,
+    flow_run_of,
+    post_request,
+    request_status,
+    running_job,
+    suspended,
+)
 from workflows.models import ClusterJob, RequestProgress
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
-
-REQUESTS_URL = "/api/assembly-analysis-requests/"
-
-
-def post_request(client, accession: str, *, force: bool = False) -> AssemblyAnalysisRequest:
-    """POST a request and wait for its dispatch; `force` for a test that runs several per study at once."""
-    payload = {"study_accession": accession, **({"force": True} if force else {})}
-    response = client.post(REQUESTS_URL, payload, format="json")
-    assert response.status_code == 201, response.content
-
-    def dispatched() -> AssemblyAnalysisRequest | None:
-        request = AssemblyAnalysisRequest.objects.get(pk=response.json()["id"])
-        return request if request.flow_run_id else None
-
-    # The commit woke the flow server's service loop, which dispatched the trigger (never the request thread).
-    return poll_until(dispatched, timeout=60, what="the service loop to dispatch the request's trigger")
-
-
-def request_status(request: AssemblyAnalysisRequest) -> str:
-    request.refresh_from_db()
-    return request.status
-
-
-def flow_run_of(request: AssemblyAnalysisRequest):
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(uuid.UUID(request.flow_run_id))
-
-
-def assert_one_slurm_job_per_key(request: AssemblyAnalysisRequest) -> None:
-    jobs = list(ClusterJob.objects.filter(request=request))
-    assert jobs
-    for job in jobs:
-        assert job_ids_with_comment(job.submission_key) == {job.slurm_job_id}, job
-
-
-def running_job(request: AssemblyAnalysisRequest) -> ClusterJob | None:
-    return ClusterJob.objects.filter(request=request, state="RUNNING").first()
-
-
-def flow_run_logs(request: AssemblyAnalysisRequest) -> list:
-    with get_client(sync_client=True) as client:
-        return client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(request.flow_run_id)])),
-            limit=200,
-        )
-
-
-def suspended(request: AssemblyAnalysisRequest) -> bool:
-    state = flow_run_of(request).state
-    return state.type.value == "PAUSED" and state.name == "Suspended"
 
 
 def test_a_waiting_request_holds_no_process_and_survives_a_killed_flow_server(
@@ -75,7 +34,7 @@ def test_a_waiting_request_holds_no_process_and_survives_a_killed_flow_server(
     poll_until(lambda: not flows_server.flow_processes(), timeout=30, what="the flow process to exit")
 
     flows_server.kill()
-    assert SlurmClient().job_states([held.slurm_job_id])[held.slurm_job_id].state is JobState.RUNNING
+    assert slurm_state(SlurmClient(), held.slurm_job_id) is JobState.RUNNING
     flows_server.start()
     stub.fastq_gate.set()  # the job ends while the new server runs: its poller resumes the flow run
 
@@ -102,7 +61,7 @@ def test_cancelling_a_running_request_scancels_its_jobs(flows_server, gated_stub
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     client = SlurmClient()
     poll_until(
-        lambda: client.job_states([held.slurm_job_id])[held.slurm_job_id].state is JobState.CANCELLED,
+        lambda: slurm_state(client, held.slurm_job_id) is JobState.CANCELLED,
         timeout=60,
         what="Slurm to report the job CANCELLED",
     )
@@ -133,7 +92,7 @@ def test_cancelling_the_suspended_flow_run_in_prefect_scancels_and_cancels_the_r
         client.set_flow_run_state(uuid.UUID(request.flow_run_id), Cancelling(), force=True)
     slurm = SlurmClient()
     poll_until(
-        lambda: slurm.job_states([held.slurm_job_id])[held.slurm_job_id].state is JobState.CANCELLED,
+        lambda: slurm_state(slurm, held.slurm_job_id) is JobState.CANCELLED,
         timeout=90,
         what="the sweep to scancel the job",
     )

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from prefect_utils.jobs import PollConfig, SlurmJobs
-from prefect_utils.scheduler import SlurmClient
+from prefect_utils.slurm_client import SlurmClient
+from prefect_utils.submission import PollConfig, SlurmJobs
 from workflows.orchestration.ledger import DjangoJobLedger
 
 CHILD = Path(__file__).with_name("submit_child.py")

@@ -17,8 +17,8 @@ import django
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "emgapi.settings")
     django.setup()
-    from prefect_utils.jobs import SlurmJobs
-    from prefect_utils.scheduler import JobSpec
+    from prefect_utils.job_spec import JobSpec
+    from prefect_utils.submission import SlurmJobs
     from workflows.orchestration.ledger import DjangoJobLedger
 
     spec = JobSpec.from_canonical(json.loads(sys.argv[1]))

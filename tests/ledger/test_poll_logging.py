@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from prefect_utils.jobs import Poller
-from tests.ledger.test_submission import spec_in
+from prefect_utils.poller import Poller
+from tests.ledger.specs import spec_in
 from tests.slurm_support import poll_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.django_db(transaction=True)]
@@ -16,12 +16,12 @@ def job_lines(caplog, job_id: str) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "prefect_utils.jobs" and f"job {job_id}" in r.getMessage()
+        if r.name == "prefect_utils.poller" and f"job {job_id}" in r.getMessage()
     ]
 
 
 def test_a_running_job_is_logged_once_then_at_the_slow_interval(service, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="prefect_utils.jobs")
+    caplog.set_level(logging.INFO, logger="prefect_utils.poller")
     record = service.submit_once(spec_in(tmp_path, "sleep 30"))
     poller = Poller(service)  # one poller throughout: it holds the lease, so every tick polls
     poll_until(

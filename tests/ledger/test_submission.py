@@ -10,27 +10,20 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from prefect_utils.jobs import (
-    POLLER_LEASE,
-    PollConfig,
-    Poller,
-    ResubmitPolicy,
-    SlurmJobs,
-    ThrottleConfig,
-    describe_failure,
-    job_key,
-)
-from prefect_utils.ledger import LedgerRecord, Submission
-from prefect_utils.scheduler import JobSpec, SlurmClient
+from prefect_utils.job_spec import JobSpec
+from prefect_utils.keys import job_key, submission_key
+from prefect_utils.ledger import JobSubmission, LedgerRecord
+from prefect_utils.policy import ResubmitPolicy, describe_failure
+from prefect_utils.poller import POLLER_LEASE, Poller
+from prefect_utils.slurm_client import SlurmClient
+from prefect_utils.states import JobState
+from prefect_utils.submission import PollConfig, SlurmJobs, ThrottleConfig
+from tests.ledger.specs import spec_in
 from tests.slurm_support import job_ids_with_comment, poll_until, slurm
 from workflows.models import ClusterJob, PollerLease
 from workflows.orchestration.ledger import DjangoJobLedger
 
 pytestmark = [pytest.mark.slurm, pytest.mark.django_db(transaction=True)]
-
-
-def spec_in(tmp_path, script: str, **overrides) -> JobSpec:
-    return JobSpec(name=overrides.pop("name", "test-job"), script=script, workdir=str(tmp_path), **overrides)
 
 
 def wait(
@@ -81,7 +74,7 @@ def test_process_killed_around_sbatch_is_repaired_by_rerun(service, run_child, t
 
     key = job_key(spec, {})
     orphan = ClusterJob.objects.get(key=key, attempt=1)
-    submitted = job_ids_with_comment(f"{key}-1")
+    submitted = job_ids_with_comment(submission_key(key, 1))
     assert len(submitted) == 1
     assert (orphan.slurm_job_id is None) == (point != "after_commit")
 
@@ -89,7 +82,7 @@ def test_process_killed_around_sbatch_is_repaired_by_rerun(service, run_child, t
     assert rerun.job_id in submitted
     assert service.client.calls["sbatch"] == 0
     assert wait(service, rerun).state == "COMPLETED"
-    assert job_ids_with_comment(f"{key}-1") == submitted
+    assert job_ids_with_comment(submission_key(key, 1)) == submitted
 
 
 def _stopped(pid: int) -> bool:
@@ -113,12 +106,12 @@ def test_an_adopter_waits_for_the_creator_between_sbatch_and_commit(run_child, t
     key = job_key(spec, {})
     first = run_child(json.dumps(spec.canonical()), env={"PREFECT_UTILS_FAULT_POINT": "after_sbatch:stop"})
     poll_until(lambda: _stopped(first.pid), timeout=60, what="the creator to stop after its sbatch")
-    (submitted,) = job_ids_with_comment(f"{key}-1")
+    (submitted,) = job_ids_with_comment(submission_key(key, 1))
 
     second = run_child(json.dumps(spec.canonical()))
     poll_until(_waiting_on_a_lock, timeout=60, what="the second process to wait for the creator's row")
     assert second.poll() is None
-    assert job_ids_with_comment(f"{key}-1") == {submitted}
+    assert job_ids_with_comment(submission_key(key, 1)) == {submitted}
 
     os.kill(first.pid, signal.SIGKILL if creator == "dies" else signal.SIGCONT)
     out, err = second.communicate(timeout=120)
@@ -127,7 +120,7 @@ def test_an_adopter_waits_for_the_creator_between_sbatch_and_commit(run_child, t
     assert out.strip() == submitted
     if creator == "finishes":
         assert first.returncode == 0
-    assert job_ids_with_comment(f"{key}-1") == {submitted}
+    assert job_ids_with_comment(submission_key(key, 1)) == {submitted}
     assert ClusterJob.objects.get(key=key, attempt=1).slurm_job_id == submitted
 
 
@@ -149,7 +142,7 @@ def test_concurrent_processes_submit_one_job(run_child, tmp_path):
     assert all(child.returncode == 0 for child in children), [err for _, err in outputs]
     job_ids = {out.strip() for out, _ in outputs}
     assert len(job_ids) == 1
-    assert job_ids_with_comment(f"{job_key(spec, {})}-1") == job_ids
+    assert job_ids_with_comment(submission_key(job_key(spec, {}), 1)) == job_ids
     assert ClusterJob.objects.filter(key=job_key(spec, {})).count() == 1
 
 
@@ -165,7 +158,7 @@ def test_failure_carries_state_exit_code_and_log_tail(service, tmp_path):
 
 def test_a_batch_is_one_commit_before_and_one_after_its_sbatches(service, tmp_path):
     specs = [spec_in(tmp_path, f"true # {i}", name=f"batch-{i}") for i in range(5)]
-    submissions = [Submission(job_key(spec, {}), 1, spec.canonical()) for spec in specs]
+    submissions = [JobSubmission(job_key(spec, {}), 1, spec.canonical()) for spec in specs]
     records = service.submit(submissions)
     assert [r.key for r in records] == [s.key for s in submissions]
     assert len({r.job_id for r in records}) == 5 and service.client.calls["sbatch"] == 5
@@ -201,7 +194,7 @@ def test_cancel_finds_a_job_whose_id_was_never_recorded(service, run_child, tmp_
     child = run_child(json.dumps(spec.canonical()), env={"PREFECT_UTILS_FAULT_POINT": "after_sbatch"})
     child.communicate(timeout=60)
     key = job_key(spec, {})
-    (job_id,) = job_ids_with_comment(f"{key}-1")
+    (job_id,) = job_ids_with_comment(submission_key(key, 1))
     ClusterJob.objects.filter(key=key).update(flow_run_id="orphaned-run")
 
     poll_until(lambda: service.cancel({"flow_run_id": "orphaned-run"}) == [], what="Slurm to confirm")
@@ -268,7 +261,7 @@ def test_a_poller_whose_lease_expired_writes_nothing(service, tmp_path):
         lambda: service.client.job_states([record.job_id])[record.job_id].state.is_terminal,
         what="the job to end",
     )
-    assert service.poll_once("stalled") is None
+    assert stalled.poll_once() is None
     assert ClusterJob.objects.get(key=record.key).state in {"PENDING", "RUNNING"}
 
 
@@ -299,7 +292,7 @@ def test_controller_down_makes_states_stale_never_failed(tmp_path, slurm_cluster
 
 def test_job_missing_from_squeue_and_sacct_is_unknown_not_completed(service, tmp_path):
     spec = spec_in(tmp_path, "true")
-    service.ledger.insert_missing([Submission("f" * 40, 1, spec.canonical())], claim="test")
+    service.ledger.insert_missing([JobSubmission("f" * 40, 1, spec.canonical())], claim="test")
     with service.ledger.locked([("f" * 40, 1)]) as batch:
         batch.set_job_id("f" * 40, 1, "987654321")  # a job id this cluster never issued
     Poller(service).tick()
@@ -330,7 +323,7 @@ def test_capacity_counts_active_jobs_and_the_submit_rate(tmp_path, slurm_cluster
 
 def _attempts(spec: JobSpec, *states: str) -> list[LedgerRecord]:
     return [
-        LedgerRecord(key="k", attempt=n, spec=spec.canonical(), state=state)
+        LedgerRecord(key="k", attempt=n, spec=spec.canonical(), state=JobState(state))
         for n, state in enumerate(states, 1)
     ]
 
@@ -353,14 +346,17 @@ def test_policy_by_failure_class():
         memory_environment={"TOOL_MEMORY_BYTES": 0.5},
     )
     escalated = policy.next_spec(_attempts(spec, "OUT_OF_MEMORY"))
+    assert escalated is not None
     assert escalated.memory_mb == 2000 and escalated.environment["TOOL_MEMORY_BYTES"] == str(
         1000 * 1024 * 1024
     )
     bigger = replace(spec, memory_mb=2000)
-    assert policy.next_spec(_attempts(bigger, "OUT_OF_MEMORY", "OUT_OF_MEMORY")).memory_mb == 3000
+    grown = policy.next_spec(_attempts(bigger, "OUT_OF_MEMORY", "OUT_OF_MEMORY"))
+    assert grown is not None and grown.memory_mb == 3000
     assert policy.next_spec(_attempts(spec, "OUT_OF_MEMORY", "TIMEOUT", "OUT_OF_MEMORY")) is None  # budget
     assert policy.next_spec(_attempts(replace(spec, memory_mb=3000), "OUT_OF_MEMORY")) is None  # ceiling
-    assert policy.next_spec(_attempts(spec, "TIMEOUT")).time_limit_minutes == 15
+    longer = policy.next_spec(_attempts(spec, "TIMEOUT"))
+    assert longer is not None and longer.time_limit_minutes == 15
     # An exit code is the tool's verdict: reported, never resubmitted.
     assert policy.next_spec(_attempts(spec, "FAILED")) is None
     assert policy.next_spec(_attempts(spec, "CANCELLED")) is None

@@ -12,17 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from prefect_utils.jobs import Poller, ResubmitPolicy, SlurmJobs, describe_failure, job_key
-from prefect_utils.ledger import LedgerRecord, Submission
-from prefect_utils.scheduler import (
-    UNSCHEDULABLE_REASONS,
-    JobInfo,
-    JobSpec,
-    JobState,
-    SlurmClient,
-    parse_squeue,
-)
-from tests.slurm_support import poll_until
+from prefect_utils.job_spec import JobInfo, JobSpec
+from prefect_utils.keys import job_key
+from prefect_utils.ledger import JobSubmission, LedgerRecord
+from prefect_utils.parsing import parse_squeue
+from prefect_utils.policy import ResubmitPolicy, describe_failure
+from prefect_utils.poller import Poller
+from prefect_utils.slurm_client import SlurmClient
+from prefect_utils.states import UNSCHEDULABLE_REASONS, JobState
+from prefect_utils.submission import SlurmJobs
+from tests.slurm_support import poll_until, slurm_state
 from workflows.orchestration.ledger import DjangoJobLedger
 
 LIMITS = "limits"
@@ -101,7 +100,8 @@ def test_pending_for_a_reason_that_can_clear(reason: str | None) -> None:
 # --- the poller ---
 
 
-def spec_in(workdir: Path, name: str, minutes: int) -> JobSpec:
+def limited_spec(workdir: Path, name: str, minutes: int) -> JobSpec:
+    """A `true` job in partition `limits` (LIMITS), asking for `minutes`."""
     return JobSpec(
         name=name,
         script="true\n",
@@ -141,8 +141,8 @@ def test_a_job_scancel_could_not_reach_stays_pending_and_the_others_are_recorded
     service = SlurmJobs(DjangoJobLedger(), SlurmClient(runner=runner, retries=0))
     records = {}
     for job_id, minutes in (("192", 10), ("193", 1)):
-        spec = spec_in(tmp_path, f"job-{job_id}", minutes)
-        submission = Submission(job_key(spec, {}), 1, spec.canonical())
+        spec = limited_spec(tmp_path, f"job-{job_id}", minutes)
+        submission = JobSubmission(job_key(spec, {}), 1, spec.canonical())
         service.ledger.insert_missing([submission], "test")
         with service.ledger.locked([(submission.key, 1)]) as batch:
             batch.set_job_id(submission.key, 1, job_id)
@@ -189,8 +189,8 @@ def scontrol_update(*settings: str) -> None:
 def test_job_left_pending_by_a_lowered_time_limit_is_cancelled_and_failed_for_good(
     limits_partition: None, service: SlurmJobs, tmp_path: Path
 ) -> None:
-    too_long = service.submit_once(spec_in(tmp_path, "too-long", minutes=10))
-    fits = service.submit_once(spec_in(tmp_path, "fits", minutes=1))
+    too_long = service.submit_once(limited_spec(tmp_path, "too-long", minutes=10))
+    fits = service.submit_once(limited_spec(tmp_path, "fits", minutes=1))
     poller = Poller(service)
 
     def polled(*records: LedgerRecord) -> list[LedgerRecord]:
@@ -221,7 +221,7 @@ def test_job_left_pending_by_a_lowered_time_limit_is_cancelled_and_failed_for_go
     assert "ended FAILED" in message and "never schedulable: PartitionTimeLimit" in message
 
     # Slurm has let the job go: it will not start should the limit be raised again.
-    assert service.client.job_states([too_long.job_id])[too_long.job_id].state is JobState.CANCELLED
+    assert slurm_state(service.client, too_long.job_id) is JobState.CANCELLED
 
     # Another attempt with the same spec would only pend again.
     history = service.ledger.attempts([too_long.key])[too_long.key]

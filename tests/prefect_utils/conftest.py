@@ -3,7 +3,8 @@ from collections.abc import Callable
 
 import pytest
 
-from prefect_utils.scheduler import JobInfo, SlurmClient
+from prefect_utils.job_spec import JobInfo
+from prefect_utils.slurm_client import SlurmClient
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
-from tests.analyses.test_admin import populate
-from tests.workflows.test_admin import failed_request
+from tests.builders import failed_request, populate
 from workflows.models import ClusterJob, PollerLease
 
 pytestmark = pytest.mark.django_db

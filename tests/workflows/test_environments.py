@@ -31,6 +31,21 @@ def test_an_environment_name_prefect_would_mangle_is_refused(settings, name):
     settings.EMGAPI_ENVIRONMENT = name
     with pytest.raises(ValueError, match="EMGAPI_ENVIRONMENT"):
         deployments.environment()
+    # ... and at start-up, by a system check naming the setting, rather than inside the first POST (a 500).
+    [error] = deployments.check_environment()
+    assert error.id == "workflows.E001" and "EMGAPI_ENVIRONMENT" in error.msg
+
+
+@pytest.mark.parametrize(
+    ("database", "expected"),
+    [("/srv/emgapi/var/db.sqlite3", "db"), ("var/archive.sqlite3", "archive"), ("emgapi", "emgapi")],
+)
+def test_a_sqlite_file_path_names_its_environment_by_its_stem(settings, monkeypatch, database, expected):
+    # DATABASE_URL=sqlite:///some/dir/db.sqlite3 made the default a path, refused inside every POST (a 500).
+    settings.EMGAPI_ENVIRONMENT = ""
+    monkeypatch.setitem(connection.settings_dict, "NAME", database)
+    assert deployments.environment() == expected
+    assert deployments.check_environment() == []
 
 
 @pytest.mark.django_db

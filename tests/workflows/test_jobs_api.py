@@ -5,7 +5,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from analyses.models import AssemblyAnalysisRequest
-from tests.workflows.test_admin import failed_request
+from tests.builders import failed_request
 from workflows.models import Trigger
 
 pytestmark = pytest.mark.django_db

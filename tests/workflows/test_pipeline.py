@@ -7,10 +7,11 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from prefect_utils.scheduler import JobSpec
+from prefect_utils.job_spec import JobSpec
 from workflows.ena.client import EnaReadRun
 from workflows.ena.runs import RunInputs, UnusableRun, run_inputs_from_ena
 from workflows.pipelines.assembly.steps import (
@@ -44,8 +45,8 @@ SEQKIT_EMPTY_OUTPUT = (
 )
 
 
-def ena_run(**overrides: object) -> EnaReadRun:
-    fields = {
+def ena_run(**overrides: Any) -> EnaReadRun:
+    fields: dict[str, Any] = {
         "run_accession": "ERR9000001",
         "sample_accession": "SAMEA900000001",
         "secondary_sample_accession": "ERS9000001",
@@ -308,6 +309,7 @@ def run_locally(spec: JobSpec) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         ["bash", str(script)], cwd=workdir, env=env, capture_output=True, text=True, check=False, timeout=600
     )
+    assert spec.output_path is not None  # every step names its log
     Path(spec.output_path).write_text(result.stdout + result.stderr)
     return result
 

@@ -3,6 +3,7 @@
 import copy
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -106,12 +107,13 @@ def test_a_requests_resources_override_the_sites_which_override_the_spec(setting
     assert (assembly.cpus, assembly.memory_mb, assembly.time_limit_minutes) == (2, 4000, 1)
     assert pipeline_config(None).resources("assembly").time_limit_minutes == 120
     # A request names steps only: the partition and the jobs' PATH are the site's.
-    for mistake, message in [
+    mistakes: list[tuple[dict[str, Any], str]] = [
         ({"asembly": {"cpus": 1}}, r"not \['asembly'\]"),
         ({"partition": "bigmem"}, r"not \['partition'\]"),
         ({"assembly": {"cpus": "2"}}, "must be integers"),
         ({"assembly": {"gpus": 1}}, r"unknown resource\(s\) \['gpus'\]"),
-    ]:
+    ]
+    for mistake, message in mistakes:
         with pytest.raises(ValueError, match=message):
             pipeline_config(mistake)
 

@@ -11,8 +11,9 @@ from django.db import IntegrityError, transaction
 
 from analyses.models import Analysis, Assembly, AssemblyAnalysisRequest
 from analyses.services import cancel_assembly_analysis_request
-from prefect_utils.jobs import PollConfig, Poller, SlurmJobs
-from prefect_utils.scheduler import SlurmClient
+from prefect_utils.poller import Poller
+from prefect_utils.slurm_client import SlurmClient
+from prefect_utils.submission import PollConfig, SlurmJobs
 from tests.slurm_support import job_ids_with_comment, poll_until
 from workflows.models import ClusterJob, Plan, PlanStep, RequestProgress
 from workflows.orchestration.ledger import DjangoJobLedger
@@ -139,11 +140,14 @@ def test_ingestion_is_an_upsert_under_a_constraint(pipeline_world, jobs):
     request = new_request()
     run_to_the_end(request.pk, jobs)
     plan = Plan.objects.get(request=request)
-    run_steps = list(plan.steps.filter(run_accession=plan.steps.first().run_accession))
+    first_step = plan.steps.first()
+    assert first_step is not None
+    run_steps = list(plan.steps.filter(run_accession=first_step.run_accession))
     ASSEMBLY.ingest(request, run_steps)
     ASSEMBLY.ingest(request, run_steps)
     assert Analysis.objects.filter(request=request).count() == 2
     analysis = Analysis.objects.filter(request=request).first()
+    assert analysis is not None
     with pytest.raises(IntegrityError), transaction.atomic():
         Analysis.objects.create(
             study=analysis.study, run=analysis.run, request=request, assembly=analysis.assembly
@@ -202,12 +206,18 @@ def test_lingering_pass_goes_on_in_process_when_jobs_are_short(pipeline_world, j
     assert RequestProgress.objects.get(pk=request.pk).passes >= 4
 
 
+def live_passes() -> set[int]:
+    found = requests_with_live_pass()
+    assert found is not None, "PostgreSQL always knows"
+    return found
+
+
 def test_the_request_lock_is_one_pass_at_a_time_and_dies_with_its_process(db):
     with request_lock(7):
-        assert 7 in requests_with_live_pass()
+        assert 7 in live_passes()
         with pytest.raises(RequestBusy), request_lock(7, wait_seconds=0.5):
             pass
-    assert 7 not in requests_with_live_pass()
+    assert 7 not in live_passes()
 
     # A process that holds the lock and is killed with -9 holds it no longer: no lease to wait out.
     holder = subprocess.Popen(
@@ -224,12 +234,12 @@ def test_the_request_lock_is_one_pass_at_a_time_and_dies_with_its_process(db):
         text=True,
     )
     try:
-        assert holder.stdout.readline().strip() == "held"
-        assert 8 in requests_with_live_pass()
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert 8 in live_passes()
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
-    poll_until(lambda: 8 not in requests_with_live_pass(), timeout=30, what="PostgreSQL to drop the lock")
+    poll_until(lambda: 8 not in live_passes(), timeout=30, what="PostgreSQL to drop the lock")
     with request_lock(8, wait_seconds=0):
         pass
 

@@ -2,13 +2,15 @@
 
 import contextlib
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 import pytest
 from django.conf import settings
 from django.utils import timezone
 from prefect import flow
 from prefect.client.orchestration import get_client
+from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, Running, Suspended
 
@@ -28,7 +30,9 @@ def unserved(request_id: int = 0, environment: str | None = None) -> None:
 
 @pytest.fixture(scope="module")
 def deployment_id(prefect_server) -> uuid.UUID:
-    return unserved.to_deployment(name="sweep-tests").apply()
+    # Called outside an event loop, these return their values (their types say "or a coroutine").
+    deployment = cast(RunnerDeployment, unserved.to_deployment(name="sweep-tests"))
+    return cast(uuid.UUID, deployment.apply())
 
 
 @pytest.fixture
@@ -39,7 +43,7 @@ def request_with_run(settings, deployment_id):
     def make(state, environment: str | None = "ours") -> tuple[AssemblyAnalysisRequest, uuid.UUID]:
         request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB00001")
         Trigger.objects.all().delete()  # the request's own trigger would be "awaiting dispatch"
-        parameters = {"request_id": request.pk}
+        parameters: dict[str, Any] = {"request_id": request.pk}
         if environment is not None:
             parameters["environment"] = deployments.environment() if environment == "ours" else environment
         with get_client(sync_client=True) as client:
@@ -63,7 +67,7 @@ def state_of(flow_run_id: uuid.UUID):
         return client.read_flow_run(flow_run_id).state
 
 
-def later() -> timezone.datetime:
+def later() -> datetime:
     return timezone.now() + timedelta(seconds=settings.WORKFLOWS_STALL_SECONDS + 1)
 
 

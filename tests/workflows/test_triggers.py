@@ -3,12 +3,14 @@
 import socket
 import threading
 import uuid
+from typing import cast
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 from prefect import flow
 from prefect.client.orchestration import get_client
+from prefect.deployments.runner import RunnerDeployment
 
 from analyses.models import AssemblyAnalysisRequest, Study
 from tests.slurm_support import poll_until
@@ -28,7 +30,8 @@ def noop(request_id: int = 0, study_id: int = 0, environment: str | None = None)
 @pytest.fixture(scope="module")
 def test_deployment(django_db_setup, prefect_server) -> str:
     # Registered under this environment's name, as serve_flows would: the dispatcher resolves it so.
-    noop.to_deployment(name=deployments.served_deployment_name("unit-tests")).apply()
+    # Called outside an event loop, to_deployment returns the deployment (its type says "or a coroutine").
+    cast(RunnerDeployment, noop.to_deployment(name=deployments.served_deployment_name("unit-tests"))).apply()
     return "emgapi-test-noop/unit-tests"
 
 
@@ -175,7 +178,7 @@ def test_prefect_down_never_reaches_the_request_thread_then_one_flow_run(
         assert dispatch_pending_triggers() == 0
         trigger.refresh_from_db()
         assert trigger.status == Trigger.Status.PENDING and trigger.attempts == 1
-        assert trigger.last_error and trigger.next_attempt_at > timezone.now()
+        assert trigger.last_error and trigger.next_attempt_at and trigger.next_attempt_at > timezone.now()
         assert dispatch_pending_triggers() == 0  # not due yet: backoff
     finally:
         if hanging:
@@ -193,7 +196,7 @@ def test_prefect_down_never_reaches_the_request_thread_then_one_flow_run(
     # A dispatcher that died after Prefect created the run but before recording it sends again: same run.
     Trigger.objects.update(status=Trigger.Status.PENDING, flow_run_id="")
     again = dispatch_trigger(trigger.pk)
-    assert again.flow_run_id == first_run
+    assert again is not None and again.flow_run_id == first_run
     assert dispatch_pending_triggers() == 0
 
 
@@ -237,6 +240,7 @@ def test_a_dispatched_flow_run_carries_its_environment(route_to_test_deployment)
     trigger = Trigger.objects.get()
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(uuid.UUID(trigger.flow_run_id))
+        assert flow_run.deployment_id is not None
         deployment = client.read_deployment(flow_run.deployment_id)
     assert deployment.name == f"unit-tests@{deployments.environment()}"
     assert flow_run.parameters["environment"] == deployments.environment()

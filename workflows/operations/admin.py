@@ -8,6 +8,7 @@ import json
 
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.utils import flatten
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
@@ -15,12 +16,12 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from analyses.admin import AssemblyAnalysisRequestAdmin, StudyAdmin
+from analyses.admin import AssemblyAnalysisRequestAdmin, FieldNames, StudyAdmin
 from analyses.models import AssemblyAnalysisRequest, Study
 from workflows.models import ClusterJob, PollerLease, Trigger
 from workflows.operations import steering
-from workflows.orchestration.plans import current_plan
 from workflows.pipelines.assembly.steps import STEPS
+from workflows.selectors import current_plan, latest_trigger
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -113,7 +114,7 @@ class ClusterJobAdmin(ReadOnlyAdmin):
         "flow_run_id",
         "claim",
     ]
-    readonly_fields = fields
+    readonly_fields = flatten(fields)
 
     @admin.display(description="step", ordering="name")
     def step(self, job: ClusterJob) -> str:
@@ -246,7 +247,7 @@ class AssemblyAnalysisRequestWorkAdmin(AssemblyAnalysisRequestAdmin):
             # is not offered in the list is not a button either.
             "steering_actions": [
                 (action, label)
-                for action, label in steering.page_actions(obj, steering.latest_trigger(obj))
+                for action, label in steering.page_actions(obj, latest_trigger(obj))
                 if action in self.get_actions(request)
             ]
             if obj
@@ -254,7 +255,8 @@ class AssemblyAnalysisRequestWorkAdmin(AssemblyAnalysisRequestAdmin):
         }
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def response_action(
+    # django-stubs 6.1 describes Django 6.0, whose response_action also takes `action_location`; 5.2's does not.
+    def response_action(  # type: ignore[override]
         self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest]
     ) -> HttpResponse | None:
         response = super().response_action(request, queryset)
@@ -264,7 +266,7 @@ class AssemblyAnalysisRequestWorkAdmin(AssemblyAnalysisRequestAdmin):
             return redirect(reverse("admin:analyses_assemblyanalysisrequest_change", args=[int(back)]))
         return response
 
-    def get_fields(self, request: HttpRequest, obj: AssemblyAnalysisRequest | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: AssemblyAnalysisRequest | None = None) -> FieldNames:
         fields = super().get_fields(request, obj)
         if obj is None:
             return fields
@@ -283,7 +285,7 @@ class AssemblyAnalysisRequestWorkAdmin(AssemblyAnalysisRequestAdmin):
 
     @admin.display(description="dispatch")
     def dispatch(self, obj: AssemblyAnalysisRequest) -> SafeString | str:
-        trigger = steering.latest_trigger(obj)
+        trigger = latest_trigger(obj)
         if trigger is None:
             return "—"
         error = format_html("; last error: {}", trigger.last_error[:300]) if trigger.last_error else ""
@@ -344,8 +346,7 @@ class AssemblyAnalysisRequestWorkAdmin(AssemblyAnalysisRequestAdmin):
 
     def delete_view(self, request: HttpRequest, object_id: str, extra_context=None) -> HttpResponse:
         obj = self.get_object(request, object_id)
-        refusal = steering.deletion_refused(obj) if obj is not None else None
-        if refusal:
+        if obj is not None and (refusal := steering.deletion_refused(obj)):
             self.message_user(request, refusal, messages.ERROR)
             return redirect(reverse("admin:analyses_assemblyanalysisrequest_change", args=[obj.pk]))
         return super().delete_view(request, object_id, extra_context)

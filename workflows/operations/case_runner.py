@@ -31,7 +31,7 @@ from analyses.services import create_assembly_analysis_request
 from workflows.models import Plan, Trigger
 from workflows.operations.steering import job_rows, sync_with_ena
 from workflows.outbox import deployments
-from workflows.outbox.dispatch import source_label
+from workflows.selectors import source_label
 
 logger = logging.getLogger(__name__)
 
@@ -243,12 +243,12 @@ def run_cases(
     for case in cases:
         begun = time.monotonic()
         try:
-            handle = DRIVERS[case.deployment].start(case)
+            new_handle = DRIVERS[case.deployment].start(case)
         except Exception as exc:  # a case that cannot start is reported, and the others still run
             started.append((case, None, begun, Outcome(case, "error", [f"could not start: {exc!r}"])))
             continue
         say(f"started {case.label}")
-        started.append((case, handle, begun, None))
+        started.append((case, new_handle, begun, None))
     outcomes: dict[int, Outcome] = {i: o for i, (_, _, _, o) in enumerate(started) if o is not None}
     while len(outcomes) < len(started):
         for index, (case, handle, begun, _) in enumerate(started):
@@ -437,7 +437,11 @@ class _StartedRequest:
             "failed_runs": dict(metadata.get("failed_runs", {})),
             "rejected_runs": dict(newest_plan.rejected) if newest_plan is not None else {},
             "analyses": analyses.count(),
-            "assembly": {analysis.run.accession: dict(analysis.summary) for analysis in analyses},
+            "assembly": {
+                analysis.run.accession: dict(analysis.summary)
+                for analysis in analyses
+                if analysis.run is not None
+            },
             "jobs": jobs,
         }
 

@@ -7,8 +7,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from analyses.models import AssemblyAnalysisRequest
-from prefect_utils.jobs import POLLER_LEASE
-from prefect_utils.scheduler import SlurmClient
+from prefect_utils.poller import POLLER_LEASE
+from prefect_utils.slurm_client import SlurmClient
 from workflows.models import PollerLease, RequestProgress, Trigger
 from workflows.orchestration.ledger import DjangoJobLedger
 from workflows.outbox import prefect_api
@@ -65,10 +65,7 @@ def check_recovery() -> dict[str, Any]:
     troubled = (
         RequestProgress.objects.filter(
             recoveries__gte=RECOVERIES_WORTH_A_LOOK,
-            request__status__in=[
-                AssemblyAnalysisRequest.Status.PENDING,
-                AssemblyAnalysisRequest.Status.RUNNING,
-            ],
+            request__status__in=AssemblyAnalysisRequest.ACTIVE_STATUSES,
         )
         .order_by("-recoveries")
         .values("request_id", "recoveries", "last_recovery_at", "last_recovery", "last_outcome")[:10]

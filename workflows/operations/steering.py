@@ -13,11 +13,12 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from analyses.models import AssemblyAnalysisRequest, Study
-from workflows.models import ClusterJob, PlanStep, Trigger
+from workflows.models import ClusterJob, Trigger
 from workflows.orchestration.recovery import NothingToRetry, retry_failed_runs
 from workflows.outbox import deployments
-from workflows.outbox.dispatch import enqueue_trigger, source_label
+from workflows.outbox.dispatch import enqueue_trigger
 from workflows.outbox.wakeup import wake_service_loops
+from workflows.selectors import latest_trigger, request_jobs
 
 
 def prefect_ui_url(flow_run_id: str | None) -> str | None:
@@ -32,10 +33,6 @@ def trigger_state(trigger: Trigger) -> str:
     if trigger.status == Trigger.Status.DISPATCHED:
         return "dispatched"
     return f"failing ({trigger.attempts} attempts)" if trigger.attempts else "pending"
-
-
-def latest_trigger(request: AssemblyAnalysisRequest) -> Trigger | None:
-    return Trigger.objects.filter(source=source_label(request)).order_by("-created").first()
 
 
 def dispatch_now(triggers: QuerySet[Trigger]) -> int:
@@ -121,18 +118,11 @@ class JobRow:
 
 
 def job_rows(request: AssemblyAnalysisRequest) -> list[JobRow]:
-    """The request's Slurm jobs, each with the plan step and run it belongs to: two queries."""
-    steps = {
-        key: (step, run)
-        for key, step, run in PlanStep.objects.filter(plan__request=request).values_list(
-            "key", "step", "run_accession"
-        )
-    }
-    jobs = ClusterJob.objects.filter(request=request).order_by("created", "attempt")
+    """The request's Slurm jobs, each with the plan step and run it belongs to: one query."""
     # A job outside the plan (adopted, or its plan gone) still shows what its labels say it was.
     return [
-        JobRow(job, *steps.get(job.key, (job_step(job), str((job.labels or {}).get("run", "")))))
-        for job in jobs
+        JobRow(job, job.step or job_step(job), job.run or str((job.labels or {}).get("run", "")))
+        for job in request_jobs(request.pk)
     ]
 
 

@@ -1,6 +1,6 @@
 """The ledger in the API, read-only: a request's jobs for its requester, every job for staff."""
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
 from rest_framework import generics, serializers, status, viewsets
@@ -10,19 +10,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from analyses.filters import RejectUnknownQueryParameters
-from analyses.views import REQUEST_NOT_FOUND, UNAUTHENTICATED, IsRequesterOrMayChange, requests_visible_to
-from workflows.models import ClusterJob, PlanStep
+from analyses.selectors import requests_visible_to
+from analyses.views import REQUEST_NOT_FOUND, UNAUTHENTICATED, IsRequesterOrMayChange
+from workflows.models import ClusterJob
 from workflows.operations.serializers import ClusterJobSerializer
-from workflows.orchestration.recovery import NothingToRetry, retry_failed_runs
-
-
-def jobs_with_step_and_run() -> QuerySet[ClusterJob]:
-    """Each job annotated with the plan step and run it belongs to, in the one query that lists them."""
-    step = PlanStep.objects.filter(plan__request=OuterRef("request_id"), key=OuterRef("key"))
-    return ClusterJob.objects.annotate(
-        step=Subquery(step.values("step")[:1]), run=Subquery(step.values("run_accession")[:1])
-    ).order_by("created", "attempt")
-
+from workflows.orchestration.recovery import retry_failed_runs
+from workflows.selectors import jobs_with_step_and_run, request_jobs
 
 NOT_STAFF = OpenApiResponse(description="Not staff.")
 
@@ -72,7 +65,7 @@ class RequestJobsView(generics.ListAPIView):
         if getattr(self, "swagger_fake_view", False):
             return ClusterJob.objects.none()
         request = get_object_or_404(requests_visible_to(self.request.user), pk=self.kwargs["pk"])
-        return jobs_with_step_and_run().filter(request=request)
+        return request_jobs(request.pk)
 
 
 @extend_schema(
@@ -95,8 +88,5 @@ class RetryRequestView(APIView):
     def post(self, request: Request, pk: int) -> Response:
         target = get_object_or_404(requests_visible_to(request.user, changing=True), pk=pk)
         self.check_object_permissions(request, target)
-        try:
-            runs = retry_failed_runs(target.pk)
-        except NothingToRetry as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        runs = retry_failed_runs(target.pk)
         return Response({"retrying": runs}, status=status.HTTP_202_ACCEPTED)

@@ -2,8 +2,8 @@
 
 from django.conf import settings
 
-from prefect_utils.jobs import PollConfig, SlurmJobs, ThrottleConfig
-from prefect_utils.scheduler import SlurmClient
+from prefect_utils.slurm_client import SlurmClient
+from prefect_utils.submission import PollConfig, SlurmJobs, ThrottleConfig
 from workflows.orchestration.ledger import DjangoJobLedger
 
 

@@ -9,8 +9,9 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from prefect_utils.ledger import LedgerRecord, Submission
-from prefect_utils.scheduler import TERMINAL_STATES, JobInfo, JobSpec
+from prefect_utils.job_spec import JobInfo, JobSpec
+from prefect_utils.ledger import JobSubmission, LedgerRecord
+from prefect_utils.states import NOT_SUBMITTED, TERMINAL_STATES, JobState
 from workflows.models import ClusterJob, PollerLease
 
 # Labels with a column of their own (indexed, and queryable on every database); the rest stay in `labels`.
@@ -32,7 +33,7 @@ def to_record(row: ClusterJob) -> LedgerRecord:
         attempt=row.attempt,
         spec=row.spec,
         job_id=row.slurm_job_id,
-        state=row.state,
+        state=JobState(row.state),  # storage hands out the enum: the column's text is converted here, once
         slurm_state=row.slurm_state,
         reason=row.reason,
         exit_code=row.exit_code,
@@ -78,28 +79,28 @@ class _LockedBatch:
     def set_job_id(self, key: str, attempt: int, job_id: str) -> None:
         row = self._rows[(key, attempt)]
         row.slurm_job_id = job_id
-        row.state = "PENDING"
+        row.state = JobState.PENDING
         row.submitted_at = row.state_changed_at = self._now
         self._dirty[row.pk] = row
 
     def reject(self, key: str, attempt: int, reason: str) -> None:
         row = self._rows[(key, attempt)]
-        row.state = "FAILED"
-        row.slurm_state = "NOT SUBMITTED"
+        row.state = JobState.FAILED
+        row.slurm_state = NOT_SUBMITTED
         row.reason = reason[:255]
         row.log_tail = reason
         row.state_changed_at = row.ended_at = timezone.now()
         self._dirty[row.pk] = row
 
     def flush(self) -> None:
-        submitted = [row for row in self._dirty.values() if row.state == "PENDING"]
-        rejected = [row for row in self._dirty.values() if row.state != "PENDING"]
+        submitted = [row for row in self._dirty.values() if row.state == JobState.PENDING]
+        rejected = [row for row in self._dirty.values() if row.state != JobState.PENDING]
         if submitted:
             # One CASE over a single column, then one plain UPDATE: a bulk_update of eight columns took 270-450 ms
             # for 200 rows, most of a batch's ledger time (bench/submit.py).
             ClusterJob.objects.bulk_update(submitted, ["slurm_job_id"], batch_size=500)
             ClusterJob.objects.filter(pk__in=[row.pk for row in submitted]).update(
-                state="PENDING",
+                state=JobState.PENDING,
                 submitted_at=submitted[0].submitted_at,
                 state_changed_at=submitted[0].submitted_at,
             )
@@ -113,7 +114,7 @@ class DjangoJobLedger:
     def __init__(self) -> None:
         self._leases_ensured: set[str] = set()
 
-    def insert_missing(self, submissions: Sequence[Submission], claim: str) -> None:
+    def insert_missing(self, submissions: Sequence[JobSubmission], claim: str) -> None:
         previous = {
             (row.key, row.attempt): row.pk
             for row in _rows(
@@ -126,6 +127,7 @@ class DjangoJobLedger:
             columns = {
                 column: s.labels[label] for label, column in _LABEL_COLUMNS.items() if s.labels.get(label)
             }
+            previous_id = previous.get((s.key, s.previous_attempt)) if s.previous_attempt else None
             rows.append(
                 ClusterJob(
                     key=s.key,
@@ -134,7 +136,7 @@ class DjangoJobLedger:
                     input_hashes=dict(s.inputs),
                     name=str(s.spec.get("name", ""))[:200],
                     labels={k: v for k, v in s.labels.items() if k not in _LABEL_COLUMNS},
-                    previous_attempt_id=previous.get((s.key, s.previous_attempt)),
+                    previous_attempt_id=previous_id,
                     claim=claim,
                     **columns,
                 )

@@ -7,16 +7,22 @@ from typing import Any, Protocol
 
 from django.db import IntegrityError, transaction
 
+from analyses.errors import Unprocessable
 from analyses.models import AssemblyAnalysisRequest
-from prefect_utils.jobs import ResubmitPolicy, job_key
+from prefect_utils.job_spec import JobSpec
+from prefect_utils.keys import job_key
 from prefect_utils.ledger import LedgerRecord
-from prefect_utils.scheduler import JobSpec
+from prefect_utils.policy import ResubmitPolicy
+from prefect_utils.states import JobState
 from workflows.ena.client import EnaReadRun
 from workflows.models import Plan, PlanStep
+from workflows.selectors import current_plan
 
 
-class PlanningFailed(Exception):
+class PlanningFailed(Unprocessable):
     """The request cannot be planned (no such study, no usable run): the request is failed, not retried."""
+
+    code = "planning_failed"
 
 
 @dataclass(frozen=True)
@@ -55,10 +61,6 @@ class Pipeline(Protocol):
         """Record the results of one run whose steps all completed; an upsert, safe to repeat."""
 
 
-def current_plan(request: AssemblyAnalysisRequest) -> Plan | None:
-    return request.plans.order_by("-generation").first()
-
-
 def freeze_plan(request: AssemblyAnalysisRequest, pipeline: Pipeline) -> Plan:
     """Ask the pipeline for a plan and write it in one transaction, unless a plan exists already."""
     existing = current_plan(request)
@@ -93,9 +95,10 @@ def freeze_plan(request: AssemblyAnalysisRequest, pipeline: Pipeline) -> Plan:
             )
     except IntegrityError:
         # Another pass froze a plan first (the request lock makes this rare): theirs is the plan.
-        plan = current_plan(request)
-        if plan is None:
+        theirs = current_plan(request)
+        if theirs is None:
             raise
+        return theirs
     return plan
 
 
@@ -117,7 +120,7 @@ def supersede_for_retry(plan: Plan, attempts: dict[str, list[LedgerRecord]]) -> 
         steps, retried = [], []
         for step in plan.steps.all():
             history = [r for r in attempts.get(step.key, []) if r.attempt >= step.first_attempt]
-            failed = bool(history) and history[-1].is_terminal and history[-1].state != "COMPLETED"
+            failed = bool(history) and history[-1].is_terminal and history[-1].state != JobState.COMPLETED
             copy = PlanStep(
                 plan=new_plan,
                 run_id=step.run_id,

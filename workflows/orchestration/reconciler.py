@@ -14,14 +14,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from analyses.models import AssemblyAnalysisRequest
-from prefect_utils.jobs import ResubmitPolicy, SlurmJobs, describe_failure
-from prefect_utils.ledger import LedgerRecord, Submission
-from prefect_utils.scheduler import TERMINAL_STATES
+from analyses.services import record_request_state
+from prefect_utils.ledger import JobSubmission, LedgerRecord
+from prefect_utils.policy import ResubmitPolicy, describe_failure
+from prefect_utils.states import TERMINAL_STATES, JobState
+from prefect_utils.submission import SlurmJobs
 from workflows.models import ClusterJob, PlanStep, RequestProgress
 from workflows.orchestration.plans import Pipeline, PlanningFailed, freeze_plan
 from workflows.orchestration.request_lock import request_lock
@@ -57,7 +58,7 @@ class _RunState:
 
     accession: str
     steps: list[PlanStep]
-    to_submit: list[Submission] = field(default_factory=list)
+    to_submit: list[JobSubmission] = field(default_factory=list)
     active: bool = False
     completed: bool = False
     failure: str | None = None
@@ -191,12 +192,12 @@ def _evaluate(
             for step in run_steps
         }
         completed = {
-            name for name, history in histories.items() if history and history[-1].state == "COMPLETED"
+            name for name, history in histories.items() if history and history[-1].state == JobState.COMPLETED
         }
         for step in run_steps:
             history = histories[step.step]
             last = history[-1] if history else None
-            if last is not None and last.state == "COMPLETED":
+            if last is not None and last.state == JobState.COMPLETED:
                 continue
             if last is not None and not last.is_terminal and not last.needs_submission:
                 run.active = True
@@ -206,7 +207,7 @@ def _evaluate(
             if last is None or last.needs_submission:
                 attempt = last.attempt if last else step.first_attempt
                 spec = last.spec if last else step.spec
-                run.to_submit.append(Submission(step.key, attempt, spec, step.inputs, labels))
+                run.to_submit.append(JobSubmission(step.key, attempt, spec, step.inputs, labels))
                 continue
             next_spec = ResubmitPolicy.from_dict(step.policy).next_spec(history)
             if next_spec is None:
@@ -214,7 +215,7 @@ def _evaluate(
                 continue
             logger.info("%s of %s: attempt %d after %s", step.step, accession, last.attempt + 1, last.state)
             run.to_submit.append(
-                Submission(
+                JobSubmission(
                     step.key, last.attempt + 1, next_spec.canonical(), step.inputs, labels, last.attempt
                 )
             )
@@ -224,31 +225,22 @@ def _evaluate(
 
 
 def _mark_running(request_id: int, flow_run_id: str) -> None:
-    with transaction.atomic():
-        request = AssemblyAnalysisRequest.objects.select_for_update().get(pk=request_id)
-        metadata = dict(request.request_metadata)
-        if flow_run_id:
-            metadata["flow_run_id"] = flow_run_id
-        if request.status == Status.RUNNING and metadata == request.request_metadata:
-            return
-        request.status = Status.RUNNING
-        request.request_metadata = metadata
-        request.save(update_fields=["status", "request_metadata", "updated"])
+    record_request_state(
+        request_id,
+        status=Status.RUNNING,
+        metadata={"flow_run_id": flow_run_id} if flow_run_id else None,
+        from_statuses=AssemblyAnalysisRequest.ACTIVE_STATUSES,
+    )
 
 
 def _finish(
     request_id: int, status: str, detail: str, *, succeeded: list[str], failed: dict[str, str]
 ) -> None:
     """Completed when at least one run went through; the runs that did not are listed with their reasons."""
-    with transaction.atomic():
-        request = AssemblyAnalysisRequest.objects.select_for_update().get(pk=request_id)
-        if request.is_terminal:
-            return
-        request.status = status
-        request.status_detail = detail[:5000]
-        request.request_metadata = {
-            **request.request_metadata,
-            "succeeded_runs": succeeded,
-            "failed_runs": failed,
-        }
-        request.save(update_fields=["status", "status_detail", "request_metadata", "updated"])
+    record_request_state(
+        request_id,
+        status=status,
+        detail=detail,
+        metadata={"succeeded_runs": succeeded, "failed_runs": failed},
+        from_statuses=AssemblyAnalysisRequest.ACTIVE_STATUSES,
+    )

@@ -18,19 +18,21 @@ from django.db.models import Count, F, Max, Q
 from django.utils import timezone
 from prefect.client.schemas.objects import StateType
 
+from analyses.errors import Conflict
 from analyses.models import AssemblyAnalysisRequest
-from analyses.services import RequestAlreadyFinished, cancel_assembly_analysis_request
-from prefect_utils.scheduler import TERMINAL_STATES, SchedulerError
+from analyses.services import RequestAlreadyFinished, cancel_assembly_analysis_request, record_request_state
+from prefect_utils.errors import SchedulerError
+from prefect_utils.states import TERMINAL_STATES
 from workflows.models import ClusterJob, RequestProgress, Trigger
 from workflows.orchestration.cluster import build_jobs_service
-from workflows.orchestration.plans import current_plan, supersede_for_retry
+from workflows.orchestration.plans import supersede_for_retry
 from workflows.orchestration.request_lock import RequestBusy, request_lock, requests_with_live_pass
 from workflows.outbox import deployments, prefect_api
-from workflows.outbox.dispatch import enqueue_trigger, source_label
+from workflows.outbox.dispatch import enqueue_trigger
+from workflows.selectors import current_plan, source_label
 
 logger = logging.getLogger(__name__)
 Status = AssemblyAnalysisRequest.Status
-UNFINISHED = (Status.PENDING, Status.RUNNING)
 MAX_RECOVERY_DELAY = timedelta(minutes=10)
 
 
@@ -85,7 +87,9 @@ def carry_out_pending_cancellations() -> list[int]:
 def resume_requests(request_ids: set[int]) -> list[int]:
     """Resume the suspended flow run of each request; resuming one that is not suspended is a no-op."""
     resumed = []
-    requests = AssemblyAnalysisRequest.objects.filter(pk__in=request_ids, status__in=UNFINISHED)
+    requests = AssemblyAnalysisRequest.objects.filter(
+        pk__in=request_ids, status__in=AssemblyAnalysisRequest.ACTIVE_STATUSES
+    )
     for request in requests:
         if request.flow_run_id and _resume(request.pk, request.flow_run_id):
             resumed.append(request.pk)
@@ -125,22 +129,25 @@ def sweep(now: datetime | None = None) -> SweepReport:
 
     requests = [
         r
-        for r in AssemblyAnalysisRequest.objects.filter(status__in=UNFINISHED).select_related("progress")
+        for r in AssemblyAnalysisRequest.objects.filter(
+            status__in=AssemblyAnalysisRequest.ACTIVE_STATUSES
+        ).select_related("progress")
         if r.flow_run_id
     ]
     if not requests:
         return report
+    flow_run_ids = {r.pk: r.flow_run_id for r in requests if r.flow_run_id}
     live = requests_with_live_pass()
     awaiting_dispatch = set(
         Trigger.objects.filter(status=Trigger.Status.PENDING).values_list("source", flat=True)
     )
-    flow_runs = prefect_api.read_flow_runs(r.flow_run_id for r in requests)
+    flow_runs = prefect_api.read_flow_runs(flow_run_ids.values())
     # Read again after Prefect answered: a pass that finished its request in between left its run COMPLETED for a
     # request that needs no other (bench/prefect_down.py saw a second flow run started so). Read in this order, a
     # request still unfinished here really has a run that ended without finishing it.
     unfinished = set(
         AssemblyAnalysisRequest.objects.filter(
-            pk__in=[r.pk for r in requests], status__in=UNFINISHED
+            pk__in=[r.pk for r in requests], status__in=AssemblyAnalysisRequest.ACTIVE_STATUSES
         ).values_list("pk", flat=True)
     )
     activity = {
@@ -165,7 +172,8 @@ def sweep(now: datetime | None = None) -> SweepReport:
             or source_label(request) in awaiting_dispatch
         ):
             continue
-        flow_run = flow_runs.get(request.flow_run_id)
+        flow_run_id = flow_run_ids[request.pk]
+        flow_run = flow_runs.get(flow_run_id)
         if flow_run is None or flow_run.state is None:
             _start_new_flow_run(request, "its flow run no longer exists in Prefect")
             report.restarted.append(request.pk)
@@ -189,18 +197,28 @@ def sweep(now: datetime | None = None) -> SweepReport:
                 # Nothing of its own runs: it waits for cluster capacity, or its wake-up was lost.
                 capacity = build_jobs_service().capacity() if capacity is None else capacity
                 changed_since_pass = capacity > 0
-            if changed_since_pass and _resume(request.pk, request.flow_run_id):
+            if changed_since_pass and _resume(request.pk, flow_run_id):
                 report.resumed.append(request.pk)
         elif state.type == StateType.CRASHED or (
             state.type in (StateType.PENDING, StateType.RUNNING) and stalled and live is not None
         ):
             _reschedule(
-                request, progress, f"flow run {state.type.value} with no live pass", now, backoff=False
+                request,
+                flow_run_id,
+                progress,
+                f"flow run {state.type.value} with no live pass",
+                now,
+                backoff=False,
             )
             report.rescheduled.append(request.pk)
         elif state.type == StateType.FAILED:
             _reschedule(
-                request, progress, f"flow run failed: {(state.message or '')[:300]}", now, backoff=True
+                request,
+                flow_run_id,
+                progress,
+                f"flow run failed: {(state.message or '')[:300]}",
+                now,
+                backoff=True,
             )
             report.rescheduled.append(request.pk)
         elif state.type == StateType.CANCELLED or (state.type == StateType.CANCELLING and stalled):
@@ -221,6 +239,7 @@ def sweep(now: datetime | None = None) -> SweepReport:
 
 def _reschedule(
     request: AssemblyAnalysisRequest,
+    flow_run_id: str,
     progress: RequestProgress | None,
     reason: str,
     now: datetime,
@@ -232,9 +251,9 @@ def _reschedule(
     run that failed goes back at once the first time, then backing off while it keeps failing."""
     recoveries = progress.recoveries if progress and backoff else 0
     delay = min(timedelta(seconds=5 * 2**recoveries) if recoveries else timedelta(0), MAX_RECOVERY_DELAY)
-    prefect_api.reschedule_flow_run(request.flow_run_id, f"emgapi recovery: {reason}", at=now + delay)
+    prefect_api.reschedule_flow_run(flow_run_id, f"emgapi recovery: {reason}", at=now + delay)
     _record_recovery(request.pk, reason)
-    logger.warning("Request %s: rescheduled flow run %s (%s)", request.pk, request.flow_run_id, reason)
+    logger.warning("Request %s: rescheduled flow run %s (%s)", request.pk, flow_run_id, reason)
 
 
 def _start_new_flow_run(request: AssemblyAnalysisRequest, reason: str) -> None:
@@ -262,8 +281,10 @@ def _record_recovery(request_id: int, reason: str) -> None:
     )
 
 
-class NothingToRetry(Exception):
+class NothingToRetry(Conflict):
     """The request is not finished, was cancelled, or no step of it failed."""
+
+    code = "nothing_to_retry"
 
 
 def retry_failed_runs(request_id: int) -> list[str]:
@@ -286,9 +307,9 @@ def retry_failed_runs(request_id: int) -> list[str]:
         if not retried:
             raise NothingToRetry(f"No step of request {request_id} failed.")
         runs = sorted({step.run_accession for step in retried})
-        request.status = Status.PENDING
-        request.status_detail = f"Retrying the failed steps of {', '.join(runs)}."
-        request.save(update_fields=["status", "status_detail", "updated"])
+        record_request_state(
+            request_id, status=Status.PENDING, detail=f"Retrying the failed steps of {', '.join(runs)}."
+        )
         progress, _ = RequestProgress.objects.get_or_create(request_id=request_id)
         progress.flow_run_generation += 1
         progress.save(update_fields=["flow_run_generation"])

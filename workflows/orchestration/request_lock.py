@@ -14,8 +14,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
+import psycopg
 from django.db import connection
 
+from analyses.errors import Conflict
 from workflows.pg import is_postgres, own_connection
 
 logger = logging.getLogger(__name__)
@@ -27,14 +29,21 @@ _local_locks: dict[int, threading.Lock] = {}
 _local_guard = threading.Lock()
 
 
-class RequestBusy(Exception):
+class RequestBusy(Conflict):
     """Another pass over the same request did not finish within the wait."""
+
+    code = "request_busy"
 
 
 def _check_id(request_id: int) -> int:
     if not 0 < request_id <= _INT4_MAX:
         raise ValueError(f"request id {request_id} does not fit an advisory lock key")
     return request_id
+
+
+def _try_advisory_lock(conn: psycopg.Connection, request_id: int) -> bool:
+    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_NAMESPACE, request_id)).fetchone()
+    return bool(row and row[0])  # the query always returns one row
 
 
 @contextmanager
@@ -57,7 +66,7 @@ def request_lock(
     conn = own_connection()
     held = False
     try:
-        while not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (_NAMESPACE, request_id)).fetchone()[0]:
+        while not _try_advisory_lock(conn, request_id):
             if time.monotonic() > deadline:
                 raise RequestBusy(f"request {request_id} is being reconciled by another pass")
             time.sleep(poll_seconds)

@@ -7,7 +7,7 @@ import time
 from django.conf import settings
 from django.db import close_old_connections
 
-from prefect_utils.jobs import Poller
+from prefect_utils.poller import Poller
 from workflows.orchestration.cluster import build_jobs_service
 from workflows.orchestration.recovery import carry_out_pending_cancellations, resume_requests, sweep
 from workflows.outbox.dispatch import dispatch_pending_triggers

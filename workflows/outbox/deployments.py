@@ -7,9 +7,13 @@ deployments, and a served runner only ever picks up its own environment's runs.
 """
 
 import re
+from pathlib import PurePath
 
 from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, register
 from django.db import connections
+
+from analyses.errors import Conflict
 
 ASSEMBLY_ANALYSIS_FLOW = "Assemble and analyse a study"
 ASSEMBLY_ANALYSIS_DEPLOYMENT = "assembly_analysis_request_deployment"
@@ -20,8 +24,10 @@ STUDY_SYNC_DEPLOYMENT = "study_sync_deployment"
 _ENVIRONMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
-class WrongEnvironment(Exception):
+class WrongEnvironment(Conflict):
     """A flow run meant for another environment reached this one: it must not touch this database."""
+
+    code = "wrong_environment"
 
 
 def full_name(flow_name: str, deployment_name: str) -> str:
@@ -38,15 +44,34 @@ def environment() -> str:
     The database is the default because it is exactly what must not cross: a flow run executed against another
     environment's database is the failure this prevents. It is read from the connection settings, not the
     settings module, so under pytest both the test process and the `serve_flows` it starts (given the test
-    database's URL) name the test database.
+    database's URL) name the test database. A SQLite database's name is a file path: its stem names it.
     """
-    name = settings.EMGAPI_ENVIRONMENT or str(connections["default"].settings_dict["NAME"])
+    name = settings.EMGAPI_ENVIRONMENT or _database_name()
     if not _ENVIRONMENT_NAME.match(name):
         raise ValueError(
             f"EMGAPI_ENVIRONMENT {name!r} is not a valid environment name "
             "(letters, digits, '_', '.', '-'; at most 63; set EMGAPI_ENVIRONMENT explicitly)"
         )
     return name
+
+
+def _database_name() -> str:
+    name = str(connections["default"].settings_dict["NAME"])
+    return PurePath(name).stem if "/" in name else name
+
+
+@register(Tags.compatibility)
+def check_environment(**kwargs: object) -> list[CheckMessage]:
+    """At start-up, not inside the first POST: an environment name Prefect would refuse stops the service."""
+    try:
+        environment()
+    except ValueError as exc:
+        return [
+            Error(
+                str(exc), hint="Set EMGAPI_ENVIRONMENT to a name such as 'production'.", id="workflows.E001"
+            )
+        ]
+    return []
 
 
 def served_deployment_name(deployment_name: str) -> str:

@@ -7,17 +7,16 @@ from datetime import timedelta
 from django.db import models, transaction
 from django.utils import timezone
 
+from analyses.models import AssemblyAnalysisRequest
+from analyses.services import record_request_state
 from workflows.models import Trigger
 from workflows.outbox import deployments, prefect_api
 from workflows.outbox.wakeup import wake_service_loops
+from workflows.selectors import due_triggers, source_label
 
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF = timedelta(minutes=5)
-
-
-def source_label(obj: models.Model) -> str:
-    return f"{obj._meta.label_lower}:{obj.pk}"
 
 
 def enqueue_trigger(
@@ -87,21 +86,9 @@ def dispatch_trigger(trigger_id: int) -> Trigger | None:
 
 
 def _record_flow_run_on_source(trigger: Trigger) -> None:
-    from analyses.models import AssemblyAnalysisRequest
-
     label, _, pk = trigger.source.rpartition(":")
     if label == AssemblyAnalysisRequest._meta.label_lower:
-        request = AssemblyAnalysisRequest.objects.select_for_update().filter(pk=pk).first()
-        if request is not None:
-            request.request_metadata = {**request.request_metadata, "flow_run_id": trigger.flow_run_id}
-            request.save(update_fields=["request_metadata", "updated"])
-
-
-def due_triggers():
-    now = timezone.now()
-    return Trigger.objects.filter(status=Trigger.Status.PENDING).filter(
-        models.Q(next_attempt_at__isnull=True) | models.Q(next_attempt_at__lte=now)
-    )
+        record_request_state(int(pk), metadata={"flow_run_id": trigger.flow_run_id})
 
 
 def dispatch_pending_triggers(limit: int = 100) -> int:

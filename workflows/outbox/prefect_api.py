@@ -20,13 +20,14 @@ from prefect.settings import (
     PREFECT_CLIENT_MAX_RETRIES,
     temporary_settings,
 )
+from prefect.settings.legacy import Setting
 from prefect.states import Cancelling, Scheduled
 
 
 @contextmanager
 def prefect_client(timeout: float | None = None) -> Iterator[SyncPrefectClient]:
     timeout = settings.PREFECT_DISPATCH_TIMEOUT_SECONDS if timeout is None else timeout
-    updates = {PREFECT_CLIENT_MAX_RETRIES: 0, PREFECT_API_REQUEST_TIMEOUT: timeout}
+    updates: dict[Setting, object] = {PREFECT_CLIENT_MAX_RETRIES: 0, PREFECT_API_REQUEST_TIMEOUT: timeout}
     if settings.PREFECT_API_URL:
         updates[PREFECT_API_URL] = settings.PREFECT_API_URL
     with (
@@ -55,7 +56,7 @@ def create_flow_run(
 
 def read_flow_run(flow_run_id: str) -> FlowRun:
     with prefect_client() as client:
-        return client.read_flow_run(flow_run_id)
+        return client.read_flow_run(uuid.UUID(str(flow_run_id)))
 
 
 # Prefect's server refuses a page larger than this ("Invalid limit: must be less than or equal to 200").
@@ -81,7 +82,7 @@ def read_flow_runs(flow_run_ids: Iterable[str]) -> dict[str, FlowRun]:
 def cancel_flow_run(flow_run_id: str) -> None:
     """Ask Prefect to cancel; a suspended run goes straight to CANCELLED (no process, so no hook runs)."""
     with prefect_client() as client:
-        flow_run = client.read_flow_run(flow_run_id)
+        flow_run = client.read_flow_run(uuid.UUID(str(flow_run_id)))
         if flow_run.state is None or not flow_run.state.is_final():
             client.set_flow_run_state(flow_run_id, Cancelling(), force=True)
 

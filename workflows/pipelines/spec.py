@@ -27,7 +27,6 @@ from typing import Any
 import yaml
 
 ENA_FASTQ = "ena_fastq"
-ESCALATING_STATES = ("OUT_OF_MEMORY", "TIMEOUT")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _FILE_PATH = re.compile(r"^[A-Za-z0-9_.{}-]+(/[A-Za-z0-9_.{}-]+)*$")

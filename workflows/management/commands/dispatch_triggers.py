@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from workflows.outbox.dispatch import dispatch_pending_triggers, due_triggers
+from workflows.outbox.dispatch import dispatch_pending_triggers
+from workflows.selectors import due_triggers
 
 
 class Command(BaseCommand):

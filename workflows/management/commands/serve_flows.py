@@ -1,4 +1,5 @@
 import threading
+from typing import cast
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -21,17 +22,22 @@ class Command(BaseCommand):
 
     def handle(self, *args, no_service_loop: bool = False, limit: int | None = None, **options) -> None:
         from prefect import serve
+        from prefect.deployments.runner import RunnerDeployment
 
         from workflows.pipelines.registry import FLOWS
 
+        # Called outside an event loop, to_deployment returns the deployment (its type says "or a coroutine").
         served = [
-            flow.to_deployment(
-                # A runner that stops pauses its deployments; a new one must resume them or nothing runs.
-                name=deployments.served_deployment_name(deployment_name),
-                tags=["emgapi", deployments.environment_tag()],
-                description=flow.description,
-                paused=False,
-                concurrency_limit=settings.WORKFLOWS_CONCURRENCY_LIMITS.get(full_name),
+            cast(
+                RunnerDeployment,
+                flow.to_deployment(
+                    # A runner that stops pauses its deployments; a new one must resume them or nothing runs.
+                    name=deployments.served_deployment_name(deployment_name),
+                    tags=["emgapi", deployments.environment_tag()],
+                    description=flow.description,
+                    paused=False,
+                    concurrency_limit=settings.WORKFLOWS_CONCURRENCY_LIMITS.get(full_name),
+                ),
             )
             for full_name, (flow, deployment_name) in FLOWS.items()
         ]

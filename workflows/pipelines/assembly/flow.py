@@ -14,12 +14,12 @@ from prefect.runtime import flow_run as current_flow_run
 
 from emgapi.log_format import request_context
 from prefect_utils.slurm_flow import suspend_while_jobs_run
-from workflows.models import ClusterJob
 from workflows.orchestration.cluster import build_jobs_service
 from workflows.orchestration.reconciler import reconcile
 from workflows.orchestration.recovery import carry_out_cancellation
 from workflows.outbox import deployments
 from workflows.pipelines.assembly.pipeline import ASSEMBLY
+from workflows.selectors import request_jobs
 
 
 def _on_cancelled(flow, flow_run: FlowRun, state: State) -> None:
@@ -39,10 +39,11 @@ def _on_cancelled(flow, flow_run: FlowRun, state: State) -> None:
 
 def jobs_table(request_id: int) -> list[dict[str, str]]:
     rows = []
-    for job in ClusterJob.objects.filter(request_id=request_id).order_by("created"):
+    for job in request_jobs(request_id):
         rows.append(
             {
-                "step": job.name,
+                "step": job.step or job.name,
+                "run": job.run or "",
                 "attempt": str(job.attempt),
                 "slurm job": job.slurm_job_id or "",
                 "state": job.state + (" (stale)" if job.state_stale else ""),

@@ -8,8 +8,8 @@ from django.conf import settings
 from django.db import transaction
 
 from analyses.models import Analysis, Assembly, AssemblyAnalysisRequest, ProcessingStatus, Run
-from prefect_utils.jobs import ResubmitPolicy
-from prefect_utils.scheduler import JobSpec
+from prefect_utils.job_spec import JobSpec
+from prefect_utils.policy import ResubmitPolicy
 from workflows.ena.client import EnaClient, EnaStudyNotFound
 from workflows.ena.runs import run_inputs
 from workflows.ena.study_sync import sync_study
@@ -105,7 +105,10 @@ class AssemblyPipeline:
 
     def ingest(self, request: AssemblyAnalysisRequest, steps: Sequence[PlanStep]) -> dict[str, Any]:
         """Assembly and Analysis of one run; unique per (request, run) in the database, so this is an upsert."""
-        run = Run.objects.select_related("study").get(pk=steps[0].run_id)
+        run_id = steps[0].run_id
+        if run_id is None:  # the run was deleted since the plan was made (SET_NULL)
+            raise Run.DoesNotExist(f"The run of plan step {steps[0].pk} no longer exists.")
+        run = Run.objects.select_related("study").get(pk=run_id)
         workdir = Path(JobSpec.from_canonical(steps[-1].spec).workdir)
         layout = run_layout(workdir, run_inputs(run))
         stats = read_assembly_stats(layout.stats_tsv)

@@ -8,7 +8,7 @@ them through the job's environment, so a script is never generated, quoted or es
 same way every time it is built.
 
 No Django and no Prefect here: the flow turns ENA runs into :class:`RunInputs`, asks
-:func:`build_step_spec` for each step's :class:`~prefect_utils.scheduler.JobSpec` and submits them in order.
+:func:`build_step_spec` for each step's :class:`~prefect_utils.job_spec.JobSpec` and submits them in order.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from prefect_utils.scheduler import JobSpec
+from prefect_utils.job_spec import JobSpec
 from workflows.ena.client import EnaReadRun
 from workflows.ena.runs import PAIRED, RunInputs, fastq_problem
 from workflows.pipelines.spec import ENA_FASTQ, PipelineSpec, load_spec

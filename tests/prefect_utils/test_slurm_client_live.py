@@ -10,14 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from prefect_utils.scheduler import (
-    JobInfo,
-    JobSpec,
-    JobState,
-    SchedulerUnavailable,
-    SlurmClient,
-    SubmissionRejected,
-)
+from prefect_utils.errors import SchedulerUnavailable, SubmissionRejected
+from prefect_utils.job_spec import JobInfo, JobSpec
+from prefect_utils.slurm_client import SlurmClient
+from prefect_utils.states import JobState
 from tests.prefect_utils.conftest import wait_for_job
 from tests.slurm_support import slurm as slurm_sh
 

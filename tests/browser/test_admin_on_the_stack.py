@@ -7,17 +7,11 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from analyses.models import AssemblyAnalysisRequest
-from tests.browser.test_admin import REQUESTS, field, log_in
+from tests.browser.admin_pages import REQUESTS, field, log_in
 from tests.slurm_support import poll_until
 from workflows.models import ClusterJob
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
-
-
-@pytest.fixture
-def flows_server_env(flows_server_env: dict[str, str]) -> dict[str, str]:
-    # What a curator sees, not suspension (tests/e2e tests that): passes watch the demo's short jobs, as in make run.
-    return {**flows_server_env, "WORKFLOWS_LINGER_SECONDS": "20"}
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.linger]
 
 
 def reload_until(page: Page, check: Callable[[], object], *, timeout: float, what: str) -> object:

@@ -13,19 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from prefect_utils.scheduler import (
-    JobInfo,
-    JobSpec,
-    JobState,
+from prefect_utils.errors import (
     SchedulerError,
     SchedulerUnavailable,
-    SlurmClient,
     SubmissionRejected,
     SubmitLimitReached,
-    expand_output_pattern,
     is_submit_limit,
     is_transient_error,
-    map_state,
+)
+from prefect_utils.job_spec import JobInfo, JobSpec, expand_output_pattern
+from prefect_utils.parsing import (
     parse_exit_code,
     parse_sacct,
     parse_sbatch_job_id,
@@ -33,6 +30,8 @@ from prefect_utils.scheduler import (
     parse_time,
     parse_wait_status,
 )
+from prefect_utils.slurm_client import SlurmClient
+from prefect_utils.states import JobState, map_state
 
 DATA = Path(__file__).parent / "data"
 IDS = dict(line.split() for line in (DATA / "job_ids.txt").read_text().splitlines())
@@ -94,6 +93,7 @@ def test_map_state(raw: str, expected: JobState) -> None:
 
 def test_only_finished_states_are_terminal() -> None:
     assert {state for state in JobState if not state.is_terminal} == {
+        JobState.NEW,
         JobState.PENDING,
         JobState.RUNNING,
         JobState.UNKNOWN,

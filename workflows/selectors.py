@@ -1,0 +1,60 @@
+"""The workflow layer's reads that apply a rule: a request's jobs, its trigger, its plan, the triggers due.
+
+Services push (writes live in their rooms); selectors pull. Every page, flow and API view that lists a request's
+jobs reads them here, so they agree on the order and on the step and run each job belongs to.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypedDict
+
+from django.db.models import Model, OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
+
+from analyses.models import AssemblyAnalysisRequest
+from workflows.models import ClusterJob, Plan, PlanStep, Trigger
+
+if TYPE_CHECKING:  # django-stubs' helper, installed with the type checker only
+    from django_stubs_ext import WithAnnotations
+
+
+class StepAndRun(TypedDict):
+    """What `jobs_with_step_and_run` adds to each job: its plan step and run (None outside the plan)."""
+
+    step: str | None
+    run: str | None
+
+
+def source_label(obj: Model) -> str:
+    """What a trigger records as its source: `<app>.<model>:<pk>`."""
+    return f"{obj._meta.label_lower}:{obj.pk}"
+
+
+def jobs_with_step_and_run() -> QuerySet[WithAnnotations[ClusterJob, StepAndRun]]:
+    """Every job, oldest first, annotated with the plan step and run it belongs to, in the query that lists them."""
+    step = PlanStep.objects.filter(plan__request=OuterRef("request_id"), key=OuterRef("key"))
+    return ClusterJob.objects.annotate(
+        step=Subquery(step.values("step")[:1]), run=Subquery(step.values("run_accession")[:1])
+    ).order_by("created", "attempt")
+
+
+def request_jobs(request_id: int) -> QuerySet[WithAnnotations[ClusterJob, StepAndRun]]:
+    """A request's jobs, every attempt, oldest first, each with its step and run (`step`, `run`; None when the
+    job is outside the plan: adopted, or its plan gone)."""
+    return jobs_with_step_and_run().filter(request_id=request_id)
+
+
+def latest_trigger(request: AssemblyAnalysisRequest) -> Trigger | None:
+    return Trigger.objects.filter(source=source_label(request)).order_by("-created").first()
+
+
+def due_triggers() -> QuerySet[Trigger]:
+    """Pending triggers whose back-off has passed."""
+    return Trigger.objects.filter(status=Trigger.Status.PENDING).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=timezone.now())
+    )
+
+
+def current_plan(request: AssemblyAnalysisRequest) -> Plan | None:
+    """The request's newest plan generation: the one its passes read."""
+    return Plan.objects.filter(request=request).order_by("-generation").first()
