@@ -5,7 +5,8 @@ from prefect.client.orchestration import get_client
 
 from analyses.models import AssemblyAnalysisRequest
 from tests.stack import assert_one_slurm_job_per_key, flow_run_logs, flow_run_of
-from workflows.operations import case_runner as test_cases
+from workflows.operations import case_runner
+from workflows.operations import cases as pipeline_cases
 from workflows.outbox import deployments
 from workflows.pipelines.registry import FLOWS
 
@@ -13,10 +14,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.linger]
 
 
 def test_every_case_of_every_deployment_passes(flows_server) -> None:
-    cases = test_cases.all_cases()
+    cases = pipeline_cases.all_cases()
     assert {case.deployment for case in cases} == set(FLOWS)
-    outcomes = test_cases.run_cases(cases, poll_seconds=1, say=print)
-    table = test_cases.format_table(outcomes)
+    outcomes = case_runner.run_cases(cases, poll_seconds=1, say=print)
+    table = pipeline_cases.format_table(outcomes)
     print(table)
     assert all(outcome.passed for outcome in outcomes), "\n" + table
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from workflows.operations import case_runner as test_cases
+from workflows.operations import case_runner
+from workflows.operations import cases as pipeline_cases
 from workflows.pipelines.registry import FLOWS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,14 +41,16 @@ def expectation(**changes) -> dict:
 
 
 def test_every_served_deployment_has_test_cases() -> None:
-    by_deployment = {case.deployment for case in test_cases.all_cases()}
+    by_deployment = {case.deployment for case in pipeline_cases.all_cases()}
     missing = set(FLOWS) - by_deployment
-    assert not missing, f"deployments without workflows/pipelines/<name>/test-cases.yaml: {sorted(missing)}"
-    assert set(test_cases.DRIVERS) == set(FLOWS)
+    assert not missing, (
+        f"deployments without workflows/pipelines/<name>/test-cases.yaml: {sorted(missing)}"
+    )
+    assert set(case_runner.DRIVERS) == set(FLOWS)
 
 
 def test_what_was_observed_as_expected_passes() -> None:
-    assert test_cases.compare(expectation(), OBSERVED) == []
+    assert pipeline_cases.compare(expectation(), OBSERVED) == []
 
 
 @pytest.mark.parametrize(
@@ -68,7 +71,7 @@ def test_what_was_observed_as_expected_passes() -> None:
     ],
 )
 def test_a_broken_expectation_is_reported(changes: dict, mismatch: str) -> None:
-    mismatches = test_cases.compare(expectation(**changes), OBSERVED)
+    mismatches = pipeline_cases.compare(expectation(**changes), OBSERVED)
     assert any(line.startswith(mismatch) for line in mismatches), mismatches
 
 
@@ -77,18 +80,18 @@ def test_an_error_line_nobody_expected_fails_a_case_whose_status_is_right() -> N
         **OBSERVED,
         "log_errors": ["prefect.flow_runs: Traceback (most recent call last):\n  File ..."],
     }
-    assert test_cases.compare(expectation(), observed) == [
+    assert pipeline_cases.compare(expectation(), observed) == [
         "log: unexpected ERROR: prefect.flow_runs: Traceback (most recent call last):"
     ]
-    assert test_cases.compare(expectation(log_errors=["Traceback"]), observed) == []
+    assert pipeline_cases.compare(expectation(log_errors=["Traceback"]), observed) == []
 
 
 def test_the_table_shows_expected_against_observed() -> None:
-    case = test_cases.all_cases()[0]
-    outcome = test_cases.Outcome(
+    case = pipeline_cases.all_cases()[0]
+    outcome = pipeline_cases.Outcome(
         case, "failed", ["status: expected 'completed', observed 'failed'"], seconds=12.4
     )
-    table = test_cases.format_table([outcome])
+    table = pipeline_cases.format_table([outcome])
     assert case.label in table and "failed" in table and "observed 'failed'" in table
 
 
@@ -126,20 +129,22 @@ def test_the_table_shows_expected_against_observed() -> None:
 def test_a_mistake_in_a_cases_file_is_named(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "test-cases.yaml"
     path.write_text(text)
-    with pytest.raises(test_cases.CaseFileError) as caught:
-        test_cases.load_cases(path)
+    with pytest.raises(pipeline_cases.CaseFileError) as caught:
+        pipeline_cases.load_cases(path)
     assert message in str(caught.value)
 
 
 def test_select_cases_by_pipeline_and_name() -> None:
-    cases = test_cases.all_cases()
-    assert {c.name for c in test_cases.select_cases(cases, "study_sync")} == {
+    cases = pipeline_cases.all_cases()
+    assert {c.name for c in pipeline_cases.select_cases(cases, "study_sync")} == {
         "runs-recorded-with-qa-verdicts",
         "study-unknown-to-ena",
     }
-    assert [c.name for c in test_cases.select_cases(cases, None, ["two-paired-runs"])] == ["two-paired-runs"]
+    assert [c.name for c in pipeline_cases.select_cases(cases, None, ["two-paired-runs"])] == [
+        "two-paired-runs"
+    ]
     with pytest.raises(ValueError, match="no case named"):
-        test_cases.select_cases(cases, "assembly", ["runs-recorded-with-qa-verdicts"])
+        pipeline_cases.select_cases(cases, "assembly", ["runs-recorded-with-qa-verdicts"])
 
 
 def test_the_demo_fault_injector_stalls_one_runs_first_assembly_only(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from workflows.management.commands.wait_for_deployments import unserved_deployments
-from workflows.operations import case_runner as test_cases
+from workflows.operations import case_runner
+from workflows.operations import cases as pipeline_cases
 
 
 class Command(BaseCommand):
@@ -20,7 +21,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, pipeline: str | None, case: list[str], list_cases: bool, **options) -> None:
         try:
-            cases = test_cases.select_cases(test_cases.all_cases(), pipeline, case)
+            cases = pipeline_cases.select_cases(pipeline_cases.all_cases(), pipeline, case)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         if list_cases:
@@ -31,9 +32,9 @@ class Command(BaseCommand):
         if missing:
             raise CommandError(f"Not served, is `make run` up? {'; '.join(missing)}")
         self.stdout.write(f"Running {len(cases)} case(s) together; each ends by its own timeout_seconds.")
-        outcomes = test_cases.run_cases(cases, say=self.stdout.write)
+        outcomes = case_runner.run_cases(cases, say=self.stdout.write)
         self.stdout.write("")
-        self.stdout.write(test_cases.format_table(outcomes))
+        self.stdout.write(pipeline_cases.format_table(outcomes))
         failed = [outcome for outcome in outcomes if not outcome.passed]
         if failed:
             raise CommandError(f"{len(failed)} of {len(outcomes)} case(s) did not pass")
