@@ -2,19 +2,8 @@
 
 It answers ``GET /ena/portal/api/search`` for ``result=study``, ``read_study`` and ``read_run`` in the
 portal API's own shape (a JSON list of objects whose values are all strings; ``format=tsv`` too), from
-fixture files in a data directory:
-
-* ``<PRIMARY_ACCESSION>.study.json``: a one-element list, the study row as ``result=study`` returns it;
-* ``<PRIMARY_ACCESSION>.read_run.json``: the study's runs as ``result=read_run`` rows (optional).
-
-and serves FASTQ files under ``GET /fastq/<file name>`` from a FASTQ directory.
-
-For every run whose ``fastq_ftp`` lists files, the stub serves files of those names, generating them with
-:func:`make_demo_reads.make_reads` when they are missing, and rewrites ``fastq_ftp`` to its own URLs. The
-fields ``fastq_md5``, ``fastq_bytes``, ``read_count`` and ``base_count`` are computed from the files when the
-fixture holds the placeholder ``"@stub"``; any other value is served as written, so a fixture can carry a
-wrong md5 or a missing one on purpose. A run with ``"fastq_ftp": ""`` is served as ENA serves a run without
-FASTQ.
+fixture files in a data directory, and serves FASTQ files under ``GET /fastq/<file name>`` from a FASTQ
+directory. The fixtures' format, and how the FASTQ files and their fields are made: scripts/ena_stub_data.py.
 
 Like ENA, an accession it does not know gets ``200 []``, an unknown field or result gets a ``400`` with a JSON
 body whose ``message`` explains it.
@@ -32,38 +21,30 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
-import hashlib
 import io
 import json
 import logging
 import os
 import re
 import signal
-import tempfile
 import threading
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import parse_qs, quote, urlsplit
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 if __package__:
-    from .make_demo_reads import make_reads
+    from .ena_stub_data import DEFAULT_FASTQ_DIR, FASTQ_PATH, FastqScheme, StubData, load_stub_data
 else:
-    from make_demo_reads import make_reads
+    from ena_stub_data import DEFAULT_FASTQ_DIR, FASTQ_PATH, FastqScheme, StubData, load_stub_data
 
 logger = logging.getLogger("ena_stub")
 
 API_PATH = "/ena/portal/api"
 SEARCH_PATH = f"{API_PATH}/search"
-FASTQ_PATH = "/fastq/"
-PLACEHOLDER = "@stub"
-DEFAULT_FASTQ_DIR = Path(tempfile.gettempdir()) / "emgapi-ena-stub" / "fastq"
 
 _TERM_RE = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
 _STUDY_KEYS = ("study_accession", "secondary_study_accession")
@@ -89,109 +70,6 @@ KNOWN_FIELDS: dict[str, frozenset[str]] = {
     ),
 }
 KNOWN_FIELDS["read_study"] = KNOWN_FIELDS["study"]
-
-FastqScheme = Literal["http", "file"]
-
-
-@dataclass
-class StubData:
-    """The fixtures, with the FASTQ fields already filled in for the files being served."""
-
-    studies: list[dict[str, str]] = field(default_factory=list)
-    runs: dict[str, list[dict[str, str]]] = field(default_factory=dict)
-    fastq_files: dict[str, Path] = field(default_factory=dict)
-
-    def study_for(self, accessions: set[str]) -> dict[str, str] | None:
-        for study in self.studies:
-            own = {study.get("study_accession", "")} | set(
-                study.get("secondary_study_accession", "").split(";")
-            )
-            if own & accessions:
-                return study
-        return None
-
-
-def load_stub_data(
-    data_dir: Path, fastq_dir: Path, server_root: str, fastq_scheme: FastqScheme = "http"
-) -> StubData:
-    """Read the fixtures in ``data_dir`` and prepare the FASTQ files they name in ``fastq_dir``."""
-    data = StubData()
-    for study_file in sorted(Path(data_dir).glob("*.study.json")):
-        rows = json.loads(study_file.read_text())
-        if not isinstance(rows, list) or len(rows) != 1:
-            raise ValueError(f"{study_file} must hold a JSON list with exactly one study row")
-        study = _stringly(rows[0])
-        primary = study_file.name.removesuffix(".study.json")
-        if study.get("study_accession") != primary:
-            raise ValueError(f"{study_file}: study_accession {study.get('study_accession')!r} != {primary!r}")
-        data.studies.append(study)
-        run_file = study_file.with_name(f"{primary}.read_run.json")
-        runs = [_stringly(row) for row in json.loads(run_file.read_text())] if run_file.exists() else []
-        data.runs[primary] = [
-            _prepare_run(run, Path(fastq_dir), server_root, fastq_scheme, data) for run in runs
-        ]
-    return data
-
-
-def _stringly(row: dict[str, Any]) -> dict[str, str]:
-    # ENA's JSON never carries numbers or nulls; a fixture that does is a fixture bug.
-    for key, value in row.items():
-        if not isinstance(value, str):
-            raise ValueError(f"fixture field {key}={value!r} is not a string, unlike everything ENA returns")
-    return dict(row)
-
-
-def _prepare_run(
-    run: dict[str, str], fastq_dir: Path, server_root: str, fastq_scheme: FastqScheme, data: StubData
-) -> dict[str, str]:
-    names = [path.rsplit("/", 1)[-1] for path in run.get("fastq_ftp", "").split(";") if path]
-    if not names:
-        return run
-    accession = run["run_accession"]
-    paths = [fastq_dir / name for name in names]
-    if not all(path.exists() for path in paths):
-        generated = {
-            p.name: p
-            for p in make_reads(fastq_dir, run_accession=accession, seed=zlib.crc32(accession.encode()))
-        }
-        missing = [name for name in names if name not in generated]
-        if missing:
-            raise ValueError(
-                f"{accession}: the stub can only generate {sorted(generated)}, the fixture names {missing}"
-            )
-    for path in paths:
-        data.fastq_files[path.name] = path
-    filled = dict(run)
-    if fastq_scheme == "file":
-        filled["fastq_ftp"] = ";".join(path.resolve().as_uri() for path in paths)
-    else:
-        filled["fastq_ftp"] = ";".join(f"{server_root}{FASTQ_PATH}{quote(path.name)}" for path in paths)
-    computed = _measure(paths)
-    for key, value in computed.items():
-        if filled.get(key) == PLACEHOLDER:
-            filled[key] = value
-    return filled
-
-
-def _measure(paths: list[Path]) -> dict[str, str]:
-    md5s, sizes = [], []
-    first_file_reads = 0
-    bases = 0
-    for index, path in enumerate(paths):
-        raw = path.read_bytes()
-        md5s.append(hashlib.md5(raw).hexdigest())
-        sizes.append(str(len(raw)))
-        lines = gzip.decompress(raw).decode().splitlines()
-        bases += sum(len(line) for line in lines[1::4])
-        if index == 0:
-            # ENA's read_count counts fragments: the reads of the first mate file.
-            first_file_reads = len(lines) // 4
-    return {
-        "fastq_md5": ";".join(md5s),
-        "fastq_bytes": ";".join(sizes),
-        "read_count": str(first_file_reads),
-        "base_count": str(bases),
-    }
 
 
 class StubServer(ThreadingHTTPServer):

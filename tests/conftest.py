@@ -167,6 +167,8 @@ def make_demo_reads() -> ModuleType:
 
 @pytest.fixture(scope="session")
 def ena_stub(make_demo_reads: ModuleType) -> ModuleType:
+    # Its sibling modules first, which it imports as `python scripts/ena_stub.py` would find them.
+    _load_script("ena_stub_data")
     return _load_script("ena_stub")
 
 
