@@ -8,7 +8,7 @@ help:
 	@echo "make test-fast  the suite without Slurm and without a Prefect server (PostgreSQL only), about 90 s"
 	@echo "make down       stop what make run / make test left running (by recorded pid)"
 	@echo "make test-cases every deployment's end-to-end test cases, against make run's stack (ARGS='assembly --case NAME')"
-	@echo "make lint       uv lock --check, ruff, mypy (all but bench/), shellcheck over scripts/"
+	@echo "make lint       uv lock --check, ruff, mypy (the whole project), shellcheck over scripts/"
 	@echo "make slurm-up | slurm-down | slurm-status   the single-node Slurm cluster"
 
 install:

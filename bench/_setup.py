@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from bench._report import say
@@ -23,6 +24,7 @@ from bench._report import say
 ROOT = Path(__file__).resolve().parent.parent
 SLURM_SCRIPT = ROOT / "scripts" / "slurm.sh"
 DEFAULT_DATABASE_URL = "postgres://postgres:postgres@127.0.0.1:5432/emgapi"
+T = TypeVar("T")
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -154,7 +156,7 @@ def sbatch(args: Sequence[str]) -> str:
     return proc.stdout.strip().split(";", 1)[0]
 
 
-def chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+def chunks(items: Sequence[T], size: int = 500) -> Iterable[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 

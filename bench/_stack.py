@@ -1,14 +1,14 @@
-"""The services and processes a benchmark starts, stops and watches:
+"""The whole service, run for real and isolated from everything else on the machine, for the benchmarks that need
+flow runs (bench/waiting.py, bench/chaos.py, bench/prefect_down.py):
 
-  * gunicorn serving the web side (bench/api_reads.py, bench/health.py);
-  * the whole service, run for real and isolated from everything else on the machine, for the benchmarks that need
-    flow runs (bench/waiting.py, bench/chaos.py, bench/prefect_down.py):
-      - a Prefect server of its own (free port, its own PREFECT_HOME and PostgreSQL database `<database>_prefect`),
-        so its deployments never meet the shared server's;
-      - the ENA stub with the demo data (scripts/ena_stub.py);
-      - `manage.py serve_flows` in its own process group (the served deployments and the service loop), which a
-        benchmark may stop, kill and start again;
-  * the processes of serve_flows, read from /proc.
+  * a Prefect server of its own (free port, its own PREFECT_HOME and PostgreSQL database `<database>_prefect`),
+    so its deployments never meet the shared server's;
+  * the ENA stub with the demo data (scripts/ena_stub.py);
+  * `manage.py serve_flows` in its own process group (the served deployments and the service loop), which a
+    benchmark may stop, kill and start again;
+
+and the life of the benchmark's temporary directory (`--keep`). The processes are bench._services'; what a
+benchmark reads of the stack's state is in bench._readings.
 
 Django's own database is the benchmark's business (bench._setup.fresh_database, after `Stack.start`: the stack
 points this process's Prefect settings at its own server first). Importing this module changes nothing.
@@ -17,216 +17,21 @@ points this process's Prefect settings at its own server first). Importing this 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from bench._readings import ledger_jobs
 from bench._report import say
-from bench._setup import ROOT, chunks, database_url, recreate_database, scancel, wait_until_idle
-
-if TYPE_CHECKING:
-    import httpx
+from bench._services import Service, free_port, poll_until, tail
+from bench._setup import ROOT, database_url, recreate_database, scancel, wait_until_idle
 
 DEMO_ENA = ROOT / "demo" / "ena"
 VENV_BIN = Path(sys.executable).parent
-
-
-# --- processes --------------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port free on loopback now, for a server the benchmark starts."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Service:
-    """A process started in its own session (process group), its output in a log file; stopped by its group."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.name = name
-        self.log = log
-        with open(log, "w") as out:
-            self.process = subprocess.Popen(
-                args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self.pid = self.process.pid
-
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, grace: float = 20.0) -> None:
-        if not self.running():
-            return
-        try:
-            os.killpg(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            self.process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            say(f"{self.name} did not stop within {grace:.0f} s of SIGTERM: SIGKILL to its process group")
-        # Whatever else of the group is left (flow processes, workers).
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def kill(self) -> None:
-        """What a crash does: SIGKILL to the whole process group (the process and every child it started)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-
-def proc_state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-
-
-def status_field(pid: int, name: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(name + ":"):
-                return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except (FileNotFoundError, ProcessLookupError):
-        return ""
-
-
-def children(pid: int) -> list[int]:
-    pids: list[int] = []
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except FileNotFoundError:
-        return pids
-    for task in tasks:
-        try:
-            pids += [int(child) for child in (task / "children").read_text().split()]
-        except FileNotFoundError:
-            continue
-    return pids
-
-
-def descendants(pid: int) -> list[int]:
-    found, todo = [], children(pid)
-    while todo:
-        child = todo.pop()
-        found.append(child)
-        todo += children(child)
-    return found
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of process group `pgid`, wherever they were reparented."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
-def is_flow_process(pid: int) -> bool:
-    """The runner starts each flow run as `python -m prefect.engine`; its other children (the poller's squeue and
-    sacct, say) are not flow processes."""
-    return "prefect.engine" in cmdline(pid)
-
-
-def flow_processes(server_pid: int) -> list[int]:
-    """Live (not zombie) flow-run processes of serve_flows."""
-    return [
-        pid for pid in children(server_pid) if proc_state(pid) not in (None, "Z") and is_flow_process(pid)
-    ]
-
-
-def poll_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 1.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval)
-    say(f"  !! gave up after {timeout:.0f} s waiting for {what}")
-    return False
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return ""
-
-
-# --- the web side -----------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def gunicorn(env: dict[str, str], timeout: float) -> Iterator[httpx.Client]:
-    """gunicorn (emgapi.wsgi, 2 workers) on a free loopback port with `env`, its output on ours; an httpx client of
-    it (requests time out after `timeout` s), once /healthz answers. Stopped on the way out."""
-    import httpx
-
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "emgapi.wsgi",
-            "-w",
-            "2",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    client.get("/healthz")
-                    break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline:
-                        raise SystemExit("gunicorn did not answer in 60 s") from None
-                    time.sleep(0.2)
-            yield client
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-# --- the isolated stack -----------------------------------------------------------------------------------------
 
 
 class Stack:
@@ -258,6 +63,20 @@ class Stack:
     @property
     def jobs_root(self) -> Path:
         return self.tmp / "jobs"
+
+    @property
+    def prefect_server(self) -> Service:
+        """The Prefect server started last (RuntimeError before `start`)."""
+        if self.prefect is None:
+            raise RuntimeError("the Prefect server has not been started")
+        return self.prefect
+
+    @property
+    def flow_server(self) -> Service:
+        """The serve_flows started last (RuntimeError before the first `launch_serve_flows`)."""
+        if self.serve_flows is None:
+            raise RuntimeError("serve_flows has not been started")
+        return self.serve_flows
 
     def start(self) -> None:
         """The Prefect server (and this process's Prefect settings pointed at it) and the ENA stub."""
@@ -354,12 +173,12 @@ class Stack:
         """Until the Prefect server answers /health (SystemExit if it exits or never does)."""
 
         def healthy() -> bool:
-            if not self.prefect.running():
-                raise SystemExit(f"the Prefect server exited:\n{tail(self.prefect.log)}")
+            if not self.prefect_server.running():
+                raise SystemExit(f"the Prefect server exited:\n{tail(self.prefect_server.log)}")
             return self.prefect_answers()
 
         if not poll_until(healthy, timeout, "the Prefect server", 0.5):
-            raise SystemExit(f"the Prefect server did not answer:\n{tail(self.prefect.log)}")
+            raise SystemExit(f"the Prefect server did not answer:\n{tail(self.prefect_server.log)}")
 
     def restart_prefect(self) -> float:
         """A new Prefect server on the same port and database, after the previous one was stopped; the seconds
@@ -409,8 +228,8 @@ class Stack:
         self.launch_serve_flows(extra)
         start = time.monotonic()
         if not poll_until(self.deployments_served, 180, "serve_flows to register its deployments"):
-            raise SystemExit(f"serve_flows did not register its deployments:\n{tail(self.serve_flows.log)}")
-        say(f"serve_flows (pid {self.serve_flows.pid}) serving after {time.monotonic() - start:.0f} s")
+            raise SystemExit(f"serve_flows did not register its deployments:\n{tail(self.flow_server.log)}")
+        say(f"serve_flows (pid {self.flow_server.pid}) serving after {time.monotonic() - start:.0f} s")
 
     def deployments_served(self) -> bool:
         from prefect.client.orchestration import get_client
@@ -430,64 +249,11 @@ class Stack:
                 return False
         return not any(deployment.paused for deployment in served)
 
-    # -- reading state --
-
-    def flow_run_ids(self, request_ids: Iterable[int]) -> dict[int, str | None]:
-        from analyses.models import AssemblyAnalysisRequest
-
-        rows = AssemblyAnalysisRequest.objects.filter(pk__in=list(request_ids))
-        return {row.pk: row.flow_run_id for row in rows}
-
-    def flow_runs(self, flow_run_ids: Iterable[str]) -> dict:
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-        ids = [uuid.UUID(i) for i in flow_run_ids]
-        found = {}
-        with get_client(sync_client=True) as client:
-            for part in chunks(ids, 100):
-                runs = client.read_flow_runs(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(part))), limit=len(part)
-                )
-                found.update({str(r.id): r for r in runs})
-        return found
-
-    def run_states(self, request_ids: Iterable[int]) -> Counter[str]:
-        """'Suspended', 'Running', ... per request; 'undispatched' while the request has no flow run yet."""
-        ids = self.flow_run_ids(request_ids)
-        runs = self.flow_runs(i for i in ids.values() if i)
-        states: Counter[str] = Counter()
-        for flow_run_id in ids.values():
-            run_ = runs.get(flow_run_id) if flow_run_id else None
-            if flow_run_id is None:
-                states["undispatched"] += 1
-            elif run_ is None or run_.state is None:
-                states["missing in Prefect"] += 1
-            else:
-                states[run_.state.name or run_.state.type.value] += 1
-        return states
-
-    def flow_run_states(self, flow_run_id: str, since: datetime | None = None) -> list:
-        """The flow run's state history, oldest first (from `since`)."""
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            states = client.read_flow_run_states(uuid.UUID(flow_run_id))
-        return sorted((s for s in states if since is None or s.timestamp >= since), key=lambda s: s.timestamp)
-
-    def ledger_jobs(self, request_ids: Iterable[int] | None = None) -> list:
-        from workflows.models import ClusterJob
-
-        jobs = ClusterJob.objects.exclude(slurm_job_id__isnull=True)
-        if request_ids is not None:
-            jobs = jobs.filter(request_id__in=list(request_ids))
-        return list(jobs.order_by("pk"))
-
     # -- cleanup --
 
     def job_ids(self) -> list[str]:
         try:
-            return [job.slurm_job_id for job in self.ledger_jobs()]
+            return [job.slurm_job_id for job in ledger_jobs()]
         except Exception as exc:  # the database may be what failed: nothing more to cancel from here
             say(f"cannot read the ledger to cancel its jobs: {exc}")
             return []
@@ -511,34 +277,6 @@ class Stack:
         for service in reversed(self.started):
             service.stop()
         self.wait_jobs_gone()
-
-    def log_findings(self, logs: list[Path] | None = None) -> None:
-        """The ERROR, WARNING and Traceback lines of serve_flows' logs (all its starts)."""
-        logs = self.serve_flows_logs if logs is None else logs
-        if not logs:
-            return
-        lines = [
-            line for log in logs if log.exists() for line in log.read_text(errors="replace").splitlines()
-        ]
-        kinds: Counter[str] = Counter()
-        errors: list[str] = []
-        warnings: list[str] = []
-        for line in lines:
-            kind = next((k for k in ("Traceback", "CRITICAL", "ERROR", "WARNING") if k in line), None)
-            if kind is None:
-                continue
-            kinds[kind] += 1
-            (warnings if kind == "WARNING" else errors).append(line[:240])
-        notable = list(dict.fromkeys(errors))[:15] + list(dict.fromkeys(warnings))[:5]
-        say()
-        say(
-            f"serve_flows log{'s' if len(logs) > 1 else ''}: {len(lines)} lines"
-            + (f" in {len(logs)} files" if len(logs) > 1 else "")
-            + "; "
-            + (", ".join(f"{k} {v}" for k, v in kinds.items()) or "no errors")
-        )
-        for line in notable:
-            say(f"  | {line}")
 
 
 def add_stack_options(

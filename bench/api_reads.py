@@ -23,8 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import percentiles_ms, say, verdict
+from bench._services import gunicorn
 from bench._setup import admin_url, bench_parser, migrate, use_database
-from bench._stack import gunicorn
 
 GUNICORN_TIMEOUT = 120
 WARM_UP = 10
@@ -228,19 +228,21 @@ def main() -> None:
     populate(sizes)
     import httpx
 
-    rows = []
+    rows: list[tuple] = []  # label, p50, p95, p99, queries, bytes, statuses, requests answered
     headers = {"Authorization": f"Token {BENCH_TOKEN}"}
     with gunicorn(dict(os.environ), timeout=60) as client:
         for label, path, authenticated in endpoints(sizes):
-            kwargs = {"headers": headers} if authenticated else {}
-            timings, statuses, size = [], set(), 0
+            auth = headers if authenticated else None
+            timings: list[float] = []
+            statuses: set[int | str] = set()
+            size = 0
             # Warm-up: until both workers have served this endpoint (their first request imports and
             # connects), at most WARM_UP requests or 5 s; then the samples, at least --min-samples.
             warm_until = time.monotonic() + 5
             warm = 0
             while warm < WARM_UP and (warm < 2 or time.monotonic() < warm_until):
                 try:
-                    client.get(path, **kwargs)
+                    client.get(path, headers=auth)
                 except httpx.TransportError:
                     break
                 warm += 1
@@ -250,7 +252,7 @@ def main() -> None:
                     break
                 started = time.perf_counter()
                 try:
-                    response = client.get(path, **kwargs)
+                    response = client.get(path, headers=auth)
                 except httpx.TransportError:  # gunicorn killed the worker at its timeout
                     statuses.add(f"no answer in {GUNICORN_TIMEOUT} s")
                     continue
@@ -274,8 +276,8 @@ def main() -> None:
     say("")
     say("| endpoint | p50 ms | p95 ms | p99 ms | queries | bytes | status | n |")
     say("|---|---:|---:|---:|---:|---:|---|---:|")
-    for label, p50, p95, p99, queries, size, statuses, n in rows:
-        status = ",".join(statuses)
+    for label, p50, p95, p99, queries, size, answers, n in rows:
+        status = ",".join(answers)
         if p50 is None:
             say(f"| {label} | n/a | n/a | n/a | n/a | n/a | {status} | 0 |")
         else:

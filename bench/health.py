@@ -17,8 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import percentiles_ms, say
+from bench._services import gunicorn
 from bench._setup import bench_parser, fresh_database
-from bench._stack import gunicorn
 
 
 def main() -> None:

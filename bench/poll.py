@@ -33,40 +33,27 @@ and N is not counted.
 
 from __future__ import annotations
 
-import cProfile
-import io
-import os
-import pstats
 import shutil
-import statistics
 import sys
 import tempfile
-import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._report import QueryTimer, say
+from bench._poll.measure import measure
+from bench._poll.pools import left_queue_pool, queue_pool, wait_until_purged
+from bench._report import say
 from bench._setup import (
-    ROOT,
     add_fresh_database,
     bench_parser,
-    chunks,
     config_value,
     fresh_database,
     parse_sizes,
-    run,
-    sbatch,
     scancel,
     seconds_value,
     wait_for_slurm,
     wait_until_idle,
 )
-
-MAX_ARRAY = 1000  # Slurm's default MaxArraySize is 1001: indices up to 1000.
-HOLDER = "bench-poll"  # the poller lease's holder in the benchmark's own database
 
 
 def main() -> int:
@@ -105,60 +92,8 @@ def main() -> int:
         finished_ids: list[str] = []
         arrays: list[str] = []
         if not args.skip_left_queue:
-            finished_ids = finished_in_accounting(max_n)
-            say(f"left-queue pool: {len(finished_ids)} finished jobs from accounting, no longer in squeue")
-            shortfall = max_n - len(finished_ids)
-            start = time.monotonic()
-            for part in range(0, shortfall, MAX_ARRAY):
-                count = min(MAX_ARRAY, shortfall - part)
-                array = sbatch(
-                    [
-                        f"--array=1-{count}%1",
-                        f"--chdir={tmp}",
-                        "--output=/dev/null",
-                        "--time=1",
-                        "--wrap",
-                        "true",
-                    ]
-                )
-                arrays.append(array)
-                live_ids.append(array)
-                finished_ids += [f"{array}_{i}" for i in range(1, count + 1)]
-            if arrays:
-                wait_until_idle(arrays, timeout=3600, what="finished-job arrays")
-                say(
-                    f"  + {shortfall} array tasks of `true` run for the shortfall in {time.monotonic() - start:.0f} s"
-                )
-
-        sleepers = [
-            sbatch(
-                [
-                    f"--chdir={tmp}",
-                    f"--output={tmp}/sleep-%j.out",
-                    "--time=120",
-                    "--wrap",
-                    "echo started; sleep 7200",
-                ]
-            )
-            for _ in range(min(args.sleepers, max_n))
-        ]
-        live_ids += sleepers
-        wait_for_state(sleepers, "RUNNING")
-        held_count = max_n - len(sleepers)
-        start = time.monotonic()
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            held = list(
-                pool.map(
-                    lambda _: sbatch(
-                        ["--hold", f"--chdir={tmp}", "--output=/dev/null", "--time=1", "--wrap", "true"]
-                    ),
-                    range(held_count),
-                )
-            )
-        live_ids += held
-        say(
-            f"queue pool: {len(sleepers)} running sleep jobs, {len(held)} held jobs (sbatch in {time.monotonic() - start:.0f} s)"
-        )
+            finished_ids, arrays = left_queue_pool(max_n, tmp, live_ids)
+        sleepers, held = queue_pool(args.sleepers, max_n, tmp, live_ids)
         say()
 
         results = []
@@ -215,183 +150,6 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         say(f"cancelled {len(live_ids)} live benchmark jobs; queue idle; removed {tmp}")
     return 0
-
-
-def measure(rows: list[tuple[str, str]], *, reset: list[str], rounds: int, profile: bool = False) -> dict:
-    from django.db import connection
-    from django.utils import timezone
-
-    from prefect_utils.job_spec import JobSpec
-    from prefect_utils.poller import POLLER_LEASE, Poller
-    from prefect_utils.slurm_client import SlurmClient
-    from prefect_utils.submission import SlurmJobs
-    from workflows.models import ClusterJob
-    from workflows.orchestration.ledger import DjangoJobLedger
-
-    ClusterJob.objects.all().delete()
-    now = timezone.now()
-    ClusterJob.objects.bulk_create(
-        [
-            ClusterJob(
-                key=f"bench-poll-{i}",
-                attempt=1,
-                name=f"bench-poll-{i}",
-                spec=JobSpec(
-                    name=f"bench-poll-{i}", script="true", workdir=tempfile.gettempdir()
-                ).canonical(),
-                slurm_job_id=job_id,
-                state=state,
-                submitted_at=now,
-            )
-            for i, (job_id, state) in enumerate(rows)
-        ],
-        batch_size=1000,
-    )
-    # The poller's CPU split between reading Slurm (job_states: run, parse) and recording it (apply_states).
-    parts: Counter[str] = Counter()
-
-    class TimedClient(SlurmClient):
-        def job_states(self, job_ids):
-            start = time.process_time()
-            try:
-                return super().job_states(job_ids)
-            finally:
-                parts["job_states"] += time.process_time() - start
-
-    class TimedLedger(DjangoJobLedger):
-        def apply_states(self, infos, log_tails, checked_at, *, lease):
-            start = time.process_time()
-            try:
-                return super().apply_states(infos, log_tails, checked_at, lease=lease)
-            finally:
-                parts["apply_states"] += time.process_time() - start
-
-    client = TimedClient()
-    jobs = SlurmJobs(TimedLedger(), client)
-    poller = Poller(jobs, HOLDER)
-    # poll_once writes only while its holder has the poller lease: take it once, for longer than the rounds
-    # last (Poller.tick would renew it every round, one more UPDATE, outside what is measured here).
-    if not jobs.ledger.try_acquire_lease(POLLER_LEASE, HOLDER, ttl_seconds=3600):
-        raise SystemExit(f"the poller lease {POLLER_LEASE!r} of the fresh database is held by someone else")
-
-    def poll() -> None:
-        if poller.poll_once() is None:
-            raise SystemExit("poll_once lost the poller lease: nothing was recorded")
-
-    def put_back() -> None:
-        for part in chunks(reset, 1000):
-            ClusterJob.objects.filter(slurm_job_id__in=list(part)).update(
-                state="RUNNING", slurm_state="RUNNING", exit_code=None, ended_at=None
-            )
-
-    put_back()
-    poll()  # warm-up: first queries, first parse
-    parts.clear()
-    calls, walls, cpus, childs, sqls, states = Counter(), [], [], [], [], Counter()
-    for _ in range(rounds):
-        put_back()
-        before = client.calls.copy()
-        queries = QueryTimer()
-        t0 = os.times()
-        with connection.execute_wrapper(queries):
-            wall = time.perf_counter()
-            cpu = time.process_time()
-            poll()
-            cpus.append(1000 * (time.process_time() - cpu))
-            walls.append(1000 * (time.perf_counter() - wall))
-        t1 = os.times()
-        childs.append(
-            1000 * ((t1.children_user - t0.children_user) + (t1.children_system - t0.children_system))
-        )
-        sqls.append(queries.count)
-        calls.update(client.calls - before)
-        states = Counter(ClusterJob.objects.values_list("state", flat=True))
-    result = {
-        "squeue": calls["squeue"] / rounds,
-        "sacct": calls["sacct"] / rounds,
-        "wall": statistics.mean(walls),
-        "wall_max": max(walls),
-        "cpu": statistics.mean(cpus),
-        "child": statistics.mean(childs),
-        "cpu_read": 1000 * parts["job_states"] / rounds,
-        "cpu_record": 1000 * parts["apply_states"] / rounds,
-        "sql": statistics.mean(sqls),
-        "states": ", ".join(f"{count} {state}" for state, count in sorted(states.items())),
-    }
-    if profile:
-        print_poll_profile(poll, len(rows))
-    return result
-
-
-def print_poll_profile(poll, n: int) -> None:
-    profiler = cProfile.Profile()
-    profiler.enable()
-    poll()
-    profiler.disable()
-    stats = pstats.Stats(profiler, stream=io.StringIO()).stats
-    rows = sorted(
-        (
-            (cum, own, calls, f"{filename.rsplit('site-packages/', 1)[-1]}:{line}({name})")
-            for (filename, line, name), (_, calls, own, cum, _) in stats.items()
-        ),
-        reverse=True,
-    )
-    say(f"cProfile of one more poll_once, queue scenario, N={n} (ms, cumulative / own, calls):")
-    for cum, own, calls, where in rows[:16]:
-        say(f"  {1000 * cum:9.1f} {1000 * own:8.1f} {calls:8d}  {where.replace(str(ROOT) + '/', '')}")
-    say()
-
-
-def finished_in_accounting(wanted: int) -> list[str]:
-    """Up to ``wanted`` ids of jobs accounting has recorded as ended and squeue no longer lists, newest first.
-
-    Plain job ids only: array tasks would do for sacct too, but one kind of id keeps the figures comparable.
-    """
-    from prefect_utils.states import map_state
-
-    in_squeue = set(run(["squeue", "--noheader", "--states=all", "--array", "--format=%i"]).stdout.split())
-    accounting = run(
-        [
-            "sacct",
-            "--noheader",
-            "--allocations",
-            "--parsable2",
-            "--starttime=now-7days",
-            "--format=JobID,State",
-        ]
-    ).stdout
-    ids = []
-    for line in reversed(accounting.splitlines()):
-        job_id, _, state = line.partition("|")
-        if job_id.isdigit() and job_id not in in_squeue and map_state(state).is_terminal:
-            ids.append(job_id)
-    return ids[:wanted]
-
-
-def wait_for_state(job_ids: list[str], state: str, timeout: float = 600.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        proc = run(["squeue", "--noheader", f"--jobs={','.join(job_ids)}", "--format=%T"], check=False)
-        if proc.stdout.split().count(state) == len(job_ids):
-            return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"jobs {job_ids} not {state} after {timeout:.0f} s: {proc.stdout.split()}")
-        time.sleep(0.5)
-
-
-def wait_until_purged(job_ids: list[str], timeout: float) -> float:
-    """Wait until squeue no longer lists the jobs at all (not even as COMPLETED)."""
-    start = time.monotonic()
-    while True:
-        proc = run(
-            ["squeue", "--noheader", "--states=all", f"--jobs={','.join(job_ids)}", "--format=%i"],
-            check=False,
-        )
-        if not proc.stdout.strip():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise SystemExit(f"jobs {job_ids} still listed by squeue after {timeout:.0f} s")
-        time.sleep(5)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,5 @@ cd "$(dirname "$0")/.."
 .tools/bin/uv lock --check --quiet || { echo "uv.lock does not match pyproject.toml: run '.tools/bin/uv lock'" >&2; exit 1; }
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-# Not bench/ yet: ~90 errors (mostly Optionals read unchecked).
-.venv/bin/mypy emgapi analyses workflows prefect_utils manage.py tests scripts
+.venv/bin/mypy emgapi analyses workflows prefect_utils manage.py tests scripts bench
 .venv/bin/shellcheck scripts/*.sh docker/*.sh demo/bin/* .ci/run

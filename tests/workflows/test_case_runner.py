@@ -43,9 +43,7 @@ def expectation(**changes) -> dict:
 def test_every_served_deployment_has_test_cases() -> None:
     by_deployment = {case.deployment for case in pipeline_cases.all_cases()}
     missing = set(FLOWS) - by_deployment
-    assert not missing, (
-        f"deployments without workflows/pipelines/<name>/test-cases.yaml: {sorted(missing)}"
-    )
+    assert not missing, f"deployments without workflows/pipelines/<name>/test-cases.yaml: {sorted(missing)}"
     assert set(case_runner.DRIVERS) == set(FLOWS)
 
 
