@@ -16,7 +16,6 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, F, Max, Q
 from django.utils import timezone
-from prefect.client.schemas.objects import StateType
 
 from analyses.errors import Conflict
 from analyses.models import AssemblyAnalysisRequest
@@ -124,6 +123,9 @@ class SweepReport:
 def sweep(now: datetime | None = None) -> SweepReport:
     """One round of recovery over every unfinished request: a constant number of queries and Prefect calls,
     plus one call per request that needs putting back."""
+    # Here, not with the module: Prefect's import is seconds of CPU that most Django processes never need.
+    from prefect.client.schemas.objects import StateType
+
     now = now or timezone.now()
     report = SweepReport(cancelled=carry_out_pending_cancellations())
 
