@@ -19,15 +19,16 @@ if [[ $# -gt 0 ]]; then
   scripts/lint.sh
   exec .venv/bin/pytest "$@"
 fi
-# Most of the suite's time is waiting (on Slurm jobs, flow processes, a browser), so two workers share the two
-# cores well; each has its own test database, hence its own environment on the shared Prefect server and its own
-# Slurm job keys. The tests that stop slurmctld or restart PostgreSQL (marker `disruptive`) run afterwards, alone.
+# Most of the suite's time is waiting (on Slurm jobs held or timing out, flow processes, a browser), so three
+# workers share the two cores well; each has its own test database, hence its own environment on the shared Prefect
+# server and its own Slurm job keys. The tests that stop slurmctld or restart PostgreSQL (marker `disruptive`) run
+# afterwards, alone. --durations: where the time went, for whoever makes it shorter next.
 # The linters (mypy over the project is the slow one) run beside the first part: its tests mostly wait.
 mkdir -p var
 scripts/lint.sh >var/lint.log 2>&1 &
 lint_pid=$!
 status=0
-.venv/bin/pytest -n 2 --dist worksteal -m "not disruptive" || status=$?
+.venv/bin/pytest -n 3 --dist worksteal -m "not disruptive" --durations=15 || status=$?
 lint_status=0
 wait "$lint_pid" || lint_status=$?
 cat var/lint.log
@@ -35,5 +36,5 @@ if [[ $lint_status -ne 0 ]]; then
   echo "make test: lint failed (above)" >&2
   status=$lint_status
 fi
-.venv/bin/pytest -m disruptive || status=$?
+.venv/bin/pytest -m disruptive --durations=8 || status=$?
 exit "$status"

@@ -142,6 +142,7 @@ def flows_server_env(request, transactional_db, gated_stub, tmp_path) -> dict[st
     """The environment of `serve_flows` in a test: the test database, the stub ENA, short intervals."""
     _, ena_url = gated_stub
     db = connection.settings_dict
+    linger = request.node.get_closest_marker("linger")
     return {
         **os.environ,
         "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
@@ -158,8 +159,8 @@ def flows_server_env(request, transactional_db, gated_stub, tmp_path) -> dict[st
         # Short: the demo's steps take longer than this, so every request suspends and is resumed, which is what
         # the tests of suspension and resumption need. A test marked `linger` is not about suspension: as in
         # `make run` (where `make test-cases` runs), a pass watches the demo's short jobs instead of suspending
-        # after each step.
-        "WORKFLOWS_LINGER_SECONDS": "20" if request.node.get_closest_marker("linger") else "1",
+        # after each step (`linger(seconds=N)` for a shorter watch).
+        "WORKFLOWS_LINGER_SECONDS": str(linger.kwargs.get("seconds", 20)) if linger else "1",
         "SLURM_POLL_MIN_SECONDS": "0.5",
         "SLURM_POLL_MAX_SECONDS": "2",
         # One retry: an outage reaches the poller in seconds, not the production ~45 s (tests/chaos wait for it).

@@ -26,7 +26,10 @@ from tests.stack import (
 )
 from workflows.models import ClusterJob, PollerLease
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.disruptive]
+# An 8 s linger: long enough that the steps after the outage (each a few seconds on the demo's reads) follow on in
+# one process rather than a resume each, short enough that the flow run suspends, as the test needs, while the
+# held fetch job waits. The outage tests run alone (disruptive), so their length is make test's length.
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.disruptive, pytest.mark.linger(seconds=8)]
 
 
 @contextmanager
