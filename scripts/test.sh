@@ -7,8 +7,11 @@ export DATABASE_URL=${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/
 
 scripts/bootstrap.sh
 scripts/ensure_postgres.sh
-scripts/slurm.sh up
+# Slurm and the Prefect server come up side by side (each mostly waits for its daemons).
+scripts/slurm.sh up &
+slurm_pid=$!
 scripts/prefect_server.sh up
+wait "$slurm_pid"
 
 .venv/bin/python manage.py makemigrations --check --dry-run >/dev/null || {
   echo "Migrations are out of date: run 'python manage.py makemigrations'" >&2; exit 1; }
@@ -19,16 +22,16 @@ if [[ $# -gt 0 ]]; then
   scripts/lint.sh
   exec .venv/bin/pytest "$@"
 fi
-# Most of the suite's time is waiting (on Slurm jobs held or timing out, flow processes, a browser), so three
-# workers share the two cores well; each has its own test database, hence its own environment on the shared Prefect
-# server and its own Slurm job keys. The tests that stop slurmctld or restart PostgreSQL (marker `disruptive`) run
+# Two workers: each has its own test database, hence its own environment on the shared Prefect server and its own
+# Slurm job keys. Three were slower (689 s against 636 s for this part): the cores are busy throughout, mostly
+# starting flow processes and serve_flows. The tests that stop slurmctld or restart PostgreSQL (marker `disruptive`) run
 # afterwards, alone. --durations: where the time went, for whoever makes it shorter next.
 # The linters (mypy over the project is the slow one) run beside the first part: its tests mostly wait.
 mkdir -p var
 scripts/lint.sh >var/lint.log 2>&1 &
 lint_pid=$!
 status=0
-.venv/bin/pytest -n 3 --dist worksteal -m "not disruptive" --durations=15 || status=$?
+.venv/bin/pytest -n 2 --dist worksteal -m "not disruptive" --durations=15 || status=$?
 lint_status=0
 wait "$lint_pid" || lint_status=$?
 cat var/lint.log

@@ -137,6 +137,12 @@ def gated_stub(ena_stub, stub_fastq_dir):
         server.server_close()
 
 
+# For a test whose request must be suspended while a held job runs, and then only has to finish: 8 s is long
+# enough that the steps after the held one (each a few seconds on the demo's reads) follow on in one process
+# rather than costing a resume each, and short enough that the flow run suspends while the held job waits.
+linger_past_a_held_job = pytest.mark.linger(seconds=8)
+
+
 @pytest.fixture
 def flows_server_env(request, transactional_db, gated_stub, tmp_path) -> dict[str, str]:
     """The environment of `serve_flows` in a test: the test database, the stub ENA, short intervals."""

@@ -19,6 +19,7 @@ from tests.faults import OUTAGE_SECONDS, restart_postgres, start_slurm_daemon, s
 from tests.slurm_support import poll_until
 from tests.stack import (
     assert_one_slurm_job_per_key,
+    linger_past_a_held_job,
     post_request,
     request_status,
     running_job,
@@ -26,10 +27,7 @@ from tests.stack import (
 )
 from workflows.models import ClusterJob, PollerLease
 
-# An 8 s linger: long enough that the steps after the outage (each a few seconds on the demo's reads) follow on in
-# one process rather than a resume each, short enough that the flow run suspends, as the test needs, while the
-# held fetch job waits. The outage tests run alone (disruptive), so their length is make test's length.
-pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.disruptive, pytest.mark.linger(seconds=8)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.disruptive, linger_past_a_held_job]
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from tests.slurm_support import poll_until
 from tests.stack import (
     FlowsServer,
     assert_one_slurm_job_per_key,
+    linger_past_a_held_job,
     post_request,
     request_status,
     running_job,
@@ -18,6 +19,7 @@ from workflows.models import ClusterJob, PlanStep, PollerLease
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
 
+@linger_past_a_held_job
 def test_a_redeploy_with_new_settings_and_ena_reattaches_to_the_original_jobs(
     flows_server, gated_stub, user_client, tmp_path
 ):

@@ -12,6 +12,7 @@ from tests.stack import (
     REQUESTS_URL,
     assert_one_slurm_job_per_key,
     flow_run_of,
+    linger_past_a_held_job,
     post_request,
     request_status,
     running_job,
@@ -22,6 +23,7 @@ from workflows.models import ClusterJob, RequestProgress
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
 
 
+@linger_past_a_held_job
 def test_a_waiting_request_holds_no_process_and_survives_a_killed_flow_server(
     flows_server, gated_stub, user_client
 ):
