@@ -105,8 +105,9 @@ class SlurmJobs:
         claim = uuid.uuid4().hex
         self.ledger.insert_missing(submissions, claim)
         with self.ledger.locked(pairs) as batch:
-            records = {(r.key, r.attempt): r for r in batch.records}
-            orphans = [r for r in batch.records if r.needs_submission and r.claim != claim]
+            locked = batch.records  # built from the rows at each read: read once
+            records = {(r.key, r.attempt): r for r in locked}
+            orphans = [r for r in locked if r.needs_submission and r.claim != claim]
             adopted = {}
             if orphans:
                 since = min((r.created for r in orphans if r.created), default=None)
