@@ -112,6 +112,10 @@ STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "var" / "static"))
 # Django's own limit, DATA_UPLOAD_MAX_MEMORY_SIZE.
 API_MAX_BODY_BYTES = int(os.environ.get("API_MAX_BODY_BYTES", str(64 * 1024)))
 
+# A page-number list counts its rows exactly up to this many; past it, `count` is PostgreSQL's estimate and
+# `count_is_estimate` is true (analyses.pagination): an exact COUNT(*) of a broad search costs more than its page.
+API_EXACT_COUNT_LIMIT = int(os.environ.get("API_EXACT_COUNT_LIMIT", "1000"))
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
@@ -191,6 +195,9 @@ SLURM_MAX_ACTIVE_JOBS = int(os.environ.get("SLURM_MAX_ACTIVE_JOBS", "100"))
 SLURM_SUBMIT_RATE_PER_MINUTE = float(os.environ.get("SLURM_SUBMIT_RATE_PER_MINUTE", "600"))
 SLURM_POLL_MIN_SECONDS = float(os.environ.get("SLURM_POLL_MIN_SECONDS", "1"))
 SLURM_POLL_MAX_SECONDS = float(os.environ.get("SLURM_POLL_MAX_SECONDS", "60"))
+# A job neither squeue nor sacct has known for this long, while they answered, is recorded LOST and resubmitted
+# like NODE_FAIL (a controller that lost its state, a purged record).
+SLURM_LOST_AFTER_SECONDS = float(os.environ.get("SLURM_LOST_AFTER_SECONDS", "3600"))
 SLURM_MAX_MEMORY_MB = int(os.environ.get("SLURM_MAX_MEMORY_MB", "64000"))  # escalation stops here
 # How often a Slurm command is retried through an outage before the caller hears "unavailable" (states go stale,
 # submission waits); the pauses double from 0.5 s.
@@ -201,6 +208,12 @@ WORKFLOWS_LINGER_SECONDS = float(os.environ.get("WORKFLOWS_LINGER_SECONDS", "15"
 # Recovery: how often the sweep runs, and how long a flow run may sit PENDING/RUNNING with no live pass.
 WORKFLOWS_SWEEP_INTERVAL_SECONDS = float(os.environ.get("WORKFLOWS_SWEEP_INTERVAL_SECONDS", "30"))
 WORKFLOWS_STALL_SECONDS = float(os.environ.get("WORKFLOWS_STALL_SECONDS", "60"))
+# The capacity queue (workflows.orchestration.capacity): a slot granted to a waiting request and not claimed by its
+# pass within this time goes back to the pool (its flow run could not start, say).
+WORKFLOWS_CAPACITY_GRANT_SECONDS = float(os.environ.get("WORKFLOWS_CAPACITY_GRANT_SECONDS", "120"))
+# Flow-run processes one `serve_flows` runs at once (Prefect's runner limit); runs beyond it wait in Prefect,
+# SCHEDULED. Each costs ~3 s of CPU to start and ~150 MB: sized for a 2-core machine.
+WORKFLOWS_MAX_FLOW_PROCESSES = int(os.environ.get("WORKFLOWS_MAX_FLOW_PROCESSES", "8"))
 # Deployment name -> how many of its flow runs may run at once, e.g. {"Assemble and analyse a study/...": 4}.
 WORKFLOWS_CONCURRENCY_LIMITS = json.loads(os.environ.get("WORKFLOWS_CONCURRENCY_LIMITS", "{}"))
 WORKFLOWS_DISPATCH_INTERVAL_SECONDS = float(os.environ.get("WORKFLOWS_DISPATCH_INTERVAL_SECONDS", "5"))

@@ -97,6 +97,8 @@ class JobInfo:
     comment: str | None = None
     stdout_path: str | None = None
     submitted: datetime | None = None
+    # Other live jobs of ours that squeue listed with this job's comment: second jobs for one submission key.
+    duplicates: tuple[str, ...] = ()
 
     @classmethod
     def unknown(cls, job_id: str, slurm_state: str = "", reason: str | None = None) -> JobInfo:

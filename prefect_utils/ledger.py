@@ -45,6 +45,17 @@ class LedgerRecord:
 
 
 @dataclass(frozen=True)
+class ActiveJob:
+    """What the poller needs of one submitted job that is not over."""
+
+    job_id: str
+    submission_key: str  # the comment Slurm must report for this job id: anything else is another job
+    log_path: str | None  # from the spec, since sacct does not report it
+    state: JobState
+    state_changed_at: datetime | None
+
+
+@dataclass(frozen=True)
 class JobSubmission:
     """One attempt to put in the ledger and on the cluster."""
 
@@ -83,15 +94,19 @@ class JobLedger(Protocol):
     def attempts(self, keys: Iterable[str]) -> dict[str, list[LedgerRecord]]:
         """Every attempt of each key, oldest first: one query however many keys."""
 
-    def active_jobs(self) -> dict[str, str | None]:
-        """Every submitted job that is not terminal, whoever submitted it, with the path of its log.
-
-        The poller's whole work list. The log path comes from the spec, since sacct does not report it.
-        """
+    def active_jobs(self) -> dict[str, ActiveJob]:
+        """Every submitted job that is not terminal, whoever submitted it, by job id: the poller's work list."""
 
     def count_active(self) -> int: ...
 
-    def count_submitted_since(self, since: datetime) -> int: ...
+    def count_holding_slots(self) -> int:
+        """Rows that hold a slot under the cap on active jobs: every attempt not over, on the cluster or claimed
+        for submission (NEW), so that a claim counts from the moment its row is committed."""
+        ...
+
+    def count_submitted_since(self, since: datetime) -> int:
+        """Attempts submitted, or claimed for submission, since then (the submit rate)."""
+        ...
 
     def apply_states(
         self,
@@ -103,7 +118,14 @@ class JobLedger(Protocol):
     ) -> list[LedgerRecord] | None:
         """Record polled states of active rows while holding `lease` (name, holder); the rows whose state
         changed, or None when the lease was no longer ours and nothing was written. `lease=None` is for the one
-        caller that polls its own jobs outside the poller (confirming a cancellation)."""
+        caller that polls its own jobs outside the poller (confirming a cancellation).
+
+        `checked_at` is when Slurm was read. A state change is stamped later, in the commit's order (see
+        `read_point`)."""
+
+    def read_point(self) -> datetime:
+        """The time a reader of the ledger records as "read at": a state change not committed when this returns
+        is stamped later than it, so `state_changed_at > read point` finds every change the reader missed."""
 
     def mark_stale(self, job_ids: Iterable[str]) -> None: ...
 

@@ -11,12 +11,12 @@ from typing import Any
 
 from prefect_utils.job_spec import JobSpec
 from prefect_utils.ledger import LedgerRecord
-from prefect_utils.states import JobState
+from prefect_utils.states import JobState, map_state
 
 __all__ = ["INFRASTRUCTURE_FAILURES", "RESOURCE_FAILURES", "ResubmitPolicy", "describe_failure"]
 
 # Failure classes (see ResubmitPolicy).
-INFRASTRUCTURE_FAILURES = frozenset({JobState.NODE_FAIL, JobState.PREEMPTED})
+INFRASTRUCTURE_FAILURES = frozenset({JobState.NODE_FAIL, JobState.PREEMPTED, JobState.LOST})
 RESOURCE_FAILURES = frozenset({JobState.OUT_OF_MEMORY, JobState.TIMEOUT})
 
 
@@ -28,8 +28,9 @@ class ResubmitPolicy:
     - OUT_OF_MEMORY / TIMEOUT: an attempt with memory / time multiplied by `factor`, capped by the partition's
       limits, at most `max_escalations` times. `memory_environment` names the variables carrying the tool's own
       memory limit (in bytes, as a fraction of the job's memory), which are scaled with it.
-    - NODE_FAIL / PREEMPTED: the same spec again, at most `max_infrastructure_retries` times; these do not use
-      the escalation budget, since the job did nothing wrong.
+    - NODE_FAIL (BOOT_FAIL among them) / PREEMPTED / LOST: the same spec again, at most
+      `max_infrastructure_retries` times in all; these do not use the escalation budget, since the job did
+      nothing wrong.
     """
 
     max_escalations: int = 1
@@ -76,7 +77,11 @@ def describe_failure(record: LedgerRecord) -> str:
     reason = f", reason {record.reason}" if record.reason and record.reason != "None" else ""
     tail = record.log_tail.strip() or "(empty log)"
     job = f"Slurm job {record.job_id}" if record.job_id else "The job"
+    # Slurm's own word where ours is coarser (BOOT_FAIL is recorded NODE_FAIL, DEADLINE TIMEOUT).
+    slurm = record.slurm_state.split()[0].rstrip("+") if record.slurm_state else ""
+    synonym = slurm != record.state and map_state(slurm) == record.state
+    state = f"{record.state} (Slurm: {slurm})" if synonym else str(record.state)
     return (
         f"{job} ({record.spec.get('name', record.key[:12])}, attempt {record.attempt}) "
-        f"ended {record.state} with {detail}{reason}. Last lines of its log:\n{tail}"
+        f"ended {state} with {detail}{reason}. Last lines of its log:\n{tail}"
     )

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from prefect_utils.errors import SchedulerError, SchedulerUnavailable
 from prefect_utils.job_spec import JobInfo
-from prefect_utils.ledger import LedgerRecord
+from prefect_utils.ledger import ActiveJob, LedgerRecord
 from prefect_utils.states import JobState
 from prefect_utils.submission import SlurmJobs
 
@@ -58,47 +58,50 @@ class Poller:
             self.interval = config.min_interval
             self._next_at = time.monotonic() + self.interval
             return None
-        log_paths = self.jobs.ledger.active_jobs()
-        active = frozenset(log_paths)
+        active = self.jobs.ledger.active_jobs()
+        active_ids = frozenset(active)
         try:
-            changed = self.poll_once(log_paths)
+            changed = self.poll_once(active)
         except SchedulerError as exc:
             logger.warning("Poll failed: %s", exc)
             changed = []
-        if changed or active != self._last_active:
+        if changed or active_ids != self._last_active:
             self.interval = config.min_interval
         else:
             self.interval = min(self.interval * config.growth, config.max_interval)
-        self._last_active = active
+        self._last_active = active_ids
         self._next_at = time.monotonic() + self.interval
         return changed
 
-    def poll_once(self, log_paths: Mapping[str, str | None] | None = None) -> list[LedgerRecord] | None:
+    def poll_once(self, active: Mapping[str, ActiveJob] | None = None) -> list[LedgerRecord] | None:
         """One scheduler round for the whole service: one `job_states` call for every active ledger job
-        (`log_paths` is `ledger.active_jobs()`, for a caller that has just read it). A job that Slurm would keep
-        pending forever is cancelled and recorded FAILED.
+        (`active` is `ledger.active_jobs()`, for a caller that has just read it), checked against the ledger
+        (`SlurmJobs.read_states`). A job that Slurm would keep pending forever is cancelled and recorded FAILED;
+        one it has not known for `lost_after_seconds` is recorded LOST; a second job carrying a recorded job's
+        submission key is cancelled.
 
         Returns the rows whose state changed, or None when this poller lost its lease meanwhile (then
         nothing was written: a poller that stalled past its lease must not overwrite a newer poller's states).
         """
-        log_paths = self.jobs.ledger.active_jobs() if log_paths is None else log_paths
-        job_ids = list(log_paths)
-        if not job_ids:
+        active = self.jobs.ledger.active_jobs() if active is None else active
+        if not active:
             self.jobs.ledger.record_poll(POLLER_LEASE, ok=True)
             return []
         try:
-            infos = self.jobs.client.job_states(job_ids)
+            infos = self.jobs.read_states({job_id: job.submission_key for job_id, job in active.items()})
         except SchedulerUnavailable as exc:
             # Never a failure: the jobs are still wherever they were; we just cannot see them.
-            self.jobs.ledger.mark_stale(job_ids)
+            self.jobs.ledger.mark_stale(list(active))
             self.jobs.ledger.record_poll(POLLER_LEASE, ok=False, error=str(exc))
             logger.warning("Slurm controller unavailable, job states are stale: %s", exc)
             return []
+        self._cancel_duplicates(infos, active)
+        infos = self._give_up_on_unknown(infos, active)
         tails = {
             job_id: self.jobs.client.tail_log(path, self.jobs.poll.log_tail_lines)
             for job_id, info in infos.items()
             if info.state not in (JobState.PENDING, JobState.UNKNOWN)
-            and (path := info.stdout_path or log_paths.get(job_id))
+            and (path := info.stdout_path or active[job_id].log_path)
         }
         polled = self._fail_unschedulable(infos)
         changed = self.jobs.ledger.apply_states(
@@ -145,6 +148,58 @@ class Poller:
                     _hours(running_for),
                     tail[0][:300],
                 )
+
+    def _give_up_on_unknown(
+        self, infos: dict[str, JobInfo], active: Mapping[str, ActiveJob]
+    ) -> dict[str, JobInfo]:
+        """`infos` with every job that Slurm has not known for `lost_after_seconds` reported LOST: a controller
+        that lost its state, or a purged record. Its request would otherwise never finish, and a cancellation
+        would wait for it forever. Only a poll that Slurm answered gets here, and it still does not know the job.
+        """
+        now = self.jobs.clock()
+        limit = timedelta(seconds=self.jobs.poll.lost_after_seconds)
+        lost = {}
+        for job_id, info in infos.items():
+            job = active[job_id]
+            if info.state is not JobState.UNKNOWN or job.state is not JobState.UNKNOWN:
+                continue
+            if job.state_changed_at is not None and now - job.state_changed_at < limit:
+                continue
+            logger.warning(
+                "Slurm job %s (%s): neither squeue nor sacct has known it for over %s; recorded LOST",
+                job_id,
+                job.submission_key,
+                _hours(limit),
+            )
+            lost[job_id] = replace(
+                info,
+                state=JobState.LOST,
+                reason=f"unknown to squeue and sacct for over {_hours(limit)}",
+                end=now,
+            )
+        return {**infos, **lost} if lost else infos
+
+    def _cancel_duplicates(self, infos: Mapping[str, JobInfo], active: Mapping[str, ActiveJob]) -> None:
+        """scancel every other live job that carries a recorded job's submission key: the late job of an sbatch
+        that timed out, registered after its key was looked up and submitted again. The job the ledger
+        recorded is kept (the ledger is the truth; any other choice would rewrite a row whose job may already
+        run). squeue lists all our jobs at every poll, so this costs no Slurm call unless there is one.
+        """
+        second = {other: job_id for job_id, info in infos.items() for other in info.duplicates}
+        if not second:
+            return
+        try:
+            self.jobs.client.cancel(list(second))
+        except SchedulerError as exc:
+            logger.warning("Could not cancel second jobs %s: %s", sorted(second), exc)  # next poll, again
+            return
+        for other, kept in second.items():
+            logger.warning(
+                "Slurm job %s carries %s, the key of Slurm job %s: a second job for one key, scancelled",
+                other,
+                active[kept].submission_key,
+                kept,
+            )
 
     def _fail_unschedulable(self, infos: Mapping[str, JobInfo]) -> Mapping[str, JobInfo]:
         """`infos` with every job Slurm would keep pending forever cancelled and reported FAILED, the reason in

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,6 +47,8 @@ _MAX_JOBS_ARGUMENT = 100_000
 # The job's whole environment is the spec's plus these defaults: nothing leaks from the orchestrator (secrets,
 # virtualenvs), so a job behaves the same whichever process submitted it.
 _DEFAULT_JOB_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Lookups for the job of an sbatch that timed out stop at this many even with no backoff (replayed tests).
+_MAX_LATE_LOOKUPS = 10
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -127,12 +130,13 @@ class SlurmClient:
         start = since.astimezone() if since is not None else datetime.now().astimezone() - self.sacct_lookback
         return start.strftime("%Y-%m-%dT%H:%M:%S")
 
-    def _squeue(self, selection: list[str]) -> list[JobInfo]:
-        proc = self._run("squeue", [*selection, "--states=all", "--noheader", f"--Format={SQUEUE_FORMAT}"])
+    def _our_queue(self) -> list[JobInfo]:
+        """Every job of ours the controller holds, live or recently ended: one squeue."""
+        proc = self._run(
+            "squeue",
+            [f"--user={_current_user()}", "--states=all", "--noheader", f"--Format={SQUEUE_FORMAT}"],
+        )
         if proc.returncode != 0:
-            # Asked only about ids the controller has already forgotten, squeue fails instead of printing nothing.
-            if "invalid job id specified" in proc.stderr.lower():
-                return []
             raise SchedulerError(f"squeue failed ({proc.returncode}): {proc.stderr.strip()}")
         return parse_squeue(proc.stdout)
 
@@ -158,8 +162,9 @@ class SlurmClient:
     def submit(self, spec: JobSpec, key: str) -> str:
         """Submit ``spec`` tagged with ``key`` (``--comment``) and return the job id.
 
-        After a failure that may have reached the controller (a timeout), the retry first looks the key up and
-        adopts the job it finds instead of submitting blindly again. Raises SubmitLimitReached (back-pressure),
+        After a failure that may have reached the controller (a timeout), the retry first looks the key up, for as
+        long again as sbatch was given (``_await_late_job``), and adopts the job it finds instead of submitting
+        blindly again. Raises SubmitLimitReached (back-pressure),
         SubmissionRejected (the spec) or SchedulerUnavailable.
         """
         if not _KEY.fullmatch(key):
@@ -194,12 +199,13 @@ class SlurmClient:
 
         last = ""
         check_first = False
+        started = datetime.now().astimezone()
         for attempt in range(self.retries + 1):
             if attempt:
                 self._pause(attempt - 1)
             if check_first:
                 try:
-                    existing = self.find_by_key(key)
+                    existing = self._await_late_job(key, since=started)
                 except SchedulerUnavailable as exc:
                     last = str(exc)
                     continue
@@ -220,17 +226,49 @@ class SlurmClient:
             raise SubmissionRejected(message)
         raise SchedulerUnavailable(f"{last} (after {self.retries + 1} attempts)")
 
+    def _await_late_job(self, key: str, *, since: datetime) -> JobInfo | None:
+        """The job of an sbatch that may have reached the controller although it timed out, or None.
+
+        A slow controller may register that job after a first look, so the lookups go on with doubling pauses
+        for as long again as sbatch was given (``command_timeout``). The job cannot predate this submit call
+        (``since``), which bounds accounting's part of each lookup.
+        """
+        waited = 0.0
+        for lookup in range(_MAX_LATE_LOOKUPS):
+            if lookup:
+                pause = self.backoff_seconds * 2 ** (lookup - 1)
+                time.sleep(pause)
+                waited += pause
+            found = self.find_by_key(key, since=since - timedelta(minutes=1))
+            if found is not None or waited >= self.command_timeout:
+                return found
+        return None
+
     def job_states(self, job_ids: Iterable[str]) -> dict[str, JobInfo]:
         """The state of every job in ``job_ids``: one squeue call, then at most one sacct call.
 
         squeue is the truth for jobs the controller still holds; sacct is asked only about the others. A job
         neither knows, or that accounting still calls live after the controller forgot it, is UNKNOWN.
+
+        squeue lists all our jobs, not just these: a job is reported with the other live jobs carrying its
+        comment (``JobInfo.duplicates``), which only a listing beyond the asked ids can show.
         """
         ids = _job_ids(job_ids)
         if not ids:
             return {}
         wanted = set(ids)
-        found = {job.job_id: job for job in self._squeue(_select_jobs(ids)) if job.job_id in wanted}
+        queue = self._our_queue()
+        live_by_comment: dict[str, list[str]] = collections.defaultdict(list)
+        for job in queue:
+            if job.comment and not job.state.is_terminal:
+                live_by_comment[job.comment].append(job.job_id)
+        found = {}
+        for job in queue:
+            if job.job_id in wanted:
+                others = [
+                    other for other in live_by_comment.get(job.comment or "", ()) if other != job.job_id
+                ]
+                found[job.job_id] = replace(job, duplicates=tuple(others))
         ask_accounting = [
             job_id
             for job_id in ids
@@ -245,7 +283,8 @@ class SlurmClient:
                 if record is None:
                     continue
                 if record.state.is_terminal:
-                    found[job_id] = record
+                    queued = found.get(job_id)
+                    found[job_id] = replace(record, duplicates=queued.duplicates) if queued else record
                 elif job_id not in found:
                     found[job_id] = JobInfo.unknown(
                         job_id, record.slurm_state, "not in squeue; accounting has not recorded its end"
@@ -253,30 +292,31 @@ class SlurmClient:
         return {job_id: found.get(job_id) or JobInfo.unknown(job_id) for job_id in ids}
 
     def find_by_key(self, key: str, *, since: datetime | None = None) -> JobInfo | None:
-        """The newest job submitted with ``key``: squeue sees live (and recently ended) jobs, sacct the rest."""
+        """The first job submitted with ``key``: squeue sees live (and recently ended) jobs, sacct the rest."""
         return self.find_by_keys([key], since=since).get(key)
 
     def find_by_keys(self, keys: Iterable[str], *, since: datetime | None = None) -> dict[str, JobInfo]:
-        """The newest job carrying each key, for the keys that have one: one squeue, at most one sacct.
+        """The first job carrying each key, for the keys that have one: one squeue, at most one sacct.
 
-        ``since`` bounds the accounting search (the ledger knows when it created the rows); without it, the
-        client's lookback (30 days by default) is scanned.
+        A key carried by several jobs (the late job of an sbatch that timed out) keeps the first, which the
+        ledger then records; the poller scancels the others (``JobInfo.duplicates``). ``since`` bounds the
+        accounting search (the ledger knows when it created the rows); without it, the client's lookback
+        (30 days by default) is scanned.
         """
         wanted = set(keys)
         if not wanted:
             return {}
-        user = _current_user()
         by_key: dict[str, list[JobInfo]] = collections.defaultdict(list)
-        for job in self._squeue([f"--user={user}"]):
+        for job in self._our_queue():
             if job.comment in wanted:
                 by_key[job.comment].append(job)
         missing = wanted - set(by_key)
         if missing:
             # The comment reaches accounting only when the job ends, and live jobs were all in squeue above.
-            for job in self._sacct([f"--user={user}"], since=since):
+            for job in self._sacct([f"--user={_current_user()}"], since=since):
                 if job.comment in missing:
                     by_key[job.comment].append(job)
-        return {key: newest for key, jobs in by_key.items() if (newest := _newest(jobs)) is not None}
+        return {key: first for key, jobs in by_key.items() if (first := _first(jobs)) is not None}
 
     def cancel(self, job_ids: Iterable[str]) -> None:
         """Ask Slurm to cancel jobs. scancel succeeds even for unknown ids: read the state afterwards."""
@@ -379,9 +419,14 @@ def _tail(handle: Any, lines: int, block_size: int = 8192) -> bytes:
     return b"\n".join(kept) + (b"\n" if data.endswith(b"\n") else b"")
 
 
-def _newest(jobs: Iterable[JobInfo]) -> JobInfo | None:
-    def order(job: JobInfo) -> tuple[float, int]:
-        submitted = job.submitted.timestamp() if job.submitted else 0.0
-        return submitted, int(job.job_id.split("_", 1)[0])
+def _submission_order(job: JobInfo) -> tuple[float, int]:
+    submitted = job.submitted.timestamp() if job.submitted else 0.0
+    return submitted, int(job.job_id.split("_", 1)[0])
 
-    return max(jobs, key=order, default=None)
+
+def _newest(jobs: Iterable[JobInfo]) -> JobInfo | None:
+    return max(jobs, key=_submission_order, default=None)
+
+
+def _first(jobs: Iterable[JobInfo]) -> JobInfo | None:
+    return min(jobs, key=_submission_order, default=None)

@@ -27,6 +27,10 @@ class JobState(enum.StrEnum):
     PREEMPTED = "PREEMPTED"
     CANCELLED = "CANCELLED"
     UNKNOWN = "UNKNOWN"
+    # The ledger's own verdict, never Slurm's: the poller gave up on the job, which Slurm had not known for
+    # `PollConfig.lost_after_seconds` while it answered, or whose id now names another job (its comment is not
+    # the row's submission key). An infrastructure failure, resubmitted like NODE_FAIL.
+    LOST = "LOST"
 
     @property
     def is_terminal(self) -> bool:
@@ -43,6 +47,7 @@ TERMINAL_STATES: frozenset[JobState] = frozenset(
         JobState.NODE_FAIL,
         JobState.PREEMPTED,
         JobState.CANCELLED,
+        JobState.LOST,
     }
 )
 # The Slurm state recorded for an attempt that sbatch refused: it is FAILED, and no job exists.
@@ -66,7 +71,8 @@ _SLURM_STATES: Mapping[str, JobState] = {
     "STOPPED": JobState.RUNNING,
     "COMPLETED": JobState.COMPLETED,
     "FAILED": JobState.FAILED,
-    "BOOT_FAIL": JobState.FAILED,
+    # The node failed to boot for the job: the cluster's fault, never the tool's verdict.
+    "BOOT_FAIL": JobState.NODE_FAIL,
     "SPECIAL_EXIT": JobState.FAILED,
     "TIMEOUT": JobState.TIMEOUT,
     "DEADLINE": JobState.TIMEOUT,

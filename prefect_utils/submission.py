@@ -17,10 +17,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect_utils.errors import SchedulerUnavailable, SubmissionRejected, SubmitLimitReached
-from prefect_utils.job_spec import JobSpec
+from prefect_utils.job_spec import JobInfo, JobSpec
 from prefect_utils.keys import job_key
 from prefect_utils.ledger import JobLedger, JobSubmission, LedgerRecord
 from prefect_utils.slurm_client import SlurmClient
+from prefect_utils.states import JobState
 
 __all__ = ["FAULT_POINT_ENV", "PollConfig", "SlurmJobs", "ThrottleConfig"]
 
@@ -48,6 +49,8 @@ class PollConfig:
     log_tail_lines: int = 5
     # A job's state is logged when it changes; a job that keeps running gets one line this often, not one a poll.
     still_running_report_seconds: float = 6 * 3600
+    # A job neither squeue nor sacct has known for this long, while they answered, is recorded LOST.
+    lost_after_seconds: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -80,13 +83,13 @@ class SlurmJobs:
 
     def capacity(self) -> int:
         """How many jobs may be submitted now under the cap on active jobs and the submit rate."""
-        active = self.ledger.count_active()
+        active = self.ledger.count_holding_slots()
         recent = self.ledger.count_submitted_since(self.clock() - timedelta(minutes=1))
         return max(
             0, min(self.throttle.max_active_jobs - active, int(self.throttle.submits_per_minute) - recent)
         )
 
-    def submit(self, submissions: Sequence[JobSubmission]) -> list[LedgerRecord]:
+    def submit(self, submissions: Sequence[JobSubmission], *, claim: str | None = None) -> list[LedgerRecord]:
         """Put every submission on the cluster at most once; their ledger records, in order.
 
         The rows are committed (claimed by this call) before any sbatch; then, holding their locks, rows with a
@@ -95,6 +98,9 @@ class SlurmJobs:
         in the one transaction that commits the batch. A crash anywhere leaves rows that the next call repairs.
         A controller that stops answering mid-batch ends the batch: what was submitted is recorded, the rest
         stays NEW for the next pass.
+
+        `claim` names rows the caller has already inserted for this batch (a capacity reservation claims its
+        slots by inserting them): they are this batch's own, submitted without an orphan lookup.
         """
         if not submissions:
             return []
@@ -102,7 +108,7 @@ class SlurmJobs:
         existing = self.ledger.records(pairs)
         if len(existing) == len(pairs) and not any(r.needs_submission for r in existing):
             return existing  # a rerun over steps already on the cluster: one read, no lock, no write
-        claim = uuid.uuid4().hex
+        claim = claim or uuid.uuid4().hex
         self.ledger.insert_missing(submissions, claim)
         with self.ledger.locked(pairs) as batch:
             locked = batch.records  # built from the rows at each read: read once
@@ -182,9 +188,43 @@ class SlurmJobs:
                     else:
                         batch.reject(record.key, record.attempt, f"{reason} before it was submitted")
             unfinished = self.ledger.unfinished(labels)
-        job_ids = [r.job_id for r in unfinished if r.job_id]
-        if job_ids:
-            self.client.cancel(job_ids)
+        keys = {r.job_id: r.submission_key for r in unfinished if r.job_id}
+        if keys:
+            # Read before scancel: an id that now names another job must not get that job cancelled.
+            states = self.read_states(keys)
+            live = [job_id for job_id, info in states.items() if not info.state.is_terminal]
+            if live:
+                self.client.cancel(live)
+                states = self.read_states(keys)
             self.ledger.mark_cancelled([(r.key, r.attempt) for r in unfinished], reason)
-            self.ledger.apply_states(self.client.job_states(job_ids), {}, self.clock(), lease=None)
+            self.ledger.apply_states(states, {}, self.clock(), lease=None)
         return self.ledger.unfinished(labels)
+
+    # --- reading states ------------------------------------------------------------------------------------
+
+    def read_states(self, keys: Mapping[str, str]) -> dict[str, JobInfo]:
+        """What Slurm says of each job id of `keys` (job id -> the submission key the ledger holds for it).
+
+        One `job_states` call, checked against the ledger: a job whose comment is not the row's submission key
+        is another job under a reused id (a MaxJobId wrap, a controller reset). Its state, log and duplicates
+        are never applied; it is reported LOST, and logged. No comment proves nothing: in some Slurm versions
+        sacct reports it only once a job ended.
+        """
+        infos = self.client.job_states(keys)
+        for job_id, info in infos.items():
+            expected = keys[job_id]
+            if info.comment and info.comment != expected:
+                logger.warning(
+                    "Slurm job %s carries comment %s, not %s: the id now names another job; recorded LOST",
+                    job_id,
+                    info.comment,
+                    expected,
+                )
+                infos[job_id] = JobInfo(
+                    job_id=job_id,
+                    state=JobState.LOST,
+                    slurm_state="",
+                    reason=f"job id reused: Slurm job {job_id} now carries comment {info.comment}"[:255],
+                    end=self.clock(),
+                )
+        return infos

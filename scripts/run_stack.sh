@@ -86,16 +86,31 @@ user.save()
 print(Token.objects.get_or_create(user=user)[0].key)" | tail -n 1)
 
 # serve_flows keeps the services hold (fd 6): while it lives, this stack is using Slurm and PostgreSQL.
-setsid .venv/bin/python manage.py serve_flows >var/log/flows.log 2>&1 7>&- &
-serve_pid=$!
+# EMGAPI_FLOW_RUNNER=worker: the same deployments on a process work pool, run by a Prefect worker, with the service
+# loop (dispatcher, poller, sweep) as a process of its own; a site runs more workers on other hosts (README).
+if [ "${EMGAPI_FLOW_RUNNER:-serve}" = worker ]; then
+  .venv/bin/python manage.py deploy_to_work_pool >var/log/flows.log 2>&1
+  pool=$(.venv/bin/python manage.py shell --no-imports -c \
+    'from workflows.outbox.deployments import work_pool_name; print(work_pool_name())' | tail -n 1)
+  setsid .venv/bin/prefect worker start --pool "$pool" --type process \
+    --limit "${WORKFLOWS_MAX_FLOW_PROCESSES:-8}" >>var/log/flows.log 2>&1 7>&- &
+  started+=($!); echo $! >>var/run.pids
+  setsid .venv/bin/python manage.py service_loop >var/log/service_loop.log 2>&1 7>&- &
+  serve_pid=$!
+  flows_note="flow runs: Prefect worker on work pool $pool (var/log/flows.log), service loop var/log/service_loop.log"
+else
+  setsid .venv/bin/python manage.py serve_flows >var/log/flows.log 2>&1 7>&- &
+  serve_pid=$!
+  flows_note="flow runs: serve_flows (var/log/flows.log); EMGAPI_FLOW_RUNNER=worker runs them by a Prefect worker"
+fi
 started+=("$serve_pid"); echo "$serve_pid" >>var/run.pids
 # "Up" means a POST would run: serve_flows alive and this environment's deployments registered and not paused.
 deadline=$((SECONDS + 180))
 until .venv/bin/python manage.py wait_for_deployments --timeout 5 >/dev/null 2>&1; do
   if ! kill -0 "$serve_pid" 2>/dev/null; then
-    echo "serve_flows exited; last lines of var/log/flows.log:" >&2; tail -n 30 var/log/flows.log >&2; exit 1
+    echo "the flow runner exited; last lines of var/log/flows.log:" >&2; tail -n 30 var/log/flows.log >&2; exit 1
   fi
-  [ $SECONDS -lt $deadline ] || { echo "serve_flows did not register its deployments in 180 s; see var/log/flows.log" >&2; exit 1; }
+  [ $SECONDS -lt $deadline ] || { echo "the deployments were not registered in 180 s; see var/log/flows.log" >&2; exit 1; }
 done
 
 cat <<EOM
@@ -108,6 +123,7 @@ cat <<EOM
     Prefect UI     ${PREFECT_API_URL%/api}/
     ${demo_note:-ENA: $ENA_PORTAL_API_URL}
     Logs           var/log/ (flows.log, ena_stub.log), var/prefect/server.log, Slurm: scripts/slurm.sh status
+    Flows          $flows_note
 
   Try:  curl -s -X POST http://127.0.0.1:$WEB_PORT/api/assembly-analysis-requests/ \\
           -H 'Authorization: Token $ADMIN_TOKEN' -H 'Content-Type: application/json' \\

@@ -35,19 +35,29 @@ REQUESTS_URL = "/api/assembly-analysis-requests/"
 
 
 class FlowsServer:
-    """`manage.py serve_flows` in its own process group, which a test may kill -9 and start again."""
+    """`manage.py serve_flows` in its own process group, which a test may kill -9 and start again; or, with
+    `command` and `name`, another process that runs flows (a Prefect worker, the service loop alone)."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_dir: Path,
+        *,
+        command: list[str] | None = None,
+        name: str = "serve_flows",
+    ) -> None:
         self.env = env
         self.log_dir = log_dir
+        self.command = command or [sys.executable, "manage.py", "serve_flows"]
+        self.name = name
         self.process: subprocess.Popen | None = None
         self.starts = 0
 
     def start(self) -> None:
         self.starts += 1
-        log = open(self.log_dir / f"serve_flows.{self.starts}.log", "w")  # noqa: SIM115 (closed with the process)
+        log = open(self.log_dir / f"{self.name}.{self.starts}.log", "w")  # noqa: SIM115 (closed with the process)
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve_flows"],
+            self.command,
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -88,7 +98,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _delete_leftover_runs() -> None:
+def delete_leftover_runs() -> None:
     """Runs left SCHEDULED by an earlier, interrupted session would be picked up and mistaken for ours.
 
     Only this environment's deployments: another environment on the same Prefect server (a `make run`, another
@@ -176,7 +186,7 @@ def flows_server_env(request, transactional_db, gated_stub, tmp_path) -> dict[st
 
 @pytest.fixture
 def flows_server(flows_server_env, slurm_cluster, prefect_server, tmp_path) -> Iterator[FlowsServer]:
-    _delete_leftover_runs()
+    delete_leftover_runs()
     server = FlowsServer(flows_server_env, tmp_path)
     server.start()
     poll_until(deployments_registered, timeout=120, what="serve_flows to register its deployments")
@@ -184,7 +194,7 @@ def flows_server(flows_server_env, slurm_cluster, prefect_server, tmp_path) -> I
         yield server
     finally:
         server.stop()
-        _delete_leftover_runs()
+        delete_leftover_runs()
 
 
 # --- requests on the stack -----------------------------------------------------------------------------------------

@@ -73,6 +73,16 @@ class ClusterJob(models.Model):
                 condition=models.Q(slurm_job_id__isnull=False)
                 & ~models.Q(state__in=sorted(state.value for state in TERMINAL_STATES)),
             ),
+            # Rows claimed and not yet submitted: they hold a slot of the capacity (SlurmJobs.capacity).
+            models.Index(
+                fields=["state"], name="cluster_job_claimed_idx", condition=models.Q(state=JobState.NEW.value)
+            ),
+            # A request's jobs in the order every list shows them (workflows.selectors.request_jobs): a page of
+            # a 20,000-job request is an index range, not a sort of all 20,000, and its keys (id) an index-only
+            # read.
+            models.Index(
+                fields=["request", "created", "attempt"], include=["id"], name="cluster_job_request_order_idx"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -189,6 +199,9 @@ class PlanStep(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["plan", "run_accession", "step"], name="plan_step_unique")
         ]
+        # A job's step and run are looked up by its key (workflows.selectors.jobs_with_step_and_run); without
+        # it, each job of a page scanned all of its plan's steps (20,000 for a 5,000-run study).
+        indexes = [models.Index(fields=["key"], name="plan_step_key_idx")]
 
     def __str__(self) -> str:
         return f"{self.step} of {self.run_accession} (plan {self.plan_id})"
@@ -222,6 +235,28 @@ class RequestProgress(models.Model):
     )
     cancel_carried_out_at = models.DateTimeField(
         null=True, blank=True, help_text="When Slurm confirmed every job of a cancelled request over."
+    )
+    # The capacity queue (workflows.orchestration.capacity): what the last pass could not submit for want of a
+    # slot, and the slots the lease holder granted it since.
+    capacity_wanted = models.PositiveIntegerField(
+        default=0, help_text="Steps the last pass could not submit for want of cluster capacity."
+    )
+    capacity_granted = models.PositiveIntegerField(
+        default=0, help_text="Slots granted to this request and not yet taken by a pass."
+    )
+    capacity_granted_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When it was last granted slots (a grant lapses if not taken in time).",
+    )
+    capacity_served_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When it last got slots, granted or taken: the queue serves the longest-unserved first.",
+    )
+    capacity_waiting_since = models.DateTimeField(null=True, blank=True)
+    progress_artifact = models.CharField(
+        max_length=36, blank=True, help_text="The Prefect progress artifact every pass updates in place."
     )
 
     class Meta:

@@ -6,9 +6,10 @@ jobs reads them here, so they agree on the order and on the step and run each jo
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, TypedDict
 
-from django.db.models import Model, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Model, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from analyses.models import AssemblyAnalysisRequest
@@ -42,6 +43,28 @@ def request_jobs(request_id: int) -> QuerySet[WithAnnotations[ClusterJob, StepAn
     """A request's jobs, every attempt, oldest first, each with its step and run (`step`, `run`; None when the
     job is outside the plan: adopted, or its plan gone)."""
     return jobs_with_step_and_run().filter(request_id=request_id)
+
+
+def request_job_counts(request_id: int) -> dict[str, int]:
+    """How many of a request's jobs (every attempt) are in each state, the most common first: one GROUP BY."""
+    counts = (
+        ClusterJob.objects.filter(request_id=request_id)
+        .values_list("state")
+        .annotate(jobs=Count("pk"))
+        .order_by("-jobs", "state")
+    )
+    return dict(counts)
+
+
+def newest_request_jobs(
+    request_id: int, limit: int, states: Collection[str] | None = None
+) -> list[WithAnnotations[ClusterJob, StepAndRun]]:
+    """The newest `limit` of a request's jobs (of `states`, if given), oldest first as `request_jobs` orders
+    them: read backwards along the request's index, so the cost does not grow with the request's jobs."""
+    jobs = request_jobs(request_id)
+    if states is not None:
+        jobs = jobs.filter(state__in=states)
+    return list(reversed(jobs.order_by("-created", "-attempt")[:limit]))
 
 
 def latest_trigger(request: AssemblyAnalysisRequest) -> Trigger | None:

@@ -125,11 +125,15 @@ class ScancelFails:
     def __init__(self) -> None:
         self.scancel_works = False
         self.commands: list[list[str]] = []
+        self.comments: dict[str, str] = {}  # captured comment -> the submission key of the row naming the job
 
     def __call__(self, args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         self.commands.append(args)
         if args[0] == "squeue":
-            return subprocess.CompletedProcess(args, 0, SQUEUE_TIME_LIMIT_LOWERED, "")
+            listing = SQUEUE_TIME_LIMIT_LOWERED
+            for captured, key in self.comments.items():
+                listing = listing.replace(captured, key)
+            return subprocess.CompletedProcess(args, 0, listing, "")
         if args[0] == "scancel" and self.scancel_works:
             return subprocess.CompletedProcess(args, 0, "", "")
         return subprocess.CompletedProcess(args, 1, "", f"{args[0]}: error: Access/permission denied\n")
@@ -147,6 +151,11 @@ def test_a_job_scancel_could_not_reach_stays_pending_and_the_others_are_recorded
         with service.ledger.locked([(submission.key, 1)]) as batch:
             batch.set_job_id(submission.key, 1, job_id)
         (records[job_id],) = service.ledger.records([(submission.key, 1)])
+    # The captured jobs carry the capture's keys; a comment other than the row's would be another job's.
+    runner.comments = {
+        "capture-unschedulable-0001": records["192"].submission_key,
+        "capture-fits-0001": records["193"].submission_key,
+    }
     poller = Poller(service)
 
     poller.tick()

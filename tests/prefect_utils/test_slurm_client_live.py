@@ -4,6 +4,7 @@ The cluster is shared with whatever else runs on the machine: every wait polls w
 """
 
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -15,6 +16,7 @@ from prefect_utils.job_spec import JobInfo, JobSpec
 from prefect_utils.slurm_client import SlurmClient
 from prefect_utils.states import JobState
 from tests.prefect_utils.conftest import wait_for_job
+from tests.slurm_support import job_ids_with_comment
 from tests.slurm_support import slurm as slurm_sh
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
@@ -167,6 +169,53 @@ def test_lost_sbatch_answer_is_adopted_not_resubmitted(tmp_path: Path) -> None:
         ["squeue", "--states=all", "--noheader", "--format=%i %k"], capture_output=True, text=True, check=True
     ).stdout.split("\n")
     assert [line.split()[0] for line in listed if line.endswith(f" {key}")] == [job_id]
+
+
+class SlowController:
+    """Runs the real commands, but the first sbatch "times out" at once and its job is registered only after the
+    client's first lookup ended: a slow controller catching up. A later lookup comes after the registration."""
+
+    def __init__(self) -> None:
+        self.looked = threading.Event()
+        self.late: threading.Thread | None = None
+        self.late_job: list[str] = []
+
+    def __call__(self, args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        if args[0] == "sbatch" and self.late is None:
+
+            def register() -> None:
+                assert self.looked.wait(timeout=120)
+                proc = subprocess.run(args, **kwargs)  # type: ignore[call-overload]
+                self.late_job.append(proc.stdout.strip())
+
+            self.late = threading.Thread(target=register)
+            self.late.start()
+            raise subprocess.TimeoutExpired(args, 0.0)
+        if args[0] == "squeue" and self.looked.is_set() and self.late is not None:
+            self.late.join(timeout=120)
+        proc = subprocess.run(args, **kwargs)  # type: ignore[call-overload]
+        if args[0] == "sacct":  # a lookup ends with accounting, for a key squeue did not show
+            self.looked.set()
+        return proc
+
+
+def test_a_job_registered_after_the_first_lookup_is_adopted_not_submitted_again(tmp_path: Path) -> None:
+    controller = SlowController()
+    client = SlurmClient(backoff_seconds=0.05, runner=controller)
+    key = new_key("late")
+    job_id = client.submit(spec(tmp_path, "true"), key)
+    assert controller.late is not None
+    controller.late.join(timeout=120)
+    assert job_ids_with_comment(key) == {job_id} == set(controller.late_job)
+    assert client.calls["sbatch"] == 1
+
+
+def test_find_by_key_keeps_the_first_of_two_jobs_with_one_key(client: SlurmClient, tmp_path: Path) -> None:
+    key = new_key("twice")
+    first = client.submit(spec(tmp_path / "1", "true"), key)
+    second = client.submit(spec(tmp_path / "2", "true"), key)
+    found = client.find_by_key(key)
+    assert found is not None and found.job_id == first != second
 
 
 @pytest.mark.disruptive

@@ -23,7 +23,7 @@ from prefect_utils.states import JobState, map_state
         ("STOPPED", JobState.RUNNING),
         ("COMPLETED", JobState.COMPLETED),
         ("FAILED", JobState.FAILED),
-        ("BOOT_FAIL", JobState.FAILED),
+        ("BOOT_FAIL", JobState.NODE_FAIL),  # the node did not boot: not the tool's verdict
         ("SPECIAL_EXIT", JobState.FAILED),
         ("TIMEOUT", JobState.TIMEOUT),
         ("DEADLINE", JobState.TIMEOUT),

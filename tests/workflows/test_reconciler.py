@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -213,10 +214,18 @@ def live_passes() -> set[int]:
 
 
 def test_the_request_lock_is_one_pass_at_a_time_and_dies_with_its_process(db):
+    def another_pass() -> None:
+        with request_lock(7, wait_seconds=0.5):
+            pass
+
     with request_lock(7):
         assert 7 in live_passes()
-        with pytest.raises(RequestBusy), request_lock(7, wait_seconds=0.5):
+        with ThreadPoolExecutor(1) as other, pytest.raises(RequestBusy):
+            other.submit(another_pass).result()
+        # The holder's own thread re-enters it (a flow holds it around its passes), and still holds it after.
+        with request_lock(7, wait_seconds=0):
             pass
+        assert 7 in live_passes()
     assert 7 not in live_passes()
 
     # A process that holds the lock and is killed with -9 holds it no longer: no lease to wait out.

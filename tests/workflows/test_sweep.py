@@ -12,7 +12,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import ObjectNotFound
-from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, Running, Suspended
+from prefect.states import Cancelled, Completed, Crashed, Failed, Late, Pending, Running, Suspended
 
 from analyses.models import AssemblyAnalysisRequest
 from workflows.models import ClusterJob, RequestProgress, Trigger
@@ -133,6 +133,29 @@ def test_a_suspended_run_whose_steps_never_reached_the_cluster_is_resumed(reques
     # The controller stopped answering mid-batch: a row waits for a pass to submit it, no job will wake it.
     ClusterJob.objects.create(key="n" * 40, spec={}, request=request, state="NEW")
     assert sweep().resumed == [request.pk]
+
+
+def test_one_free_slot_resumes_one_waiting_request_not_all_of_them(request_with_run, settings):
+    settings.SLURM_MAX_ACTIVE_JOBS = 1
+    waiting = [request_with_run(Suspended(timeout_seconds=None))[0] for _ in range(5)]
+    read_at = timezone.now()
+    for request in waiting:
+        RequestProgress.objects.create(
+            request=request, last_read_at=read_at, capacity_wanted=2, capacity_waiting_since=read_at
+        )
+    # Each started a process that found no slot and suspended again, and runs left PENDING by that load were then
+    # rescheduled as stalled: resume only the request the free slot is granted to.
+    assert sweep().resumed == [waiting[0].pk]
+    assert sweep().resumed == []  # the slot stays reserved for that request's pass
+
+
+def test_a_run_queued_behind_the_runners_process_limit_is_left_waiting(request_with_run):
+    # A runner at WORKFLOWS_MAX_FLOW_PROCESSES leaves runs SCHEDULED (Late, once past their time) until a process
+    # slot frees: they are queued, not stalled, and a new flow run or a reschedule would only add to the queue.
+    request, flow_run_id = request_with_run(Late(scheduled_time=timezone.now() - timedelta(minutes=30)))
+    report = sweep(now=later() + timedelta(hours=1))
+    assert request.pk not in report.rescheduled + report.restarted + report.resumed
+    assert state_of(flow_run_id).name == "Late"
 
 
 def test_a_run_cancelled_in_prefect_cancels_the_request(request_with_run):

@@ -75,6 +75,34 @@ def _link(obj, label: str | None = None) -> SafeString | str:
     return format_html('<a href="{}">{}</a>', url, label or str(obj))
 
 
+def _jobs_table(css_class: str, rows: list[steering.JobRow]) -> SafeString:
+    body = format_html_join(
+        "",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        (
+            (
+                row.step,
+                row.run,
+                row.job.attempt,
+                _link(row.job, row.job.slurm_job_id or "unsubmitted"),
+                row.job.state + (" (stale)" if row.job.state_stale else ""),
+                "" if row.job.exit_code is None else row.job.exit_code,
+                steering.format_elapsed(row.elapsed),
+                format_html("<details><summary>log</summary><pre>{}</pre></details>", row.job.log_tail)
+                if row.job.log_tail
+                else "",
+            )
+            for row in rows
+        ),
+    )
+    return format_html(
+        '<table class="{}"><tr><th>step</th><th>run</th><th>attempt</th><th>job id</th><th>state</th>'
+        "<th>exit code</th><th>elapsed</th><th>last log lines</th></tr>{}</table>",
+        css_class,
+        body,
+    )
+
+
 @admin.register(ClusterJob)
 class ClusterJobAdmin(ReadOnlyAdmin):
     list_display = [
@@ -310,33 +338,42 @@ class AssemblyAnalysisRequestWorkAdmin(AssemblyAnalysisRequestAdmin):
 
     @admin.display(description="Slurm jobs")
     def jobs(self, obj: AssemblyAnalysisRequest) -> SafeString | str:
-        rows = steering.job_rows(obj)
-        if not rows:
+        # Counts, the newest failures and the last jobs: a 5,000-run study has 20,000 jobs, which the full,
+        # paginated lists (the admin's and the API's) show a page at a time.
+        overview = steering.jobs_overview(obj)
+        if not overview.total:
             return "— (nothing submitted yet)"
-        body = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            (
-                (
-                    row.step,
-                    row.run,
-                    row.job.attempt,
-                    _link(row.job, row.job.slurm_job_id or "unsubmitted"),
-                    row.job.state + (" (stale)" if row.job.state_stale else ""),
-                    "" if row.job.exit_code is None else row.job.exit_code,
-                    steering.format_elapsed(row.elapsed),
-                    format_html("<details><summary>log</summary><pre>{}</pre></details>", row.job.log_tail)
-                    if row.job.log_tail
-                    else "",
+        every = f"{reverse('admin:workflows_clusterjob_changelist')}?request__id__exact={obj.pk}"
+        counts = format_html_join(
+            " · ",
+            '<a href="{}&amp;state__exact={}">{}: {}</a>',
+            ((every, state, state, f"{jobs:,}") for state, jobs in overview.counts.items()),
+        )
+        parts = [
+            format_html(
+                '<p>{} jobs: {}. Every job, a page at a time: <a href="{}">the jobs list</a> or '
+                '<a href="{}">the API</a>.</p>',
+                f"{overview.total:,}",
+                counts,
+                every,
+                reverse("assembly-analysis-request-jobs", args=[obj.pk]),
+            )
+        ]
+        if overview.failures:
+            parts.append(
+                format_html(
+                    "<p>Failed attempts: the {} newest of {} failures.</p>{}",
+                    len(overview.failures),
+                    f"{overview.failed:,}",
+                    _jobs_table("emgapi-job-failures", overview.failures),
                 )
-                for row in rows
-            ),
-        )
-        return format_html(
-            '<table class="emgapi-jobs"><tr><th>step</th><th>run</th><th>attempt</th><th>job id</th><th>state</th>'
-            "<th>exit code</th><th>elapsed</th><th>last log lines</th></tr>{}</table>",
-            body,
-        )
+            )
+        if len(overview.last) < overview.total:
+            parts.append(
+                format_html("<p>The last {} of {} jobs:</p>", len(overview.last), f"{overview.total:,}")
+            )
+        parts.append(_jobs_table("emgapi-jobs", overview.last))
+        return format_html_join("", "{}", ((part,) for part in parts))
 
     def has_delete_permission(self, request: HttpRequest, obj: AssemblyAnalysisRequest | None = None) -> bool:
         # A running request's flow run and jobs would outlive its row: cancel first, then delete.

@@ -1,3 +1,5 @@
+from functools import cache
+
 from rest_framework import serializers
 
 from workflows.models import ClusterJob
@@ -29,3 +31,11 @@ class ClusterJobSerializer(serializers.ModelSerializer):
             "ended_at",
         ]
         read_only_fields = fields
+
+
+@cache
+def columns_shown() -> list[str]:
+    """The ledger columns the serializer shows (`step` and `run` are annotations): what a list reads, and not the
+    spec, the log tail or the labels of each row."""
+    columns = {field.attname for field in ClusterJob._meta.concrete_fields}
+    return [field.source for field in ClusterJobSerializer().fields.values() if field.source in columns]

@@ -7,18 +7,25 @@ plan generation) and wakes the service loops, which act.
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from analyses.models import AssemblyAnalysisRequest, Study
+from prefect_utils.states import TERMINAL_STATES, JobState
 from workflows.models import ClusterJob, Trigger
 from workflows.orchestration.recovery import NothingToRetry, retry_failed_runs
 from workflows.outbox import deployments
 from workflows.outbox.dispatch import enqueue_trigger
 from workflows.outbox.wakeup import wake_service_loops
-from workflows.selectors import latest_trigger, request_jobs
+from workflows.selectors import latest_trigger, newest_request_jobs, request_job_counts, request_jobs
+
+if TYPE_CHECKING:  # django-stubs' helper, installed with the type checker only
+    from django_stubs_ext import WithAnnotations
+
+    from workflows.selectors import StepAndRun
 
 
 def prefect_ui_url(flow_run_id: str | None) -> str | None:
@@ -117,13 +124,51 @@ class JobRow:
         return (self.job.ended_at or timezone.now()) - self.job.started_at
 
 
+def _job_row(job: "WithAnnotations[ClusterJob, StepAndRun]") -> JobRow:
+    # A job outside the plan (adopted, or its plan gone) still shows what its labels say it was.
+    return JobRow(job, job.step or job_step(job), job.run or str((job.labels or {}).get("run", "")))
+
+
 def job_rows(request: AssemblyAnalysisRequest) -> list[JobRow]:
     """The request's Slurm jobs, each with the plan step and run it belongs to: one query."""
-    # A job outside the plan (adopted, or its plan gone) still shows what its labels say it was.
-    return [
-        JobRow(job, job.step or job_step(job), job.run or str((job.labels or {}).get("run", "")))
-        for job in request_jobs(request.pk)
-    ]
+    return [_job_row(job) for job in request_jobs(request.pk)]
+
+
+# What a request's admin page lists of its jobs; the rest are a paginated list a link away.
+LAST_JOBS_SHOWN = 50
+FAILURES_SHOWN = 20
+FAILED_STATES = frozenset(state.value for state in TERMINAL_STATES - {JobState.COMPLETED})
+
+
+@dataclass(frozen=True)
+class JobsOverview:
+    """A request's jobs at a glance, whatever their number (a 5,000-run study has 20,000)."""
+
+    counts: dict[str, int]  # jobs (every attempt) by state, the most common first
+    last: list[JobRow]  # the newest LAST_JOBS_SHOWN, oldest first: every job of a smaller request
+    failures: list[JobRow]  # the newest FAILURES_SHOWN that failed, when `last` is not every job
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(jobs for state, jobs in self.counts.items() if state in FAILED_STATES)
+
+
+def jobs_overview(request: AssemblyAnalysisRequest) -> JobsOverview:
+    """Counts by state, the last jobs and the newest failures: at most three queries, each bounded."""
+    counts = request_job_counts(request.pk)
+    total = sum(counts.values())
+    last = [_job_row(job) for job in newest_request_jobs(request.pk, LAST_JOBS_SHOWN)] if total else []
+    # When the last jobs are all of them, the failures are among them already.
+    failures = (
+        [_job_row(job) for job in newest_request_jobs(request.pk, FAILURES_SHOWN, FAILED_STATES)]
+        if total > LAST_JOBS_SHOWN and FAILED_STATES & counts.keys()
+        else []
+    )
+    return JobsOverview(counts, last, failures)
 
 
 def retry(requests: Iterable[AssemblyAnalysisRequest]) -> list[tuple[bool, str]]:

@@ -13,7 +13,7 @@ from analyses.filters import RejectUnknownQueryParameters
 from analyses.selectors import requests_visible_to
 from analyses.views import REQUEST_NOT_FOUND, UNAUTHENTICATED, IsRequesterOrMayChange
 from workflows.models import ClusterJob
-from workflows.operations.serializers import ClusterJobSerializer
+from workflows.operations.serializers import ClusterJobSerializer, columns_shown
 from workflows.orchestration.recovery import retry_failed_runs
 from workflows.selectors import jobs_with_step_and_run, request_jobs
 
@@ -47,7 +47,7 @@ class ClusterJobViewSet(viewsets.ReadOnlyModelViewSet):
     ordering_fields = ["created", "submitted_at", "ended_at"]
 
     def get_queryset(self) -> QuerySet[ClusterJob]:
-        return jobs_with_step_and_run()
+        return jobs_with_step_and_run().only(*columns_shown())
 
 
 @extend_schema(
@@ -65,7 +65,7 @@ class RequestJobsView(generics.ListAPIView):
         if getattr(self, "swagger_fake_view", False):
             return ClusterJob.objects.none()
         request = get_object_or_404(requests_visible_to(self.request.user), pk=self.kwargs["pk"])
-        return request_jobs(request.pk)
+        return request_jobs(request.pk).only(*columns_shown())
 
 
 @extend_schema(

@@ -12,7 +12,9 @@ def build_jobs_service() -> SlurmJobs:
         DjangoJobLedger(),
         SlurmClient(retries=settings.SLURM_COMMAND_RETRIES),
         poll=PollConfig(
-            min_interval=settings.SLURM_POLL_MIN_SECONDS, max_interval=settings.SLURM_POLL_MAX_SECONDS
+            min_interval=settings.SLURM_POLL_MIN_SECONDS,
+            max_interval=settings.SLURM_POLL_MAX_SECONDS,
+            lost_after_seconds=settings.SLURM_LOST_AFTER_SECONDS,
         ),
         throttle=ThrottleConfig(
             max_active_jobs=settings.SLURM_MAX_ACTIVE_JOBS,

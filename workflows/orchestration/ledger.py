@@ -5,14 +5,17 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from prefect_utils.job_spec import JobInfo, JobSpec
-from prefect_utils.ledger import JobSubmission, LedgerRecord
+from prefect_utils.keys import submission_key
+from prefect_utils.ledger import ActiveJob, JobSubmission, LedgerRecord
+from prefect_utils.poller import POLLER_LEASE
 from prefect_utils.states import NOT_SUBMITTED, TERMINAL_STATES, JobState
 from workflows.models import ClusterJob, PollerLease
+from workflows.pg import is_postgres
 
 # Labels with a column of their own (indexed, and queryable on every database); the rest stay in `labels`.
 _LABEL_COLUMNS = {"flow_run_id": "flow_run_id", "request_id": "request_id"}
@@ -44,6 +47,15 @@ def to_record(row: ClusterJob) -> LedgerRecord:
         claim=row.claim,
         created=row.created,
     )
+
+
+def _database_now() -> datetime:
+    """The database server's clock now (not the transaction's start); this process's clock on SQLite."""
+    if not is_postgres():
+        return timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        return cursor.fetchone()[0]
 
 
 def _log_path(spec: dict[str, Any], job_id: str) -> str | None:
@@ -167,17 +179,27 @@ class DjangoJobLedger:
     def _active(self):
         return ClusterJob.objects.filter(slurm_job_id__isnull=False).exclude(state__in=TERMINAL_STATES)
 
-    def active_jobs(self) -> dict[str, str | None]:
+    def active_jobs(self) -> dict[str, ActiveJob]:
         return {
-            job_id: _log_path(spec, job_id)
-            for job_id, spec in self._active().values_list("slurm_job_id", "spec")
+            job_id: ActiveJob(
+                job_id, submission_key(key, attempt), _log_path(spec, job_id), JobState(state), changed
+            )
+            for job_id, key, attempt, spec, state, changed in self._active().values_list(
+                "slurm_job_id", "key", "attempt", "spec", "state", "state_changed_at"
+            )
         }
 
     def count_active(self) -> int:
         return self._active().count()
 
+    def count_holding_slots(self) -> int:
+        # Two counts, each on a partial index, rather than one that neither index covers.
+        return self.count_active() + ClusterJob.objects.filter(state=JobState.NEW).count()
+
     def count_submitted_since(self, since: datetime) -> int:
-        return ClusterJob.objects.filter(submitted_at__gte=since).count()
+        return ClusterJob.objects.filter(
+            Q(submitted_at__gte=since) | Q(state=JobState.NEW, created__gte=since)
+        ).count()
 
     def apply_states(
         self,
@@ -199,10 +221,16 @@ class DjangoJobLedger:
                 )
                 if not held:
                     return None
-            return self._apply_states(infos, log_tails, checked_at)
+            # Stamped by the database clock with the lease row locked, not with a time read before this
+            # transaction: a reader's `read_point` waits for the lock, so a change it could not see is later.
+            return self._apply_states(infos, log_tails, checked_at, _database_now())
 
     def _apply_states(
-        self, infos: Mapping[str, JobInfo], log_tails: Mapping[str, str], checked_at: datetime
+        self,
+        infos: Mapping[str, JobInfo],
+        log_tails: Mapping[str, str],
+        checked_at: datetime,
+        changed_at: datetime,
     ) -> list[LedgerRecord]:
         # Only rows whose state or log moved are rewritten; the rest get one UPDATE of their freshness.
         # Rewriting all of them made a poll of 1000 waiting jobs cost 1.6 s of CPU (bench/poll.py).
@@ -223,7 +251,7 @@ class DjangoJobLedger:
             }
             if any(getattr(row, name) != value for name, value in values.items()) or row.state_stale:
                 if values["state"] != row.state:
-                    row.state_changed_at = checked_at
+                    row.state_changed_at = changed_at
                 for name, value in values.items():
                     setattr(row, name, value)
                 row.state_stale = False
@@ -237,7 +265,19 @@ class DjangoJobLedger:
         self._active().filter(slurm_job_id__in=list(infos)).exclude(
             pk__in=[row.pk for row in changed_rows]
         ).update(state_checked_at=checked_at, state_stale=False)
-        return [to_record(row) for row in changed_rows if row.state_changed_at == checked_at]
+        return [to_record(row) for row in changed_rows if row.state_changed_at == changed_at]
+
+    def read_point(self) -> datetime:
+        if not is_postgres():
+            return timezone.now()  # SQLite (demo only) runs one writer at a time
+        # FOR SHARE waits for a poll's write (which holds the lease row FOR UPDATE) to commit, and keeps the next
+        # one from stamping until this transaction ends: that poll reads the clock after this does.
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT 1 FROM {PollerLease._meta.db_table} WHERE name = %s FOR SHARE", [POLLER_LEASE]
+                )
+            return _database_now()
 
     def mark_stale(self, job_ids: Iterable[str]) -> None:
         self._active().filter(slurm_job_id__in=list(job_ids)).update(state_stale=True)

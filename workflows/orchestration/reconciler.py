@@ -9,6 +9,7 @@ poller resumes it when a job ends (see `workflows.orchestration.recovery`).
 
 import logging
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ from prefect_utils.ledger import JobSubmission, LedgerRecord
 from prefect_utils.policy import ResubmitPolicy, describe_failure
 from prefect_utils.states import TERMINAL_STATES, JobState
 from prefect_utils.submission import SlurmJobs
-from workflows.models import ClusterJob, PlanStep, RequestProgress
+from workflows.models import ClusterJob, Plan, PlanStep, RequestProgress
+from workflows.orchestration.capacity import claim_slots
 from workflows.orchestration.plans import Pipeline, PlanningFailed, freeze_plan
 from workflows.orchestration.request_lock import request_lock
 
@@ -97,7 +99,7 @@ def reconcile_once(
     request_id: int, *, pipeline: Pipeline, jobs: SlurmJobs, flow_run_id: str = ""
 ) -> PassResult:
     """One pass. The caller holds the request lock (see `reconcile`)."""
-    read_at = timezone.now()
+    read_at = jobs.ledger.read_point()
     RequestProgress.objects.get_or_create(request_id=request_id)
     RequestProgress.objects.filter(pk=request_id).update(
         passes=F("passes") + 1, last_pass_started_at=read_at, last_read_at=read_at
@@ -120,18 +122,21 @@ def _pass(
     request_id: int, pipeline: Pipeline, jobs: SlurmJobs, flow_run_id: str, read_at: datetime
 ) -> PassResult:
     request = AssemblyAnalysisRequest.objects.get(pk=request_id)
-    if request.status == Status.CANCELLED:
-        from workflows.orchestration.recovery import carry_out_cancellation
-
-        carry_out_cancellation(request_id, lock_held=True)
     if request.is_terminal:
-        return PassResult(request_id, request.status, waiting=False, read_at=read_at)
+        return _stopped(request_id, request.status, read_at)
     _mark_running(request_id, flow_run_id)
     try:
-        plan = freeze_plan(request, pipeline)
+        plan: Plan | None = freeze_plan(request, pipeline)
     except PlanningFailed as exc:
         _finish(request_id, Status.FAILED, str(exc), succeeded=[], failed={})
-        return PassResult(request_id, Status.FAILED, waiting=False, read_at=read_at)
+        plan = None
+    # The request was read without its row lock, and a first pass plans for as long as ENA takes: a cancellation
+    # committed since then stops the pass here, before it submits anything (RUNNING and the finish are written only
+    # over an active status, so neither undoes it). One landing later is carried out by the flow before it lets
+    # the request lock go (flow.py), or by the sweep.
+    status = AssemblyAnalysisRequest.objects.values_list("status", flat=True).get(pk=request_id)
+    if plan is None or status not in AssemblyAnalysisRequest.ACTIVE_STATUSES:
+        return _stopped(request_id, status, read_at)
 
     labels = {"request_id": request_id, **({"flow_run_id": flow_run_id} if flow_run_id else {})}
     steps = list(plan.steps.all())
@@ -142,11 +147,13 @@ def _pass(
         wanted = [s for run in runs for s in run.to_submit]
         if not wanted:
             break
-        batch = wanted[: jobs.capacity()]
+        # Slots are claimed under the capacity lock (their rows inserted), so concurrent passes never exceed the
+        # cap; the request's fair share of them only, while other requests wait (see capacity.py).
+        claim = uuid.uuid4().hex
+        batch = claim_slots(request_id, wanted, jobs, claim)
         if not batch:
-            logger.info("Request %s: %d step(s) wait for cluster capacity", request_id, len(wanted))
             break
-        records = jobs.submit(batch)
+        records = jobs.submit(batch, claim=claim)
         submitted += [r.submission_key for r in records if r.job_id]
         if any(r.needs_submission for r in records):
             break  # the controller stopped answering mid-batch: the next pass goes on
@@ -222,6 +229,15 @@ def _evaluate(
         run.completed = completed == {step.step for step in run_steps}
         runs.append(run)
     return runs
+
+
+def _stopped(request_id: int, status: str, read_at: datetime) -> PassResult:
+    """The pass of a request no longer active; a cancelled one's jobs are scancelled now, under the pass's lock."""
+    if status == Status.CANCELLED:
+        from workflows.orchestration.recovery import carry_out_cancellation
+
+        carry_out_cancellation(request_id, lock_held=True)
+    return PassResult(request_id, status, waiting=False, read_at=read_at)
 
 
 def _mark_running(request_id: int, flow_run_id: str) -> None:

@@ -11,6 +11,7 @@ import logging
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
@@ -23,12 +24,21 @@ from analyses.services import RequestAlreadyFinished, cancel_assembly_analysis_r
 from prefect_utils.errors import SchedulerError
 from prefect_utils.states import TERMINAL_STATES
 from workflows.models import ClusterJob, RequestProgress, Trigger
+from workflows.orchestration.capacity import grant_free_slots, holds_untaken_grant
 from workflows.orchestration.cluster import build_jobs_service
 from workflows.orchestration.plans import supersede_for_retry
-from workflows.orchestration.request_lock import RequestBusy, request_lock, requests_with_live_pass
+from workflows.orchestration.request_lock import (
+    RequestBusy,
+    request_lock,
+    requests_with_live_pass,
+    sweep_lock,
+)
 from workflows.outbox import deployments, prefect_api
 from workflows.outbox.dispatch import enqueue_trigger
 from workflows.selectors import current_plan, source_label
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
 
 logger = logging.getLogger(__name__)
 Status = AssemblyAnalysisRequest.Status
@@ -95,6 +105,12 @@ def resume_requests(request_ids: set[int]) -> list[int]:
     return resumed
 
 
+def wake_requests(ended: set[int]) -> list[int]:
+    """After a poll: resume the requests whose jobs ended, and those granted the slots their jobs freed."""
+    granted = grant_free_slots(build_jobs_service()) if ended else []
+    return resume_requests(ended | set(granted))
+
+
 def _resume(request_id: int, flow_run_id: str) -> bool:
     try:
         accepted = prefect_api.resume_flow_run(flow_run_id)
@@ -121,13 +137,28 @@ class SweepReport:
 
 
 def sweep(now: datetime | None = None) -> SweepReport:
-    """One round of recovery over every unfinished request: a constant number of queries and Prefect calls,
-    plus one call per request that needs putting back."""
+    """One round of recovery over every unfinished request, unless another process is sweeping (then nothing).
+
+    Fenced as the poll is: the poller lease can expire under a long sweep while its holder goes on, and two
+    sweeps over the same requests would each start a new flow run for one request. The lock is PostgreSQL's,
+    taken without waiting and dropped with its connection, so a sweeper that died holds nothing.
+    """
+    with sweep_lock() as ours:
+        if not ours:
+            logger.info("Sweep skipped: another process is sweeping")
+            return SweepReport()
+        return _sweep(now)
+
+
+def _sweep(now: datetime | None) -> SweepReport:
+    """A constant number of queries and Prefect calls, plus one call per request that needs putting back."""
     # Here, not with the module: Prefect's import is seconds of CPU that most Django processes never need.
     from prefect.client.schemas.objects import StateType
 
     now = now or timezone.now()
     report = SweepReport(cancelled=carry_out_pending_cancellations())
+    # Free slots go to the requests waiting longest for one; only those are resumed (see capacity.py).
+    report.resumed = resume_requests(set(grant_free_slots(build_jobs_service(), now)))
 
     requests = [
         r
@@ -166,7 +197,6 @@ def sweep(now: datetime | None = None) -> SweepReport:
     }
     stall = timedelta(seconds=settings.WORKFLOWS_STALL_SECONDS)
     environment = deployments.environment()
-    capacity: int | None = None
     for request in requests:
         if (
             request.pk not in unfinished
@@ -196,13 +226,20 @@ def sweep(now: datetime | None = None) -> SweepReport:
                 read_at is None or jobs["last_change"] > read_at
             )
             if not changed_since_pass and jobs["on_cluster"] == 0:
-                # Nothing of its own runs: it waits for cluster capacity, or its wake-up was lost.
-                capacity = build_jobs_service().capacity() if capacity is None else capacity
-                changed_since_pass = capacity > 0
+                # Nothing of its own runs. Waiting in the capacity queue, it is resumed when granted a slot (above,
+                # or after a poll); resumed here only if that resume was lost. Not queued, its wake-up was lost.
+                changed_since_pass = (
+                    progress is None or not progress.capacity_wanted or holds_untaken_grant(progress, now)
+                )
+            if request.pk in report.resumed:
+                continue  # granted a slot above, and resumed then
             if changed_since_pass and _resume(request.pk, flow_run_id):
                 report.resumed.append(request.pk)
         elif state.type == StateType.CRASHED or (
-            state.type in (StateType.PENDING, StateType.RUNNING) and stalled and live is not None
+            state.type in (StateType.PENDING, StateType.RUNNING)
+            and stalled
+            and live is not None
+            and not _shows_life(request.pk, flow_run_id, state)
         ):
             _reschedule(
                 request,
@@ -237,6 +274,19 @@ def sweep(now: datetime | None = None) -> SweepReport:
     if report:
         logger.info("Sweep: %s", report)
     return report
+
+
+def _shows_life(request_id: int, flow_run_id: str, seen: "State") -> bool:
+    """Whether a run the sweep found stalled has moved since it read it, or has a live pass now.
+
+    Read again just before acting, because the reschedule is forced over whatever state the run has by then: a
+    run whose process started after the sweep's read (PENDING then, RUNNING now) would be put back under its live
+    process, whose suspension Prefect then refuses (8 runs at once after a restart of serve_flows, issue 19).
+    """
+    state = prefect_api.read_flow_run(flow_run_id).state
+    if state is None or (state.type, state.timestamp) != (seen.type, seen.timestamp):
+        return True
+    return request_id in (requests_with_live_pass() or set())
 
 
 def _reschedule(

@@ -9,7 +9,7 @@ from django.db import close_old_connections
 
 from prefect_utils.poller import Poller
 from workflows.orchestration.cluster import build_jobs_service
-from workflows.orchestration.recovery import carry_out_pending_cancellations, resume_requests, sweep
+from workflows.orchestration.recovery import carry_out_pending_cancellations, sweep, wake_requests
 from workflows.outbox.dispatch import dispatch_pending_triggers
 from workflows.outbox.wakeup import WakeUps
 
@@ -61,7 +61,7 @@ def _cluster_loop(stop: threading.Event) -> None:
                 changed = _guarded(poller.tick)
                 ended = {r.labels.get("request_id") for r in changed or () if r.is_terminal} - {None}
                 if ended:
-                    _guarded(resume_requests, ended)
+                    _guarded(wake_requests, ended)
             if poller.holding and now >= next_sweep:
                 _guarded(sweep)
                 next_sweep = now + settings.WORKFLOWS_SWEEP_INTERVAL_SECONDS

@@ -85,6 +85,11 @@ def in_this_environment(name: str) -> str:
     return full_name(flow_name, served_deployment_name(deployment_name))
 
 
+def work_pool_name() -> str:
+    """The process work pool of this environment's deployments when Prefect workers run them."""
+    return f"emgapi-{environment()}"
+
+
 def environment_tag() -> str:
     return f"env:{environment()}"
 

@@ -1,5 +1,4 @@
 import threading
-from typing import cast
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -17,30 +16,19 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--no-service-loop", action="store_true", help="Serve the flows only.")
         parser.add_argument(
-            "--limit", type=int, default=None, help="At most this many flow runs at once in this process."
+            "--limit",
+            type=int,
+            default=None,
+            help="At most this many flow-run processes at once (default: WORKFLOWS_MAX_FLOW_PROCESSES). Runs "
+            "beyond it wait in Prefect, SCHEDULED, and start as others suspend or end.",
         )
 
     def handle(self, *args, no_service_loop: bool = False, limit: int | None = None, **options) -> None:
         from prefect import serve
-        from prefect.deployments.runner import RunnerDeployment
 
-        from workflows.pipelines.registry import FLOWS
+        from workflows.pipelines.registry import FLOWS, runner_deployments
 
-        # Called outside an event loop, to_deployment returns the deployment (its type says "or a coroutine").
-        served = [
-            cast(
-                RunnerDeployment,
-                flow.to_deployment(
-                    # A runner that stops pauses its deployments; a new one must resume them or nothing runs.
-                    name=deployments.served_deployment_name(deployment_name),
-                    tags=["emgapi", deployments.environment_tag()],
-                    description=flow.description,
-                    paused=False,
-                    concurrency_limit=settings.WORKFLOWS_CONCURRENCY_LIMITS.get(full_name),
-                ),
-            )
-            for full_name, (flow, deployment_name) in FLOWS.items()
-        ]
+        served = runner_deployments()
         stop = threading.Event()
         loop = threading.Thread(target=run_service_loop, args=(stop,), name="service-loop", daemon=True)
         if not no_service_loop:
@@ -50,7 +38,7 @@ class Command(BaseCommand):
             f"(environment {deployments.environment()!r})"
         )
         try:
-            serve(*served, limit=limit)
+            serve(*served, limit=limit or settings.WORKFLOWS_MAX_FLOW_PROCESSES)
         finally:
             # A graceful stop hands the poller lease on at once instead of leaving it to expire.
             stop.set()
