@@ -4,29 +4,12 @@ import pytest
 
 from analyses.models import AssemblyAnalysisRequest
 from analyses.services import cancel_assembly_analysis_request
-from prefect_utils.slurm_client import SlurmClient
-from prefect_utils.submission import PollConfig, SlurmJobs
 from workflows.models import ClusterJob, RequestProgress
 from workflows.orchestration import reconciler
-from workflows.orchestration.ledger import DjangoJobLedger
 from workflows.orchestration.reconciler import reconcile
 from workflows.pipelines.assembly.pipeline import ASSEMBLY
 
 pytestmark = [pytest.mark.slurm, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def jobs(slurm_cluster) -> SlurmJobs:
-    return SlurmJobs(DjangoJobLedger(), SlurmClient(), poll=PollConfig(min_interval=0.2, max_interval=0.5))
-
-
-@pytest.fixture
-def pipeline_world(settings, demo_stub, tmp_path):
-    _, ena_url = demo_stub
-    settings.ENA_PORTAL_API_URL = ena_url
-    settings.JOBS_ROOT = tmp_path / "jobs"
-    settings.PIPELINE_CONFIG = {}
-    return settings
 
 
 # The pass reads its request without the row lock. Each moment is a call the pass makes after that read and before

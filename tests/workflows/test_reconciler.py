@@ -13,11 +13,9 @@ from django.db import IntegrityError, transaction
 from analyses.models import Analysis, Assembly, AssemblyAnalysisRequest
 from analyses.services import cancel_assembly_analysis_request
 from prefect_utils.poller import Poller
-from prefect_utils.slurm_client import SlurmClient
-from prefect_utils.submission import PollConfig, SlurmJobs
+from prefect_utils.submission import SlurmJobs
 from tests.slurm_support import job_ids_with_comment, poll_until
 from workflows.models import ClusterJob, Plan, PlanStep, RequestProgress
-from workflows.orchestration.ledger import DjangoJobLedger
 from workflows.orchestration.reconciler import PassResult, reconcile, reconcile_once
 from workflows.orchestration.recovery import NothingToRetry, carry_out_cancellation, retry_failed_runs
 from workflows.orchestration.request_lock import RequestBusy, request_lock, requests_with_live_pass
@@ -26,21 +24,6 @@ from workflows.pipelines.assembly.steps import STEP_SCRIPTS, STEPS
 
 pytestmark = [pytest.mark.slurm, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def jobs(slurm_cluster) -> SlurmJobs:
-    return SlurmJobs(DjangoJobLedger(), SlurmClient(), poll=PollConfig(min_interval=0.2, max_interval=0.5))
-
-
-@pytest.fixture
-def pipeline_world(settings, demo_stub, tmp_path):
-    """Settings as a flow process has them, with no Prefect (nothing here dispatches) and ENA the stub."""
-    _, ena_url = demo_stub
-    settings.ENA_PORTAL_API_URL = ena_url
-    settings.JOBS_ROOT = tmp_path / "jobs"
-    settings.PIPELINE_CONFIG = {}
-    return settings
 
 
 def new_request(accession: str = "PRJEB00001") -> AssemblyAnalysisRequest:
