@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from analyses.models import AssemblyAnalysisRequest
@@ -66,6 +66,12 @@ class _RunState:
     failure: str | None = None
 
 
+# A lingering flow passes again at most once per this many times its last pass's duration: at 20,000 steps a
+# pass takes seconds, and one per job end would cost more than the resume it saves (issue 19).
+PASS_PACING = 4.0
+LINGER_TICK_SECONDS = 0.5
+
+
 def reconcile(
     request_id: int,
     *,
@@ -73,26 +79,76 @@ def reconcile(
     jobs: SlurmJobs,
     flow_run_id: str = "",
     linger_seconds: float = 0.0,
+    linger_max_seconds: float = 0.0,
     lock_wait_seconds: float = 60.0,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> PassResult:
     """Passes over the request under its lock, until it finishes or has to wait on Slurm.
 
-    With `linger_seconds`, a request whose jobs are short is not suspended at once: the ledger (kept fresh by the
-    service poller) is watched that long, and a job that ends meanwhile gets a new pass in this process. The lock
-    is held throughout, so recovery sees a lingering run as alive.
+    With `linger_seconds`, a request whose jobs keep ending is not suspended: job ends of one request collapse
+    into the passes of one process instead of a resume each (see `linger`). The lock is held throughout, so
+    recovery sees a lingering run as alive.
     """
     with request_lock(request_id, wait_seconds=lock_wait_seconds):
-        result = reconcile_once(request_id, pipeline=pipeline, jobs=jobs, flow_run_id=flow_run_id)
-        deadline = time.monotonic() + linger_seconds
-        while result.waiting and time.monotonic() < deadline:
-            sleep(0.5)
-            ended = ClusterJob.objects.filter(
-                request_id=request_id, state__in=TERMINAL_STATES, state_changed_at__gt=result.read_at
-            )
-            if ended.exists():
-                result = reconcile_once(request_id, pipeline=pipeline, jobs=jobs, flow_run_id=flow_run_id)
-        return result
+        return linger(
+            lambda: reconcile_once(request_id, pipeline=pipeline, jobs=jobs, flow_run_id=flow_run_id),
+            lambda since: has_news(request_id, since),
+            linger_seconds=linger_seconds,
+            linger_max_seconds=linger_max_seconds or linger_seconds,
+            sleep=sleep,
+            clock=clock,
+        )
+
+
+def linger(
+    pass_once: Callable[[], PassResult],
+    news_since: Callable[[datetime], bool],
+    *,
+    linger_seconds: float,
+    linger_max_seconds: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> PassResult:
+    """One pass, then more while there is news, until `linger_seconds` pass without any (or `linger_max_seconds`
+    since the start): the caller suspends after that.
+
+    The ledger is kept fresh by the service poller; each tick asks it (one query) whether something happened since
+    the last pass read it. Passes are paced by their own duration (PASS_PACING), so job ends that arrive faster
+    than a pass takes are taken together by the next one. The maximum gives the process back to the runner's
+    other flow runs now and then (WORKFLOWS_MAX_FLOW_PROCESSES).
+    """
+    started = clock()
+    result = pass_once()
+    last_pass_ended = clock()
+    next_pass_at = last_pass_ended + PASS_PACING * (last_pass_ended - started)
+    while result.waiting:
+        now = clock()
+        if now - last_pass_ended >= linger_seconds or now - started >= linger_max_seconds:
+            break
+        sleep(LINGER_TICK_SECONDS)
+        if not news_since(result.read_at):
+            continue
+        if (wait := min(next_pass_at, started + linger_max_seconds) - clock()) > 0:
+            sleep(wait)
+        pass_started = clock()
+        result = pass_once()
+        last_pass_ended = clock()
+        next_pass_at = last_pass_ended + PASS_PACING * (last_pass_ended - pass_started)
+    return result
+
+
+def has_news(request_id: int, since: datetime) -> bool:
+    """Whether a pass of the request has something to do that it had not when it read the ledger at `since`: a job
+    of its own ended, it was granted cluster slots, or it was cancelled (one query)."""
+    ended = ClusterJob.objects.filter(
+        request_id=OuterRef("pk"), state__in=TERMINAL_STATES, state_changed_at__gt=since
+    )
+    return (
+        AssemblyAnalysisRequest.objects.filter(pk=request_id)
+        .filter(Q(status=Status.CANCELLED) | Q(progress__capacity_granted_at__gt=since) | Exists(ended))
+        .exists()
+    )
 
 
 def reconcile_once(

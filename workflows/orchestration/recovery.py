@@ -11,11 +11,11 @@ import logging
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, F, Max, Q
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from analyses.errors import Conflict
@@ -36,9 +36,6 @@ from workflows.orchestration.request_lock import (
 from workflows.outbox import deployments, prefect_api
 from workflows.outbox.dispatch import enqueue_trigger
 from workflows.selectors import current_plan, source_label
-
-if TYPE_CHECKING:
-    from prefect.client.schemas.objects import State
 
 logger = logging.getLogger(__name__)
 Status = AssemblyAnalysisRequest.Status
@@ -160,16 +157,25 @@ def _sweep(now: datetime | None) -> SweepReport:
     # Free slots go to the requests waiting longest for one; only those are resumed (see capacity.py).
     report.resumed = resume_requests(set(grant_free_slots(build_jobs_service(), now)))
 
-    requests = [
-        r
-        for r in AssemblyAnalysisRequest.objects.filter(
-            status__in=AssemblyAnalysisRequest.ACTIVE_STATUSES
-        ).select_related("progress")
-        if r.flow_run_id
-    ]
+    active = AssemblyAnalysisRequest.objects.filter(status__in=AssemblyAnalysisRequest.ACTIVE_STATUSES)
+    # Only what is read below, the flow run id taken out of the metadata by PostgreSQL: at 10,000 unfinished
+    # requests, whole rows and their JSON were most of a sweep's CPU (bench/scale.py, scenario c).
+    requests = list(
+        active.annotate(run_id=KT("request_metadata__flow_run_id"))
+        .filter(run_id__gt="")
+        .select_related("progress")
+        .only(
+            "pk",
+            "progress__last_read_at",
+            "progress__capacity_wanted",
+            "progress__capacity_granted",
+            "progress__capacity_granted_at",
+            "progress__recoveries",
+        )
+    )
     if not requests:
         return report
-    flow_run_ids = {r.pk: r.flow_run_id for r in requests if r.flow_run_id}
+    flow_run_ids: dict[int, str] = {r.pk: r.run_id for r in requests}
     live = requests_with_live_pass()
     awaiting_dispatch = set(
         Trigger.objects.filter(status=Trigger.Status.PENDING).values_list("source", flat=True)
@@ -178,14 +184,10 @@ def _sweep(now: datetime | None) -> SweepReport:
     # Read again after Prefect answered: a pass that finished its request in between left its run COMPLETED for a
     # request that needs no other (bench/prefect_down.py saw a second flow run started so). Read in this order, a
     # request still unfinished here really has a run that ended without finishing it.
-    unfinished = set(
-        AssemblyAnalysisRequest.objects.filter(
-            pk__in=[r.pk for r in requests], status__in=AssemblyAnalysisRequest.ACTIVE_STATUSES
-        ).values_list("pk", flat=True)
-    )
+    unfinished = set(active.values_list("pk", flat=True))
     activity = {
         row["request_id"]: row
-        for row in ClusterJob.objects.filter(request__in=requests)
+        for row in ClusterJob.objects.filter(request__in=active)
         .values("request_id")
         .annotate(
             # Only a job that ended gives a pass something to do; one that merely started running does not.
@@ -206,20 +208,20 @@ def _sweep(now: datetime | None) -> SweepReport:
             continue
         flow_run_id = flow_run_ids[request.pk]
         flow_run = flow_runs.get(flow_run_id)
-        if flow_run is None or flow_run.state is None:
+        if flow_run is None or flow_run.state_type is None or flow_run.state_timestamp is None:
             _start_new_flow_run(request, "its flow run no longer exists in Prefect")
             report.restarted.append(request.pk)
             continue
-        if (flow_run.parameters or {}).get("environment") != environment:
+        if flow_run.parameters.get("environment") != environment:
             # Made before deployments were scoped by environment (or by another environment): no runner of ours
             # would ever pick it up again, so it would wait forever. The new run reads the same plan.
             _start_new_flow_run(request, f"its flow run is not of environment {environment!r}")
             report.restarted.append(request.pk)
             continue
-        state = flow_run.state
-        stalled = now - state.timestamp > stall
+        state = flow_run.state_type
+        stalled = now - flow_run.state_timestamp > stall
         progress = getattr(request, "progress", None)
-        if state.type == StateType.PAUSED:
+        if state == StateType.PAUSED:
             jobs = activity.get(request.pk, {"last_change": None, "on_cluster": 0})
             read_at = progress.last_read_at if progress else None
             changed_since_pass = jobs["last_change"] is not None and (
@@ -235,32 +237,32 @@ def _sweep(now: datetime | None) -> SweepReport:
                 continue  # granted a slot above, and resumed then
             if changed_since_pass and _resume(request.pk, flow_run_id):
                 report.resumed.append(request.pk)
-        elif state.type == StateType.CRASHED or (
-            state.type in (StateType.PENDING, StateType.RUNNING)
+        elif state == StateType.CRASHED or (
+            state in (StateType.PENDING, StateType.RUNNING)
             and stalled
             and live is not None
-            and not _shows_life(request.pk, flow_run_id, state)
+            and not _shows_life(request.pk, flow_run)
         ):
             _reschedule(
                 request,
                 flow_run_id,
                 progress,
-                f"flow run {state.type.value} with no live pass",
+                f"flow run {state.value} with no live pass",
                 now,
                 backoff=False,
             )
             report.rescheduled.append(request.pk)
-        elif state.type == StateType.FAILED:
+        elif state == StateType.FAILED:
             _reschedule(
                 request,
                 flow_run_id,
                 progress,
-                f"flow run failed: {(state.message or '')[:300]}",
+                f"flow run failed: {flow_run.state_message[:300]}",
                 now,
                 backoff=True,
             )
             report.rescheduled.append(request.pk)
-        elif state.type == StateType.CANCELLED or (state.type == StateType.CANCELLING and stalled):
+        elif state == StateType.CANCELLED or (state == StateType.CANCELLING and stalled):
             # Cancelled in the Prefect UI: that is an operator's intent for the request and its jobs.
             try:
                 cancel_assembly_analysis_request(request, by=None, reason="Flow run cancelled in Prefect.")
@@ -268,7 +270,7 @@ def _sweep(now: datetime | None) -> SweepReport:
                 continue
             carry_out_cancellation(request.pk)  # a first try now; later sweeps retry until Slurm confirms
             report.cancelled.append(request.pk)
-        elif state.type == StateType.COMPLETED:
+        elif state == StateType.COMPLETED:
             _start_new_flow_run(request, "its flow run completed with the request unfinished")
             report.restarted.append(request.pk)
     if report:
@@ -276,15 +278,18 @@ def _sweep(now: datetime | None) -> SweepReport:
     return report
 
 
-def _shows_life(request_id: int, flow_run_id: str, seen: "State") -> bool:
+def _shows_life(request_id: int, seen: prefect_api.FlowRunState) -> bool:
     """Whether a run the sweep found stalled has moved since it read it, or has a live pass now.
 
     Read again just before acting, because the reschedule is forced over whatever state the run has by then: a
     run whose process started after the sweep's read (PENDING then, RUNNING now) would be put back under its live
     process, whose suspension Prefect then refuses (8 runs at once after a restart of serve_flows, issue 19).
     """
-    state = prefect_api.read_flow_run(flow_run_id).state
-    if state is None or (state.type, state.timestamp) != (seen.type, seen.timestamp):
+    current = prefect_api.read_flow_runs([seen.id]).get(seen.id)
+    if current is None or (current.state_type, current.state_timestamp) != (
+        seen.state_type,
+        seen.state_timestamp,
+    ):
         return True
     return request_id in (requests_with_live_pass() or set())
 

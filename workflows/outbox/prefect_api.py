@@ -10,39 +10,60 @@ process that never calls Prefect should not pay.
 
 from __future__ import annotations
 
+import os
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
-    from prefect.client.schemas.objects import FlowRun
-    from prefect.settings.legacy import Setting
+    from prefect.client.schemas.objects import StateType
+    from prefect.context import SettingsContext
+
+# One open client per thread, process, API URL and timeout. Building a client costs ~50 ms of CPU and deriving
+# the settings below ~75 ms: a sweep that calls Prefect once per page and per resume paid that on every call
+# (bench/scale.py, scenario c). An open client also keeps its connection and CSRF token between calls.
+_clients = threading.local()
 
 
 @contextmanager
 def prefect_client(timeout: float | None = None) -> Iterator[SyncPrefectClient]:
-    from prefect.client.orchestration import get_client
-    from prefect.settings import (
-        PREFECT_API_REQUEST_TIMEOUT,
-        PREFECT_API_URL,
-        PREFECT_CLIENT_MAX_RETRIES,
-        temporary_settings,
-    )
+    import prefect.context
+    from prefect.settings import PREFECT_API_URL
 
     timeout = settings.PREFECT_DISPATCH_TIMEOUT_SECONDS if timeout is None else timeout
-    updates: dict[Setting, object] = {PREFECT_CLIENT_MAX_RETRIES: 0, PREFECT_API_REQUEST_TIMEOUT: timeout}
-    if settings.PREFECT_API_URL:
-        updates[PREFECT_API_URL] = settings.PREFECT_API_URL
-    with (
-        temporary_settings(updates),
-        get_client(sync_client=True, httpx_settings={"timeout": timeout}) as client,
-    ):
+    api_url = settings.PREFECT_API_URL or PREFECT_API_URL.value() or ""
+    key = (os.getpid(), api_url, timeout)
+    cache: dict[tuple[int, str, float], tuple[SettingsContext, SyncPrefectClient]] = (
+        _clients.__dict__.setdefault("cache", {})
+    )
+    if key not in cache:
+        cache[key] = _open_client(api_url, timeout)
+    context, client = cache[key]
+    # The settings are entered for each call: the client reads its retry count from them as it sends.
+    with prefect.context.SettingsContext(profile=context.profile, settings=context.settings):
         yield client
+
+
+def _open_client(api_url: str, timeout: float) -> tuple[SettingsContext, SyncPrefectClient]:
+    import prefect.context
+    from prefect.client.orchestration import get_client
+
+    current = prefect.context.get_settings_context()
+    settings_used = current.settings.copy_with_update(
+        updates={"client.max_retries": 0, "api.request_timeout": timeout, "api.url": api_url or None}
+    )
+    context = prefect.context.SettingsContext(profile=current.profile, settings=settings_used)
+    with prefect.context.SettingsContext(profile=context.profile, settings=context.settings):
+        client = get_client(sync_client=True, httpx_settings={"timeout": timeout})
+        client.__enter__()  # open for the thread's life: httpx reconnects after a server restart
+    return context, client
 
 
 def create_flow_run(
@@ -62,30 +83,52 @@ def create_flow_run(
     return str(flow_run.id)
 
 
-def read_flow_run(flow_run_id: str) -> FlowRun:
-    with prefect_client() as client:
-        return client.read_flow_run(uuid.UUID(str(flow_run_id)))
+@dataclass(frozen=True)
+class FlowRunState:
+    """What recovery reads of a flow run: its state and the parameters that say whose it is."""
+
+    id: str
+    state_type: StateType | None
+    state_timestamp: datetime | None
+    state_message: str
+    parameters: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FlowRunState:
+        from prefect.client.schemas.objects import StateType
+
+        state = data.get("state") or {}
+        timestamp = state.get("timestamp")
+        return cls(
+            id=str(data["id"]),
+            state_type=StateType(state["type"]) if state.get("type") else None,
+            state_timestamp=datetime.fromisoformat(timestamp) if timestamp else None,
+            state_message=state.get("message") or "",
+            parameters=data.get("parameters") or {},
+        )
 
 
 # Prefect's server refuses a page larger than this ("Invalid limit: must be less than or equal to 200").
 READ_PAGE = 200
 
 
-def read_flow_runs(flow_run_ids: Iterable[str]) -> dict[str, FlowRun]:
-    """The flow runs that exist among `flow_run_ids`, one API call per 200; a deleted run is simply absent."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+def read_flow_runs(flow_run_ids: Iterable[str]) -> dict[str, FlowRunState]:
+    """The flow runs that exist among `flow_run_ids`, one API call per 200; a deleted run is simply absent.
 
-    ids = [uuid.UUID(str(flow_run_id)) for flow_run_id in flow_run_ids]
-    runs: dict[str, FlowRun] = {}
+    Read as plain JSON: validating Prefect's full FlowRun model costs ~0.3 ms a run, most of a sweep's CPU at
+    10,000 unfinished requests (bench/scale.py, scenario c).
+    """
+    ids = [str(uuid.UUID(str(flow_run_id))) for flow_run_id in flow_run_ids]
+    runs: dict[str, FlowRunState] = {}
     if not ids:
         return runs
     with prefect_client(timeout=max(settings.PREFECT_DISPATCH_TIMEOUT_SECONDS, 10)) as client:
         for start in range(0, len(ids), READ_PAGE):
             page = ids[start : start + READ_PAGE]
-            found = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=page)), limit=len(page)
+            response = client.request(
+                "POST", "/flow_runs/filter", json={"flow_runs": {"id": {"any_": page}}, "limit": len(page)}
             )
-            runs.update((str(run.id), run) for run in found)
+            runs.update((run.id, run) for run in map(FlowRunState.from_json, response.json()))
     return runs
 
 

@@ -159,13 +159,14 @@ def _one_pass(request_id: int) -> dict[str, Any] | State:
     # re-entrant). Recovery takes a run whose request no one holds for a dead one, and a live run it put back in
     # the queue could not suspend (issue 19). Another run of this request may be lingering with the lock: wait
     # that out rather than fail.
-    with request_lock(request_id, wait_seconds=settings.WORKFLOWS_LINGER_SECONDS + 60):
+    with request_lock(request_id, wait_seconds=settings.WORKFLOWS_LINGER_MAX_SECONDS + 60):
         result = reconcile(
             request_id,
             pipeline=ASSEMBLY,
             jobs=build_jobs_service(),
             flow_run_id=str(current_flow_run.id),
             linger_seconds=settings.WORKFLOWS_LINGER_SECONDS,
+            linger_max_seconds=settings.WORKFLOWS_LINGER_MAX_SECONDS,
         )
         if result.waiting and _cancelled(request_id):
             # Cancelled after the pass last looked, perhaps while it submitted: its jobs are scancelled before the
