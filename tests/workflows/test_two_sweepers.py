@@ -1,16 +1,19 @@
 """Two processes sweeping at once (a poller lease that expired under a long sweep): one new flow run a request."""
 
+import io
 import threading
 import time
 import uuid
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from analyses.models import AssemblyAnalysisRequest
 from workflows.models import Trigger
 from workflows.orchestration import recovery
 from workflows.orchestration.recovery import SweepReport, sweep
+from workflows.orchestration.request_lock import sweep_lock
 from workflows.outbox import prefect_api
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -70,3 +73,14 @@ def test_two_concurrent_sweeps_start_one_new_flow_run_per_request(prefect_server
         assert ":gen2:" in triggers.get().idempotency_key
     restarted = sorted(pk for report in reports.values() for pk in report.restarted)
     assert restarted == sorted(r.pk for r in requests)
+
+
+def test_sweeping_by_hand_while_the_service_loop_sweeps_says_so():
+    # It used to print "resumed: none" and so on, as if nothing had needed doing.
+    with sweep_lock() as ours:
+        assert ours
+        with pytest.raises(CommandError, match="Another process is sweeping"):
+            call_command("sweep_requests")
+    out = io.StringIO()
+    call_command("sweep_requests", stdout=out)
+    assert "resumed: none" in out.getvalue()

@@ -128,6 +128,7 @@ class SweepReport:
     rescheduled: list[int] = field(default_factory=list)
     restarted: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
+    skipped: bool = False  # another process was sweeping: this one did nothing
 
     def __bool__(self) -> bool:
         return bool(self.resumed or self.rescheduled or self.restarted or self.cancelled)
@@ -143,7 +144,7 @@ def sweep(now: datetime | None = None) -> SweepReport:
     with sweep_lock() as ours:
         if not ours:
             logger.info("Sweep skipped: another process is sweeping")
-            return SweepReport()
+            return SweepReport(skipped=True)
         return _sweep(now)
 
 

@@ -1,4 +1,4 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from workflows.orchestration.recovery import sweep
 
@@ -11,5 +11,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         report = sweep()
+        if report.skipped:
+            # Not an empty round: saying "none" four times here would tell an operator nothing needed doing.
+            raise CommandError("Another process is sweeping (the service loop): nothing done; try again.")
         for action in ("resumed", "rescheduled", "restarted", "cancelled"):
             self.stdout.write(f"{action}: {getattr(report, action) or 'none'}")
