@@ -22,6 +22,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -29,6 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._report import fmt, percentiles_ms, say, verdict
 from bench._services import gunicorn
 from bench._setup import admin_url, bench_parser, migrate, use_database
+
+if TYPE_CHECKING:  # Django is set up by open_database(), after this module is imported
+    from django.db.models import QuerySet
 
 GUNICORN_TIMEOUT = 120
 WARM_UP = 10
@@ -235,15 +239,31 @@ def populate_jobs(sizes: dict[str, int]) -> None:
 
 
 def endpoints(sizes: dict[str, int]) -> list[tuple[str, str, bool]]:
-    """(label, path, authenticated) of what a client reads; the accessions follow populate()'s layout."""
+    """(label, path, authenticated) of what a client reads; the accessions follow populate()'s layout.
+
+    Page numbers reach the first API_MAX_PAGE_DEPTH results; deeper pages are read as a client reaches them, by
+    the cursor of a `next` link (made here as the API makes it, from the row before the page).
+    """
+    from django.conf import settings
+
+    from analyses.models import Study
+    from workflows.selectors import request_jobs
+
     large = f"MGYS{sizes['studies'] // 2:08d}"
     small = f"MGYS{sizes['studies'] // 3:08d}"
-    deep = max(1, sizes["studies"] // 25 * 3 // 4)  # three quarters of the way through, 25 to a page
-    jobs = f"/api/assembly-analysis-requests/{jobs_request_id()}/jobs/"
-    last_jobs_page = max(1, -(-sizes["jobs"] // 25))
+    deepest = max(1, -(-settings.API_MAX_PAGE_DEPTH // 25))  # the last page a number reaches, 25 to a page
+    deep = max(1, sizes["studies"] * 3 // 4)  # three quarters of the way through
+    request_id = jobs_request_id()
+    jobs = f"/api/assembly-analysis-requests/{request_id}/jobs/"
+    last_jobs = max(1, sizes["jobs"] - 25)  # the last 25 jobs
     return [
         ("studies: list", "/api/studies/", False),
-        (f"studies: deep page ({deep})", f"/api/studies/?page={deep}", False),
+        (f"studies: page {deepest} (deepest numbered)", f"/api/studies/?page={deepest}", False),
+        (
+            f"studies: deep page (rows {deep:,}+, cursor)",
+            f"/api/studies/?cursor={cursor_after(Study.objects.order_by('-created', '-id'), deep)}",
+            False,
+        ),
         ("studies: search title", "/api/studies/?search=permafrost", False),
         # "TER" is in five of the vocabulary's words (wastewater, seawater, series, ...): about 36 % of the studies.
         ("studies: broad search", "/api/studies/?search=ter", False),
@@ -263,9 +283,24 @@ def endpoints(sizes: dict[str, int]) -> list[tuple[str, str, bool]]:
         ("requests: list (own)", "/api/assembly-analysis-requests/", True),
         ("requests: filter status", "/api/assembly-analysis-requests/?status=completed", True),
         (f"request jobs ({sizes['jobs']})", jobs, True),
-        (f"request jobs: last page ({last_jobs_page})", f"{jobs}?page={last_jobs_page}", True),
+        (
+            f"request jobs: last 25 (rows {last_jobs:,}+, cursor)",
+            f"{jobs}?cursor={cursor_after(request_jobs(request_id), last_jobs)}",
+            True,
+        ),
         ("request jobs: page_size=100", f"{jobs}?page_size=100&page=3", True),
     ]
+
+
+def cursor_after(queryset: QuerySet[Any], rows: int) -> str:
+    """The cursor of a `next` link to the page that starts after the first `rows` rows of `queryset` (ordered as
+    its list orders it)."""
+    from urllib.parse import quote
+
+    from analyses.pagination import encode_cursor, total_order
+
+    order = total_order(queryset)
+    return quote(encode_cursor(order, queryset[rows - 1], forward=True))
 
 
 def jobs_request_id() -> int:

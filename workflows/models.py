@@ -79,10 +79,13 @@ class ClusterJob(models.Model):
             ),
             # A request's jobs in the order every list shows them (workflows.selectors.request_jobs): a page of
             # a 20,000-job request is an index range, not a sort of all 20,000, and its keys (id) an index-only
-            # read.
+            # read. The id is a key column, not only included: it breaks ties, and a cursor seeks along it.
             models.Index(
-                fields=["request", "created", "attempt"], include=["id"], name="cluster_job_request_order_idx"
+                fields=["request", "created", "attempt", "id"], name="cluster_job_request_order_idx"
             ),
+            # Every job in that order: the staff's jobs list and the admin's changelist (read backwards), which
+            # otherwise sort the whole ledger for each page.
+            models.Index(fields=["created", "attempt", "id"], name="cluster_job_order_idx"),
         ]
 
     def __str__(self) -> str:

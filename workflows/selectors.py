@@ -32,11 +32,16 @@ def source_label(obj: Model) -> str:
 
 
 def jobs_with_step_and_run() -> QuerySet[WithAnnotations[ClusterJob, StepAndRun]]:
-    """Every job, oldest first, annotated with the plan step and run it belongs to, in the query that lists them."""
-    step = PlanStep.objects.filter(plan__request=OuterRef("request_id"), key=OuterRef("key"))
+    """Every job, oldest first (the id breaks ties: a total order, along `cluster_job_order_idx`), annotated with
+    the plan step and run it belongs to, in the query that lists them."""
+    # The newest plan's step first; ordered by the plan alone, not by PlanStep's default order, which joins the
+    # request to sort by its creation for every job of the page.
+    step = PlanStep.objects.filter(plan__request=OuterRef("request_id"), key=OuterRef("key")).order_by(
+        "-plan__generation"
+    )
     return ClusterJob.objects.annotate(
         step=Subquery(step.values("step")[:1]), run=Subquery(step.values("run_accession")[:1])
-    ).order_by("created", "attempt")
+    ).order_by("created", "attempt", "id")
 
 
 def request_jobs(request_id: int) -> QuerySet[WithAnnotations[ClusterJob, StepAndRun]]:
@@ -64,7 +69,7 @@ def newest_request_jobs(
     jobs = request_jobs(request_id)
     if states is not None:
         jobs = jobs.filter(state__in=states)
-    return list(reversed(jobs.order_by("-created", "-attempt")[:limit]))
+    return list(reversed(jobs.order_by("-created", "-attempt", "-id")[:limit]))
 
 
 def latest_trigger(request: AssemblyAnalysisRequest) -> Trigger | None:

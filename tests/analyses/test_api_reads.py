@@ -2,15 +2,29 @@
 tells the truth, and query counts that do not grow with the rows."""
 
 import uuid
+from typing import Any
 
 import pytest
 import yaml
 from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from rest_framework import serializers
 
 from analyses.models import Analysis, AssemblyAnalysisRequest, Biome, Run, Sample, Study
-from workflows.models import Plan
+from analyses.serializers import (
+    AnalysisSerializer,
+    AnalysisSummarySerializer,
+    AssemblyAnalysisRequestSerializer,
+    RunSummarySerializer,
+    StudyDetailSerializer,
+    StudySerializer,
+)
+from analyses.views import AnalysisViewSet, StudyViewSet, newest_plan_rejected
+from tests.builders import failed_request
+from workflows.models import ClusterJob, Plan
+from workflows.operations.serializers import ClusterJobSerializer
+from workflows.selectors import jobs_with_step_and_run
 
 pytestmark = pytest.mark.django_db
 REQUESTS_URL = "/api/assembly-analysis-requests/"
@@ -75,7 +89,7 @@ def test_page_size_is_real_up_to_100(api_client):
         ("/api/studies/?colour=blue", "colour"),
         ("/api/studies/?page_sise=2", "page_sise"),
         (f"{REQUESTS_URL}?study=PRJEB1", "study"),
-        ("/api/jobs/?page=1&cursor=x", "cursor"),
+        ("/api/jobs/?page=1&after=x", "after"),
     ],
 )
 def test_a_query_parameter_a_list_does_not_take_is_400_naming_it(staff_client, url, parameter):
@@ -278,3 +292,56 @@ def test_the_request_list_with_run_outcomes_makes_the_same_queries_for_2_and_20(
         return len(captured)
 
     assert queries_with(2) == queries_with(20)
+
+
+def test_the_request_list_reads_the_newest_plans_rejected_runs_in_its_page_query(user_client, user):
+    request = AssemblyAnalysisRequest.objects.create(
+        study_accession="PRJEB1111", requester=user, status="completed"
+    )
+    for generation, rejected in ((1, {"ERR1": "an older plan"}), (2, {"ERR2": "no FASTQ"})):
+        Plan.objects.create(
+            request=request,
+            generation=generation,
+            pipeline="assembly",
+            pipeline_version="1",
+            uid=uuid.uuid4().hex,
+            rejected=rejected,
+        )
+    with CaptureQueriesContext(connection) as captured:
+        body = user_client.get(REQUESTS_URL).json()
+    sql = [query["sql"] for query in captured]  # read now: the next request empties the log
+    assert body["results"][0]["rejected_runs"] == [{"run": "ERR2", "reason": "no FASTQ"}]
+    # No query of its own for the plans, and no user or study row read in full for a name and an accession.
+    assert not [query for query in sql if query.startswith('SELECT "workflows_plan"')]
+    (page,) = [query for query in sql if '"analyses_assemblyanalysisrequest"."status"' in query]
+    assert '"auth_user"."password"' not in page and '"analyses_study"."description"' not in page
+    detail = user_client.get(f"{REQUESTS_URL}{request.pk}/").json()
+    assert detail["rejected_runs"] == [{"run": "ERR2", "reason": "no FASTQ"}]
+
+
+def test_the_api_serializers_write_what_drfs_own_reading_writes(user):
+    """ApiModelSerializer reads rows with attribute getters (analyses/serializers.py): the same dicts as DRF's
+    `Serializer.to_representation`, for rows with and without their relations, annotations and defaults."""
+    (study,) = make_studies(1, runs_each=2)
+    Run.objects.create(accession="ERR7999999", study=study)  # no sample: `sample_accession` is its default
+    failed = failed_request()  # no requester, no study; a plan with rejected runs; jobs of two attempts
+    AssemblyAnalysisRequest.objects.create(study_accession=study.ena_accession, study=study, requester=user)
+    ClusterJob.objects.create(key="adopted", spec={}, state="RUNNING")  # outside any request and plan
+    rows: list[tuple[type[serializers.ModelSerializer], list[Any]]] = [
+        (StudySerializer, list(StudyViewSet().get_queryset())),
+        (StudyDetailSerializer, [*StudyViewSet().get_queryset(), study]),  # `study`: no counts
+        (RunSummarySerializer, list(Run.objects.select_related("sample"))),
+        (AnalysisSerializer, list(AnalysisViewSet.queryset)),
+        (AnalysisSummarySerializer, list(Analysis.objects.select_related("run"))),
+        (
+            AssemblyAnalysisRequestSerializer,
+            # `failed` not annotated: its plans are read
+            [*AssemblyAnalysisRequest.objects.annotate(newest_plan_rejected=newest_plan_rejected()), failed],
+        ),
+        (ClusterJobSerializer, [*jobs_with_step_and_run(), *ClusterJob.objects.all()]),
+    ]
+    for serializer_class, instances in rows:
+        serializer = serializer_class(context={})
+        for instance in instances:
+            drfs = serializers.ModelSerializer.to_representation(serializer, instance)
+            assert serializer.to_representation(instance) == drfs, (serializer_class.__name__, instance.pk)

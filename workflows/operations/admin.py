@@ -18,6 +18,7 @@ from django.utils.safestring import SafeString
 
 from analyses.admin import AssemblyAnalysisRequestAdmin, FieldNames, StudyAdmin
 from analyses.models import AssemblyAnalysisRequest, Study
+from analyses.pagination import BoundedCountPaginator
 from workflows.models import ClusterJob, PollerLease, Trigger
 from workflows.operations import steering
 from workflows.pipelines.assembly.steps import STEPS
@@ -120,6 +121,12 @@ class ClusterJobAdmin(ReadOnlyAdmin):
     list_filter = ["state", StepFilter, "state_stale"]
     search_fields = ["slurm_job_id", "key", "=request__id", "name"]
     list_select_related = ["request"]
+    # The ledger grows by four rows a run: no COUNT(*) of all of it on every page. The count stops at
+    # API_EXACT_COUNT_LIMIT (an estimate past it, as the API's), the total is not shown, and the order is
+    # cluster_job_order_idx's, read backwards (with a request filter, cluster_job_request_order_idx's).
+    show_full_result_count = False
+    paginator = BoundedCountPaginator
+    ordering = ["-created", "-attempt", "-id"]
     fields = [
         "name",
         "request_link",

@@ -2,10 +2,11 @@ from functools import cache
 
 from rest_framework import serializers
 
+from analyses.serializers import ApiModelSerializer
 from workflows.models import ClusterJob
 
 
-class ClusterJobSerializer(serializers.ModelSerializer):
+class ClusterJobSerializer(ApiModelSerializer):
     """One Slurm job of a request: which step of which run, which attempt, and what Slurm last said."""
 
     step = serializers.CharField(read_only=True, help_text="The plan step this job runs.")

@@ -64,7 +64,9 @@ class RequestJobsView(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[ClusterJob]:
         if getattr(self, "swagger_fake_view", False):
             return ClusterJob.objects.none()
-        request = get_object_or_404(requests_visible_to(self.request.user), pk=self.kwargs["pk"])
+        # Whether the request is visible is all this needs of it: its id, not its row, its study and requester.
+        visible = requests_visible_to(self.request.user).select_related(None).only("pk")
+        request = get_object_or_404(visible, pk=self.kwargs["pk"])
         return request_jobs(request.pk).only(*columns_shown())
 
 
