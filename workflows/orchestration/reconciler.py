@@ -68,7 +68,7 @@ class _RunState:
 
 # A lingering flow passes again at most once per this many times its last pass's duration: at 20,000 steps a
 # pass takes seconds, and one per job end would cost more than the resume it saves (issue 19).
-PASS_PACING = 4.0
+PASS_PACING = 2.0
 LINGER_TICK_SECONDS = 0.5
 
 
@@ -197,9 +197,11 @@ def _pass(
     labels = {"request_id": request_id, **({"flow_run_id": flow_run_id} if flow_run_id else {})}
     steps = list(plan.steps.all())
     submitted: list[str] = []
-    # Submitting can end attempts at once (sbatch refusing a spec), which the next evaluation must see.
+    attempts = jobs.ledger.attempts({step.key for step in steps})
+    # Submitting can end attempts at once (sbatch refusing a spec), which the next evaluation must see: only the
+    # keys submitted are read again (anything else that changed since `read_at` is the next pass's news).
     for _ in range(3):
-        runs = _evaluate(steps, jobs.ledger.attempts({step.key for step in steps}), labels)
+        runs = _evaluate(steps, attempts, labels)
         wanted = [s for run in runs for s in run.to_submit]
         if not wanted:
             break
@@ -210,6 +212,7 @@ def _pass(
         if not batch:
             break
         records = jobs.submit(batch, claim=claim)
+        attempts.update(jobs.ledger.attempts({submission.key for submission in batch}))
         submitted += [r.submission_key for r in records if r.job_id]
         if any(r.needs_submission for r in records):
             break  # the controller stopped answering mid-batch: the next pass goes on
