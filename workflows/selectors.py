@@ -28,7 +28,12 @@ class StepAndRun(TypedDict):
 
 def source_label(obj: Model) -> str:
     """What a trigger records as its source: `<app>.<model>:<pk>`."""
-    return f"{obj._meta.label_lower}:{obj.pk}"
+    return source_label_of(type(obj), obj.pk)
+
+
+def source_label_of(model: type[Model], pk: object) -> str:
+    """`source_label` of the row `pk` of `model`, without the row."""
+    return f"{model._meta.label_lower}:{pk}"
 
 
 def jobs_with_step_and_run() -> QuerySet[WithAnnotations[ClusterJob, StepAndRun]]:

@@ -21,6 +21,7 @@ not over holds one: a job on the cluster, or a row claimed for submission (state
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -122,7 +123,18 @@ def claim_slots(
     return held + taken
 
 
-def holds_untaken_grant(progress: RequestProgress, now: datetime) -> bool:
+class GrantFigures(Protocol):
+    """What `holds_untaken_grant` reads: a RequestProgress, or a row of the sweep's with the same names."""
+
+    @property
+    def capacity_granted(self) -> int | None: ...
+    @property
+    def capacity_granted_at(self) -> datetime | None: ...
+    @property
+    def last_read_at(self) -> datetime | None: ...
+
+
+def holds_untaken_grant(progress: GrantFigures, now: datetime) -> bool:
     """Granted slots after its last pass read the ledger, still valid: its resume is due (or was lost)."""
     granted_at = progress.capacity_granted_at
     return bool(

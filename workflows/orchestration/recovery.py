@@ -8,9 +8,11 @@ old one is gone, and carry out cancellations, which are durable intents retried 
 """
 
 import logging
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import transaction
@@ -35,7 +37,7 @@ from workflows.orchestration.request_lock import (
 )
 from workflows.outbox import deployments, prefect_api
 from workflows.outbox.dispatch import enqueue_trigger
-from workflows.selectors import current_plan, source_label
+from workflows.selectors import current_plan, source_label_of
 
 logger = logging.getLogger(__name__)
 Status = AssemblyAnalysisRequest.Status
@@ -134,6 +136,19 @@ class SweepReport:
         return bool(self.resumed or self.rescheduled or self.restarted or self.cancelled)
 
 
+class _Unfinished(NamedTuple):
+    """What the sweep reads of an unfinished request (the progress figures are None when it has no progress row)."""
+
+    pk: int
+    run_id: str  # its flow run's id
+    progress_row: int | None
+    last_read_at: datetime | None
+    capacity_wanted: int | None
+    capacity_granted: int | None
+    capacity_granted_at: datetime | None
+    recoveries: int | None
+
+
 def sweep(now: datetime | None = None) -> SweepReport:
     """One round of recovery over every unfinished request, unless another process is sweeping (then nothing).
 
@@ -159,21 +174,32 @@ def _sweep(now: datetime | None) -> SweepReport:
     report.resumed = resume_requests(set(grant_free_slots(build_jobs_service(), now)))
 
     active = AssemblyAnalysisRequest.objects.filter(status__in=AssemblyAnalysisRequest.ACTIVE_STATUSES)
-    # Only what is read below, the flow run id taken out of the metadata by PostgreSQL: at 10,000 unfinished
-    # requests, whole rows and their JSON were most of a sweep's CPU (bench/scale.py, scenario c).
-    requests = list(
-        active.annotate(run_id=KT("request_metadata__flow_run_id"))
-        .filter(run_id__gt="")
-        .select_related("progress")
-        .only(
-            "pk",
-            "progress__last_read_at",
-            "progress__capacity_wanted",
-            "progress__capacity_granted",
-            "progress__capacity_granted_at",
-            "progress__recoveries",
+    # Tuples of what is read below, the flow run id taken out of the metadata by PostgreSQL: at 10,000 unfinished
+    # requests, model instances and their JSON were most of a sweep's CPU (bench/scale.py, scenario c). A request
+    # that needs putting back is read whole then.
+    requests = [
+        _Unfinished(*row)
+        for row in active.annotate(
+            run_id=KT("request_metadata__flow_run_id"),
+            progress_row=F("progress__pk"),
+            last_read_at=F("progress__last_read_at"),
+            capacity_wanted=F("progress__capacity_wanted"),
+            capacity_granted=F("progress__capacity_granted"),
+            capacity_granted_at=F("progress__capacity_granted_at"),
+            recoveries=F("progress__recoveries"),
         )
-    )
+        .filter(run_id__gt="")
+        .values_list(
+            "pk",
+            "run_id",
+            "progress_row",
+            "last_read_at",
+            "capacity_wanted",
+            "capacity_granted",
+            "capacity_granted_at",
+            "recoveries",
+        )
+    ]
     if not requests:
         return report
     flow_run_ids: dict[int, str] = {r.pk: r.run_id for r in requests}
@@ -204,35 +230,35 @@ def _sweep(now: datetime | None) -> SweepReport:
         if (
             request.pk not in unfinished
             or (live and request.pk in live)
-            or source_label(request) in awaiting_dispatch
+            or source_label_of(AssemblyAnalysisRequest, request.pk) in awaiting_dispatch
         ):
             continue
         flow_run_id = flow_run_ids[request.pk]
         flow_run = flow_runs.get(flow_run_id)
         if flow_run is None or flow_run.state_type is None or flow_run.state_timestamp is None:
-            _start_new_flow_run(request, "its flow run no longer exists in Prefect")
+            _start_new_flow_run(request.pk, "its flow run no longer exists in Prefect")
             report.restarted.append(request.pk)
             continue
         if flow_run.parameters.get("environment") != environment:
             # Made before deployments were scoped by environment (or by another environment): no runner of ours
             # would ever pick it up again, so it would wait forever. The new run reads the same plan.
-            _start_new_flow_run(request, f"its flow run is not of environment {environment!r}")
+            _start_new_flow_run(request.pk, f"its flow run is not of environment {environment!r}")
             report.restarted.append(request.pk)
             continue
         state = flow_run.state_type
         stalled = now - flow_run.state_timestamp > stall
-        progress = getattr(request, "progress", None)
         if state == StateType.PAUSED:
-            jobs = activity.get(request.pk, {"last_change": None, "on_cluster": 0})
-            read_at = progress.last_read_at if progress else None
-            changed_since_pass = jobs["last_change"] is not None and (
-                read_at is None or jobs["last_change"] > read_at
-            )
-            if not changed_since_pass and jobs["on_cluster"] == 0:
+            jobs: Mapping[str, Any] = activity.get(request.pk, {})
+            last_change: datetime | None = jobs.get("last_change")
+            read_at = request.last_read_at
+            changed_since_pass = last_change is not None and (read_at is None or last_change > read_at)
+            if not changed_since_pass and not jobs.get("on_cluster"):
                 # Nothing of its own runs. Waiting in the capacity queue, it is resumed when granted a slot (above,
                 # or after a poll); resumed here only if that resume was lost. Not queued, its wake-up was lost.
                 changed_since_pass = (
-                    progress is None or not progress.capacity_wanted or holds_untaken_grant(progress, now)
+                    request.progress_row is None
+                    or not request.capacity_wanted
+                    or holds_untaken_grant(request, now)
                 )
             if request.pk in report.resumed:
                 continue  # granted a slot above, and resumed then
@@ -245,9 +271,9 @@ def _sweep(now: datetime | None) -> SweepReport:
             and not _shows_life(request.pk, flow_run)
         ):
             _reschedule(
-                request,
+                request.pk,
                 flow_run_id,
-                progress,
+                request.recoveries or 0,
                 f"flow run {state.value} with no live pass",
                 now,
                 backoff=False,
@@ -255,9 +281,9 @@ def _sweep(now: datetime | None) -> SweepReport:
             report.rescheduled.append(request.pk)
         elif state == StateType.FAILED:
             _reschedule(
-                request,
+                request.pk,
                 flow_run_id,
-                progress,
+                request.recoveries or 0,
                 f"flow run failed: {flow_run.state_message[:300]}",
                 now,
                 backoff=True,
@@ -266,13 +292,17 @@ def _sweep(now: datetime | None) -> SweepReport:
         elif state == StateType.CANCELLED or (state == StateType.CANCELLING and stalled):
             # Cancelled in the Prefect UI: that is an operator's intent for the request and its jobs.
             try:
-                cancel_assembly_analysis_request(request, by=None, reason="Flow run cancelled in Prefect.")
+                cancel_assembly_analysis_request(
+                    AssemblyAnalysisRequest.objects.get(pk=request.pk),
+                    by=None,
+                    reason="Flow run cancelled in Prefect.",
+                )
             except RequestAlreadyFinished:
                 continue
             carry_out_cancellation(request.pk)  # a first try now; later sweeps retry until Slurm confirms
             report.cancelled.append(request.pk)
         elif state == StateType.COMPLETED:
-            _start_new_flow_run(request, "its flow run completed with the request unfinished")
+            _start_new_flow_run(request.pk, "its flow run completed with the request unfinished")
             report.restarted.append(request.pk)
     if report:
         logger.info("Sweep: %s", report)
@@ -296,9 +326,9 @@ def _shows_life(request_id: int, seen: prefect_api.FlowRunState) -> bool:
 
 
 def _reschedule(
-    request: AssemblyAnalysisRequest,
+    request_id: int,
     flow_run_id: str,
-    progress: RequestProgress | None,
+    recoveries: int,
     reason: str,
     now: datetime,
     *,
@@ -307,15 +337,16 @@ def _reschedule(
     """Same flow run, back in the queue. A run whose process died goes back at once (the process, not the
     request, was the problem: bench/chaos.py saw a request held 10 minutes by back-off after repeated kills); a
     run that failed goes back at once the first time, then backing off while it keeps failing."""
-    recoveries = progress.recoveries if progress and backoff else 0
+    recoveries = recoveries if backoff else 0
     delay = min(timedelta(seconds=5 * 2**recoveries) if recoveries else timedelta(0), MAX_RECOVERY_DELAY)
     prefect_api.reschedule_flow_run(flow_run_id, f"emgapi recovery: {reason}", at=now + delay)
-    _record_recovery(request.pk, reason)
-    logger.warning("Request %s: rescheduled flow run %s (%s)", request.pk, flow_run_id, reason)
+    _record_recovery(request_id, reason)
+    logger.warning("Request %s: rescheduled flow run %s (%s)", request_id, flow_run_id, reason)
 
 
-def _start_new_flow_run(request: AssemblyAnalysisRequest, reason: str) -> None:
+def _start_new_flow_run(request_id: int, reason: str) -> None:
     """A new flow run under a new key (Prefect never forgets one): it reads the same plan."""
+    request = AssemblyAnalysisRequest.objects.get(pk=request_id)
     progress, _ = RequestProgress.objects.get_or_create(request_id=request.pk)
     generation = progress.flow_run_generation + 1
     RequestProgress.objects.filter(pk=request.pk).update(flow_run_generation=generation)
