@@ -1,6 +1,7 @@
 """Benchmark: archive scale (issue 19). Scenario (c): the service loop alone at 2,000 and 10,000 unfinished requests.
 
     .venv/bin/python bench/scale.py [--scenario c] [--sizes 20,2000,10000] [--freed 1,10] [--rounds 3] [--profile]
+    .venv/bin/python bench/scale.py --scenario a [--runs 50,500,5000] [--study-parts 1,2]   # see bench/_scale/study.py
 
 Only scenario (c) is built: (a), one request over a study of 5,000 runs, and (b), end to end at the job limit,
 are not yet (the script says so and exits).
@@ -45,6 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._report import say
+from bench._scale import limit, study
 from bench._scale.report import report
 from bench._scale.run import ScaleStack, prefect_home
 from bench._setup import bench_parser, parse_sizes, repo_state
@@ -84,12 +86,13 @@ def main() -> int:
         action="store_true",
         help="keep each N's databases, and the temporary directory (server logs)",
     )
+    study.add_options(parser)
+    limit.add_options(parser)
     args = parser.parse_args()
-    if args.scenario != "c":
-        say(
-            f"scenario ({args.scenario}) is not built yet: only (c), the service loop alone, is (--scenario c)"
-        )
-        return 0
+    if args.scenario == "a":
+        return study.run(args)
+    if args.scenario == "b":
+        return limit.run(args)
     sizes = parse_sizes(parser, args.sizes)
     args.freed = parse_sizes(parser, args.freed)
     args.profile_n = sizes[-1] if args.profile else None

@@ -10,7 +10,11 @@ body whose ``message`` explains it.
 
 Usage::
 
-    python scripts/ena_stub.py --data-dir demo/ena --port 0 --port-file /tmp/ena-stub.port
+    python scripts/ena_stub.py --data-dir demo/ena --port 0 --port-file /tmp/ena-stub.port \
+        [--generated-study PRJEB770001:5000 ...]
+
+``--generated-study ACCESSION:RUNS`` adds a study of that many runs, made up rather than read from a fixture
+(scripts/ena_stub_data.py, ``add_generated_study``): bench/scale.py's study of 5,000 runs.
 
 It prints the portal API base URL (``http://127.0.0.1:<port>/ena/portal/api``) once it is ready, and
 writes the bound port to ``--port-file`` at that moment (write then rename, so a reader never sees a
@@ -37,9 +41,23 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 if __package__:
-    from .ena_stub_data import DEFAULT_FASTQ_DIR, FASTQ_PATH, FastqScheme, StubData, load_stub_data
+    from .ena_stub_data import (
+        DEFAULT_FASTQ_DIR,
+        FASTQ_PATH,
+        GENERATED_ACCESSION,
+        FastqScheme,
+        StubData,
+        load_stub_data,
+    )
 else:
-    from ena_stub_data import DEFAULT_FASTQ_DIR, FASTQ_PATH, FastqScheme, StubData, load_stub_data
+    from ena_stub_data import (
+        DEFAULT_FASTQ_DIR,
+        FASTQ_PATH,
+        GENERATED_ACCESSION,
+        FastqScheme,
+        StubData,
+        load_stub_data,
+    )
 
 logger = logging.getLogger("ena_stub")
 
@@ -213,12 +231,18 @@ def make_server(
     *,
     fastq_dir: Path | str | None = None,
     fastq_scheme: FastqScheme = "http",
+    generated: Sequence[tuple[str, int]] = (),
 ) -> StubServer:
-    """Bind the stub and load its data; the caller runs ``serve_forever``."""
+    """Bind the stub and load its data (and the `generated` studies, (accession, runs) each); the caller runs
+    ``serve_forever``."""
     server = StubServer((host, port), _Handler)
     try:
         server.data = load_stub_data(
-            Path(data_dir), Path(fastq_dir) if fastq_dir else DEFAULT_FASTQ_DIR, server.root_url, fastq_scheme
+            Path(data_dir),
+            Path(fastq_dir) if fastq_dir else DEFAULT_FASTQ_DIR,
+            server.root_url,
+            fastq_scheme,
+            generated=generated,
         )
     except BaseException:
         server.server_close()
@@ -233,18 +257,29 @@ def serve_in_thread(
     *,
     fastq_dir: Path | str | None = None,
     fastq_scheme: FastqScheme = "http",
+    generated: Sequence[tuple[str, int]] = (),
 ) -> tuple[StubServer, str]:
     """Start the stub on a daemon thread; returns the server and the portal API base URL.
 
     Stop it with ``server.shutdown(); server.server_close()``.
     """
-    server = make_server(data_dir, host, port, fastq_dir=fastq_dir, fastq_scheme=fastq_scheme)
+    server = make_server(
+        data_dir, host, port, fastq_dir=fastq_dir, fastq_scheme=fastq_scheme, generated=generated
+    )
     # A short poll interval keeps shutdown() quick; the server is otherwise idle-waiting in select().
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="ena-stub", daemon=True
     )
     thread.start()
     return server, server.api_url
+
+
+def parse_generated(text: str) -> tuple[str, int]:
+    """``--generated-study``'s ``PRJEB<n>:<runs>`` as (accession, runs); ValueError naming what is wrong."""
+    accession, _, runs = text.partition(":")
+    if GENERATED_ACCESSION.match(accession) is None or not runs.isdigit() or int(runs) < 1:
+        raise ValueError(f"expected PRJEB<6 to 9 digits>:<runs>, e.g. PRJEB770001:5000, not {text!r}")
+    return accession, int(runs)
 
 
 def _write_port_file(path: Path, port: int) -> None:
@@ -268,11 +303,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="http",
         help="serve FASTQ URLs from this server (http) or as file:// paths to --fastq-dir",
     )
+    parser.add_argument(
+        "--generated-study",
+        dest="generated",
+        type=parse_generated,
+        action="append",
+        default=[],
+        metavar="PRJEB<n>:RUNS",
+        help="also serve a generated study of RUNS runs sharing one pair of FASTQ files (repeatable)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     server = make_server(
-        args.data_dir, args.host, args.port, fastq_dir=args.fastq_dir, fastq_scheme=args.fastq_scheme
+        args.data_dir,
+        args.host,
+        args.port,
+        fastq_dir=args.fastq_dir,
+        fastq_scheme=args.fastq_scheme,
+        generated=args.generated,
     )
 
     def stop(signum: int, frame: object) -> None:

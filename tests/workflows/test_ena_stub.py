@@ -11,6 +11,8 @@ from workflows.ena.client import READ_RUN_FIELDS, EnaClient, EnaReadRun, EnaStud
 from workflows.ena.runs import run_inputs_from_ena
 from workflows.pipelines.assembly.steps import check_run_usable
 
+DEMO_ENA = Path(__file__).resolve().parents[2] / "demo" / "ena"
+
 
 class TestAgainstTheStub:
     """The real client over real HTTP against scripts/ena_stub.py serving demo/ena."""
@@ -104,3 +106,51 @@ class TestAgainstTheStub:
         )
         assert fetched.read_count is None
         assert check_run_usable(fetched) is None
+
+
+class TestGeneratedStudy:
+    """A study of many runs made up by the stub (for bench/scale.py): every run its own, one pair of files."""
+
+    def test_many_runs_sharing_one_pair_of_files(self, ena_stub, tmp_path: Path) -> None:
+        empty = tmp_path / "ena"
+        empty.mkdir()
+        server, base_url = ena_stub.serve_in_thread(
+            empty, fastq_dir=tmp_path / "fq", generated=[ena_stub.parse_generated("PRJEB770001:300")]
+        )
+        try:
+            with EnaClient(base_url, retries=0) as ena:
+                study = ena.fetch_study("ERP770001")
+                runs = ena.fetch_read_runs("PRJEB770001")
+            [url_1, url_2] = runs[0].fastq_urls
+            bodies = [httpx.get(url).raise_for_status().content for url in (url_1, url_2)]
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert study.study_accession == "PRJEB770001"
+        assert [run.run_accession for run in runs] == [f"ERR770001{i:06d}" for i in range(1, 301)]
+        assert len({run.sample_accession for run in runs}) == 300
+        assert all(check_run_usable(run) is None for run in runs)
+        # One pair of files for all: a study of 5,000 runs costs one pair of downloads' worth of disk.
+        assert {run.fastq_urls for run in runs} == {(url_1, url_2)}
+        assert [hashlib.md5(body).hexdigest() for body in bodies] == list(runs[0].fastq_md5)
+        assert list(runs[0].fastq_bytes) == [len(body) for body in bodies]
+        assert runs[-1].read_count == 4000
+
+    def test_beside_the_fixtures_and_never_twice(self, ena_stub, tmp_path: Path) -> None:
+        data = ena_stub.load_stub_data(
+            DEMO_ENA, tmp_path / "fq", "http://stub", generated=[("PRJEB770002", 2)]
+        )
+        assert data.study_for({"PRJEB00001"}) is not None
+        assert [run["run_accession"] for run in data.runs["PRJEB770002"]] == [
+            "ERR770002000001",
+            "ERR770002000002",
+        ]
+        with pytest.raises(ValueError, match="PRJEB770002 is served already"):
+            ena_stub.load_stub_data(
+                DEMO_ENA, tmp_path / "fq", "http://stub", generated=[("PRJEB770002", 2), ("PRJEB770002", 3)]
+            )
+
+    @pytest.mark.parametrize("text", ["PRJEB770001", "PRJEB770001:0", "ERP770001:10", "PRJEB770001:x"])
+    def test_a_bad_option_is_refused(self, ena_stub, text: str) -> None:
+        with pytest.raises(ValueError):
+            ena_stub.parse_generated(text)
