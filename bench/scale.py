@@ -1,10 +1,12 @@
-"""Benchmark: archive scale (issue 19). Scenario (c): the service loop alone at 2,000 and 10,000 unfinished requests.
+"""Benchmark: archive scale (issue 19), three scenarios.
 
     .venv/bin/python bench/scale.py [--scenario c] [--sizes 20,2000,10000] [--freed 1,10] [--rounds 3] [--profile]
     .venv/bin/python bench/scale.py --scenario a [--runs 50,500,5000] [--study-parts 1,2]   # see bench/_scale/study.py
+    .venv/bin/python bench/scale.py --scenario b   # see bench/_scale/limit.py
 
-Only scenario (c) is built: (a), one request over a study of 5,000 runs, and (b), end to end at the job limit,
-are not yet (the script says so and exits).
+(a) One request over a generated study of R runs (20,000 planned steps at R = 5,000): bench/_scale/study.py.
+(b) End to end at the job limit, 200 requests of two runs with SLURM_MAX_ACTIVE_JOBS=20: bench/_scale/limit.py.
+(c) The service loop alone at 2,000 and 10,000 unfinished requests: here, below.
 
 (c) The capacity queue (workflows/orchestration/capacity.py) at scale: with the cluster full and thousands of
 requests waiting for a slot, a sweep must resume only the requests granted a slot, not every waiting one, and
