@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/scale.py [--scenario c] [--sizes 20,2000,10000] [--freed 1,10] [--rounds 3] [--profile]
     .venv/bin/python bench/scale.py --scenario a [--runs 50,500,5000] [--study-parts 1,2]   # see bench/_scale/study.py
-    .venv/bin/python bench/scale.py --scenario b   # see bench/_scale/limit.py
+    .venv/bin/python bench/scale.py --scenario b [--requests 20,200] [--release-every 15]   # see bench/_scale/limit.py
 
 (a) One request over a generated study of R runs (20,000 planned steps at R = 5,000): bench/_scale/study.py.
 (b) End to end at the job limit, 200 requests of two runs with SLURM_MAX_ACTIVE_JOBS=20: bench/_scale/limit.py.

@@ -16,11 +16,11 @@ two runs, four steps each (eight jobs), two fetch_reads jobs first.
   2. For `--release-seconds` (600), every `--release-every` s (15) the oldest held job is released (`scontrol
      release`; it runs about a second). Each release frees one slot: the poll that records the end grants it to
      the request served longest ago (one never served first) and resumes that request and the one whose job
-     ended, each a new flow process. A flow process costs about 9 s of CPU here (measured: 9.3 s median; the
-     imports of prefect.engine and of the flow module alone take 7 s), so a release asks about 18 s of CPU: one
-     per 15 s is 60 % of the two cores, leaving room for the Prefect server, PostgreSQL and serve_flows. One per
-     3 s would ask six times what the machine has: flow runs queue behind the process limit, and the figures are
-     the machine's, not the service's.
+     ended, each a new flow process. A flow process costs 8-9 s of CPU here (measured: medians 7.8-9.3 s; the
+     imports of prefect.engine and of the flow module alone take 7 s), so a release asks about 17 s of CPU: one
+     per 15 s is 57 % of the two cores, leaving room for the Prefect server, PostgreSQL and serve_flows. One per
+     3 s would ask nearly three times what the machine has: flow runs queue behind the process limit, and the
+     figures are the machine's, not the service's.
   3. A drain: until every released job has ended and no flow process has run for 2 poll intervals (at most
      `--drain-b` s), so the last releases' resumes and submissions are counted.
 

@@ -91,12 +91,10 @@ def read_run(
             except json.JSONDecodeError:
                 continue
             message, at = entry.get("message", ""), datetime.fromisoformat(entry["time"]).timestamp()
-            if (
-                message.startswith("Sweep: ")
-                and (found := _RESUMED.search(message))
-                and found.group(1).strip()
-            ):
-                sweep_resumes.append((at, [int(x) for x in found.group(1).split(",")]))
+            if message.startswith("Sweep: "):
+                for pattern, found in ((_RESUMED, sweep_resumes), (_RESCHEDULED, rescheduled)):
+                    if (listed := pattern.search(message)) and listed.group(1).strip():
+                        found.append((at, [int(x) for x in listed.group(1).split(",")]))
             elif granted := _GRANTED.match(message):
                 grants.append((at, int(granted.group(1))))
 

@@ -130,7 +130,7 @@ def report(results: list[Readings]) -> None:
 
     say()
     header = (
-        f"{'N':>4} {'alive max (limit)':>17} {'creation max':>12} {'started':>7} {'per minute median/max':>21}  "
+        f"{'N':>4} {'alive max (limit)':>17} {'whole run max':>13} {'started':>7} {'per minute median/max':>21}  "
         "started in each minute of the window"
     )
     say(header)
@@ -138,13 +138,13 @@ def report(results: list[Readings]) -> None:
     for s in summaries:
         r = s.r
         say(
-            f"{r.n:>4} {str(s.alive) + ' (' + str(r.max_flow_processes) + ')':>17} {s.alive_all:>12} "
+            f"{r.n:>4} {str(s.alive) + ' (' + str(r.max_flow_processes) + ')':>17} {s.alive_all:>13} "
             f"{sum(s.started):>7} {statistics.median(s.started):>14.1f} / {max(s.started):<4}  "
             + " ".join(str(x) for x in s.started)
         )
     say(
         "(flow processes: children of serve_flows running prefect.engine, zombies excluded, sampled every "
-        f"{_sample_every(results[0]):.2g} s; creation max: over the whole run)"
+        f"{_sample_every(results[0]):.2g} s; whole run: creation included)"
     )
 
     say()
