@@ -1,6 +1,9 @@
 """The recovery sweep against the real Prefect server: every state a request's flow run can be left in."""
 
 import contextlib
+import os
+import subprocess
+import sys
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -16,7 +19,7 @@ from prefect.states import Cancelled, Completed, Crashed, Failed, Late, Pending,
 
 from analyses.models import AssemblyAnalysisRequest
 from workflows.models import ClusterJob, RequestProgress, Trigger
-from workflows.orchestration.recovery import sweep
+from workflows.orchestration.recovery import sweep, wake_requests
 from workflows.orchestration.request_lock import request_lock
 from workflows.outbox import deployments, prefect_api
 
@@ -224,3 +227,75 @@ def test_flow_runs_are_read_in_pages_prefect_accepts(deployment_id):
         with get_client(sync_client=True) as client:
             for flow_run_id in made:
                 client.delete_flow_run(flow_run_id)
+
+
+def fill_the_cluster(request_with_run, settings) -> AssemblyAnalysisRequest:
+    """Another request's job on the cluster holds the only slot."""
+    settings.SLURM_MAX_ACTIVE_JOBS = 1
+    holder, _ = request_with_run(Suspended(timeout_seconds=None))
+    ClusterJob.objects.create(key="h" * 40, spec={}, request=holder, slurm_job_id="7", state="RUNNING")
+    return holder
+
+
+def test_a_request_queued_for_capacity_is_resumed_by_its_grant_not_by_its_ended_job(
+    request_with_run, settings
+):
+    # Scenario (b) of bench/scale.py: 30 of 52 passes submitted nothing, resumed for an ended job of a request that
+    # could not get a slot. Its grant resumes it, and that pass reads the ended job too.
+    holder = fill_the_cluster(request_with_run, settings)
+    queued, _ = request_with_run(Suspended(timeout_seconds=None))
+    read_at = timezone.now() - timedelta(seconds=5)
+    RequestProgress.objects.create(
+        request=queued, last_read_at=read_at, capacity_wanted=2, capacity_waiting_since=read_at
+    )
+    ClusterJob.objects.create(
+        key="q" * 40,
+        spec={},
+        request=queued,
+        slurm_job_id="8",
+        state="COMPLETED",
+        state_changed_at=timezone.now(),
+    )
+    assert wake_requests({queued.pk}) == []
+    assert queued.pk not in sweep().resumed
+
+    ClusterJob.objects.filter(request=holder).update(state="COMPLETED", state_changed_at=timezone.now())
+    assert sorted(wake_requests({holder.pk})) == [holder.pk, queued.pk]  # the freed slot went to the queue
+
+
+def test_a_grant_waiting_for_its_runs_process_does_not_lapse(request_with_run, settings):
+    # Scenario (b): grants lapsed while their resumed runs queued behind the runner's process limit, and the
+    # slots went round again, resuming more runs into the same queue.
+    settings.SLURM_MAX_ACTIVE_JOBS = 1
+    granted_at = timezone.now() - timedelta(seconds=settings.WORKFLOWS_CAPACITY_GRANT_SECONDS - 5)
+    first, _ = request_with_run(Late(scheduled_time=granted_at))  # resumed, waiting for a process
+    second, _ = request_with_run(Suspended(timeout_seconds=None))
+    for request, granted in ((first, 1), (second, 0)):
+        RequestProgress.objects.create(
+            request=request,
+            last_read_at=granted_at - timedelta(seconds=1),
+            capacity_wanted=1,
+            capacity_waiting_since=granted_at - timedelta(seconds=1),
+            capacity_granted=granted,
+            capacity_granted_at=granted_at if granted else None,
+            capacity_served_at=granted_at if granted else None,
+        )
+    sweep()
+    after_lapse = timezone.now() + timedelta(seconds=10)
+    assert sweep(now=after_lapse).resumed == []  # the slot stays with the run queued for a process
+    assert RequestProgress.objects.get(pk=first.pk).capacity_granted == 1
+
+
+def test_a_run_whose_process_is_still_starting_is_not_rescheduled(request_with_run):
+    # Scenario (b): 116 runs still importing after WORKFLOWS_STALL_SECONDS were rescheduled as "PENDING with no
+    # live pass". A process of this host that carries the run's id (as Prefect's runners and workers start them)
+    # is alive; this one stands in for a flow process importing its modules.
+    request, flow_run_id = request_with_run(Pending())
+    env = {**os.environ, "PREFECT__FLOW_RUN_ID": str(flow_run_id)}
+    starting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], env=env)
+    try:
+        assert sweep(now=later()).rescheduled == []
+    finally:
+        starting.kill()
+        starting.wait()
+    assert sweep(now=later()).rescheduled == [request.pk]

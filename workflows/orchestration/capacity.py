@@ -15,7 +15,11 @@ not over holds one: a job on the cluster, or a row claimed for submission (state
   2,000 requests waiting for one free slot cost one resume, not 2,000. A two-run request created after a
   5,000-run one gets the next freed slot.
 - **A grant not taken** within `WORKFLOWS_CAPACITY_GRANT_SECONDS` (its flow run could not start, say) is taken
-  back and the request goes on waiting, behind the others.
+  back and the request goes on waiting, behind the others. The clock runs from the grant, or from the last sweep
+  that found the run still queued for a process (`keep_grants`): a runner at its process limit is slow, not lost,
+  and a lapsed grant would only resume one more run into the same queue.
+- **A queued request is resumed by its grant only**, not for its own jobs that end meanwhile
+  (`queued_without_grant`): its pass could submit nothing. The pass its grant starts reads those ends too.
 """
 
 import logging
@@ -127,6 +131,8 @@ class GrantFigures(Protocol):
     """What `holds_untaken_grant` reads: a RequestProgress, or a row of the sweep's with the same names."""
 
     @property
+    def capacity_wanted(self) -> int | None: ...
+    @property
     def capacity_granted(self) -> int | None: ...
     @property
     def capacity_granted_at(self) -> datetime | None: ...
@@ -134,14 +140,39 @@ class GrantFigures(Protocol):
     def last_read_at(self) -> datetime | None: ...
 
 
+def holds_valid_grant(progress: GrantFigures, now: datetime) -> bool:
+    granted_at = progress.capacity_granted_at
+    return bool(
+        progress.capacity_granted and granted_at is not None and granted_at >= _grant_valid_since(now)
+    )
+
+
+def queued_without_grant(progress: GrantFigures, now: datetime) -> bool:
+    """Waiting in the capacity queue with no slot granted: a pass could submit nothing, so nothing wakes it but a
+    grant (whose pass reads the jobs that ended meanwhile)."""
+    return bool(progress.capacity_wanted) and not holds_valid_grant(progress, now)
+
+
+def requests_queued_without_grant(request_ids: set[int], now: datetime) -> set[int]:
+    waiting = RequestProgress.objects.filter(pk__in=request_ids, capacity_wanted__gt=0).exclude(
+        capacity_granted__gt=0, capacity_granted_at__gte=_grant_valid_since(now)
+    )
+    return set(waiting.values_list("pk", flat=True))
+
+
+def keep_grants(request_ids: set[int], now: datetime) -> None:
+    """Restart the clock of the valid grants of these requests, whose flow runs wait for a process to run them."""
+    if request_ids:
+        RequestProgress.objects.filter(
+            pk__in=request_ids, capacity_granted__gt=0, capacity_granted_at__gte=_grant_valid_since(now)
+        ).update(capacity_granted_at=now)
+
+
 def holds_untaken_grant(progress: GrantFigures, now: datetime) -> bool:
     """Granted slots after its last pass read the ledger, still valid: its resume is due (or was lost)."""
     granted_at = progress.capacity_granted_at
-    return bool(
-        progress.capacity_granted
-        and granted_at is not None
-        and granted_at >= _grant_valid_since(now)
-        and (progress.last_read_at is None or granted_at > progress.last_read_at)
+    return holds_valid_grant(progress, now) and (
+        progress.last_read_at is None or (granted_at is not None and granted_at > progress.last_read_at)
     )
 
 

@@ -24,9 +24,17 @@ from analyses.errors import Conflict
 from analyses.models import AssemblyAnalysisRequest
 from analyses.services import RequestAlreadyFinished, cancel_assembly_analysis_request, record_request_state
 from prefect_utils.errors import SchedulerError
+from prefect_utils.flow_processes import flow_runs_with_local_process
 from prefect_utils.states import TERMINAL_STATES
 from workflows.models import ClusterJob, RequestProgress, Trigger
-from workflows.orchestration.capacity import grant_free_slots, holds_untaken_grant
+from workflows.orchestration.capacity import (
+    grant_free_slots,
+    holds_untaken_grant,
+    holds_valid_grant,
+    keep_grants,
+    queued_without_grant,
+    requests_queued_without_grant,
+)
 from workflows.orchestration.cluster import build_jobs_service
 from workflows.orchestration.plans import supersede_for_retry
 from workflows.orchestration.request_lock import (
@@ -42,6 +50,9 @@ from workflows.selectors import current_plan, source_label_of
 logger = logging.getLogger(__name__)
 Status = AssemblyAnalysisRequest.Status
 MAX_RECOVERY_DELAY = timedelta(minutes=10)
+# A run whose process is alive on this host but has shown no pass for this long is hung, not starting: it is put
+# back like a dead one.
+LIVE_PROCESS_GRACE = timedelta(minutes=15)
 
 
 def carry_out_cancellation(request_id: int, *, lock_held: bool = False) -> bool:
@@ -105,9 +116,16 @@ def resume_requests(request_ids: set[int]) -> list[int]:
 
 
 def wake_requests(ended: set[int]) -> list[int]:
-    """After a poll: resume the requests whose jobs ended, and those granted the slots their jobs freed."""
-    granted = grant_free_slots(build_jobs_service()) if ended else []
-    return resume_requests(ended | set(granted))
+    """After a poll: resume the requests whose jobs ended, and those granted the slots their jobs freed.
+
+    A request queued for capacity without a grant is not resumed for its own ended jobs: its pass could submit
+    nothing (scenario b of bench/scale.py: 30 of 52 passes did). Its grant resumes it, and that pass reads them.
+    """
+    if not ended:
+        return []
+    now = timezone.now()
+    granted = set(grant_free_slots(build_jobs_service(), now))
+    return resume_requests((ended - requests_queued_without_grant(ended, now)) | granted)
 
 
 def _resume(request_id: int, flow_run_id: str) -> bool:
@@ -226,6 +244,7 @@ def _sweep(now: datetime | None) -> SweepReport:
     }
     stall = timedelta(seconds=settings.WORKFLOWS_STALL_SECONDS)
     environment = deployments.environment()
+    waiting_for_a_process: set[int] = set()
     for request in requests:
         if (
             request.pk not in unfinished
@@ -247,28 +266,31 @@ def _sweep(now: datetime | None) -> SweepReport:
             continue
         state = flow_run.state_type
         stalled = now - flow_run.state_timestamp > stall
+        if state in (StateType.SCHEDULED, StateType.PENDING) and holds_valid_grant(request, now):
+            waiting_for_a_process.add(request.pk)
         if state == StateType.PAUSED:
-            jobs: Mapping[str, Any] = activity.get(request.pk, {})
-            last_change: datetime | None = jobs.get("last_change")
-            read_at = request.last_read_at
-            changed_since_pass = last_change is not None and (read_at is None or last_change > read_at)
-            if not changed_since_pass and not jobs.get("on_cluster"):
-                # Nothing of its own runs. Waiting in the capacity queue, it is resumed when granted a slot (above,
-                # or after a poll); resumed here only if that resume was lost. Not queued, its wake-up was lost.
-                changed_since_pass = (
-                    request.progress_row is None
-                    or not request.capacity_wanted
-                    or holds_untaken_grant(request, now)
-                )
             if request.pk in report.resumed:
                 continue  # granted a slot above, and resumed then
-            if changed_since_pass and _resume(request.pk, flow_run_id):
+            if queued_without_grant(request, now):
+                continue  # its grant resumes it (above, or after a poll), and that pass reads its ended jobs
+            if request.capacity_wanted:
+                # Granted: resumed when granted (above, or after a poll); resumed here only if that resume was lost.
+                due = holds_untaken_grant(request, now)
+            else:
+                jobs: Mapping[str, Any] = activity.get(request.pk, {})
+                last_change: datetime | None = jobs.get("last_change")
+                read_at = request.last_read_at
+                # A job ended since its pass read the ledger, or nothing of its own runs: its wake-up was lost.
+                due = (
+                    last_change is not None and (read_at is None or last_change > read_at)
+                ) or not jobs.get("on_cluster")
+            if due and _resume(request.pk, flow_run_id):
                 report.resumed.append(request.pk)
         elif state == StateType.CRASHED or (
             state in (StateType.PENDING, StateType.RUNNING)
             and stalled
             and live is not None
-            and not _shows_life(request.pk, flow_run)
+            and not _shows_life(request.pk, flow_run, now)
         ):
             _reschedule(
                 request.pk,
@@ -304,17 +326,21 @@ def _sweep(now: datetime | None) -> SweepReport:
         elif state == StateType.COMPLETED:
             _start_new_flow_run(request.pk, "its flow run completed with the request unfinished")
             report.restarted.append(request.pk)
+    # Their runs wait for a runner's process slot, or for their process to start: slow, not lost (see capacity.py).
+    keep_grants(waiting_for_a_process, now)
     if report:
         logger.info("Sweep: %s", report)
     return report
 
 
-def _shows_life(request_id: int, seen: prefect_api.FlowRunState) -> bool:
-    """Whether a run the sweep found stalled has moved since it read it, or has a live pass now.
+def _shows_life(request_id: int, seen: prefect_api.FlowRunState, now: datetime) -> bool:
+    """Whether a run the sweep found stalled has moved since it read it, has a live pass now, or has a process on
+    this host that is still starting it.
 
     Read again just before acting, because the reschedule is forced over whatever state the run has by then: a
     run whose process started after the sweep's read (PENDING then, RUNNING now) would be put back under its live
-    process, whose suspension Prefect then refuses (8 runs at once after a restart of serve_flows, issue 19).
+    process, whose suspension Prefect then refuses (8 runs at once after a restart of serve_flows, issue 19). A
+    process still importing holds no lock yet (116 runs rescheduled so in scenario b of bench/scale.py).
     """
     current = prefect_api.read_flow_runs([seen.id]).get(seen.id)
     if current is None or (current.state_type, current.state_timestamp) != (
@@ -322,7 +348,10 @@ def _shows_life(request_id: int, seen: prefect_api.FlowRunState) -> bool:
         seen.state_timestamp,
     ):
         return True
-    return request_id in (requests_with_live_pass() or set())
+    if request_id in (requests_with_live_pass() or set()):
+        return True
+    starting = seen.state_timestamp is not None and now - seen.state_timestamp < LIVE_PROCESS_GRACE
+    return starting and seen.id in flow_runs_with_local_process()
 
 
 def _reschedule(
