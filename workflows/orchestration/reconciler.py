@@ -195,7 +195,7 @@ def _pass(
         return _stopped(request_id, status, read_at)
 
     labels = {"request_id": request_id, **({"flow_run_id": flow_run_id} if flow_run_id else {})}
-    steps = list(plan.steps.all())
+    steps = plan_steps(plan)
     submitted: list[str] = []
     attempts = jobs.ledger.attempts({step.key for step in steps})
     # Submitting can end attempts at once (sbatch refusing a spec), which the next evaluation must see: only the
@@ -243,6 +243,27 @@ def _pass(
     return result
 
 
+# What a pass needs of a step only to submit it: 20,000 steps' worth of JSON decoded per pass was most of a pass
+# over a 5,000-run study (bench/scale.py, scenario a), though a pass submits a handful of steps.
+_SUBMISSION_FIELDS = ("spec", "inputs", "policy")
+
+
+def plan_steps(plan: Plan) -> list[PlanStep]:
+    """The plan's steps, without what only a submission needs (`_evaluate` reads it for the steps it submits)."""
+    return list(plan.steps.defer(*_SUBMISSION_FIELDS))
+
+
+def _read_submission_fields(steps: Sequence[PlanStep]) -> None:
+    """Fill in the deferred spec, inputs and policy of these steps, in one query."""
+    deferred = {step.pk: step for step in steps if "spec" in step.get_deferred_fields()}
+    if not deferred:
+        return
+    rows = PlanStep.objects.filter(pk__in=list(deferred)).values_list("pk", *_SUBMISSION_FIELDS)
+    for pk, spec, inputs, policy in rows:
+        step = deferred[pk]
+        step.spec, step.inputs, step.policy = spec, inputs, policy
+
+
 def _evaluate(
     steps: Sequence[PlanStep], attempts: dict[str, list[LedgerRecord]], labels: dict
 ) -> list[_RunState]:
@@ -250,6 +271,7 @@ def _evaluate(
     for step in steps:
         by_run[step.run_accession].append(step)
     runs = []
+    ready: list[tuple[_RunState, PlanStep, list[LedgerRecord]]] = []
     for accession, run_steps in by_run.items():
         run = _RunState(accession, run_steps)
         # Attempts before a step's first_attempt belong to an earlier generation of the plan (see plans.py).
@@ -268,25 +290,28 @@ def _evaluate(
             if last is not None and not last.is_terminal and not last.needs_submission:
                 run.active = True
                 continue
-            if not set(step.depends_on) <= completed:
-                continue
-            if last is None or last.needs_submission:
-                attempt = last.attempt if last else step.first_attempt
-                spec = last.spec if last else step.spec
-                run.to_submit.append(JobSubmission(step.key, attempt, spec, step.inputs, labels))
-                continue
-            next_spec = ResubmitPolicy.from_dict(step.policy).next_spec(history)
-            if next_spec is None:
-                run.failure = run.failure or describe_failure(last)
-                continue
-            logger.info("%s of %s: attempt %d after %s", step.step, accession, last.attempt + 1, last.state)
-            run.to_submit.append(
-                JobSubmission(
-                    step.key, last.attempt + 1, next_spec.canonical(), step.inputs, labels, last.attempt
-                )
-            )
+            if set(step.depends_on) <= completed:
+                ready.append((run, step, history))
         run.completed = completed == {step.step for step in run_steps}
         runs.append(run)
+    _read_submission_fields([step for _, step, _ in ready])
+    for run, step, history in ready:
+        last = history[-1] if history else None
+        if last is None or last.needs_submission:
+            attempt = last.attempt if last else step.first_attempt
+            spec = last.spec if last else step.spec
+            run.to_submit.append(JobSubmission(step.key, attempt, spec, step.inputs, labels))
+            continue
+        next_spec = ResubmitPolicy.from_dict(step.policy).next_spec(history)
+        if next_spec is None:
+            run.failure = run.failure or describe_failure(last)
+            continue
+        logger.info("%s of %s: attempt %d after %s", step.step, run.accession, last.attempt + 1, last.state)
+        run.to_submit.append(
+            JobSubmission(
+                step.key, last.attempt + 1, next_spec.canonical(), step.inputs, labels, last.attempt
+            )
+        )
     return runs
 
 
