@@ -12,6 +12,12 @@ def say(message: str = "") -> None:
     print(message, flush=True)
 
 
+def say_header(header: str) -> None:
+    """A table's header line and a rule as long as it."""
+    say(header)
+    say("-" * len(header))
+
+
 def fmt(value: float | None) -> str:
     """One decimal, or '-' for a figure that was not taken."""
     return "-" if value is None else f"{value:.1f}"

@@ -80,19 +80,7 @@ class Stack:
 
     def start(self) -> None:
         """The Prefect server (and this process's Prefect settings pointed at it) and the ENA stub."""
-        self.prefect_port = free_port()
-        self.api_url = f"http://127.0.0.1:{self.prefect_port}/api"
-        # The bench process reads Prefect and dispatches flow runs (the outbox) through its own server only.
-        os.environ.update(
-            {
-                "PREFECT_API_URL": self.api_url,
-                "PREFECT_HOME": str(self.tmp / "prefect-home"),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(self.tmp / "prefect-results"),
-            }
-        )
-        recreate_database(self.prefect_db)
-        self.launch_prefect()
+        self.launch_own_prefect()
         start = time.monotonic()
 
         port_file = self.tmp / "ena_stub.port"
@@ -125,6 +113,23 @@ class Stack:
             f"Prefect server (own, database {self.prefect_db}) answering at {self.api_url} after {time.monotonic() - start:.0f} s"
         )
         say(f"ENA stub at {self.ena_url}")
+
+    def launch_own_prefect(self) -> None:
+        """A new Prefect server on a free port and a fresh database, this process's settings pointed at it; returns
+        at once (`wait_prefect` waits)."""
+        self.prefect_port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.prefect_port}/api"
+        # The bench process reads Prefect and dispatches flow runs (the outbox) through its own server only.
+        os.environ.update(
+            {
+                "PREFECT_API_URL": self.api_url,
+                "PREFECT_HOME": str(self.tmp / "prefect-home"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(self.tmp / "prefect-results"),
+            }
+        )
+        recreate_database(self.prefect_db)
+        self.launch_prefect()
 
     def launch_prefect(self) -> Service:
         """The Prefect server on the stack's port and database (kept from any earlier start); returns at once.

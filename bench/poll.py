@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._poll.measure import measure
 from bench._poll.pools import left_queue_pool, queue_pool, wait_until_purged
-from bench._report import say
+from bench._report import say, say_header
 from bench._setup import (
     add_fresh_database,
     bench_parser,
@@ -125,8 +125,7 @@ def main() -> int:
             f"{'CPU ms/poll':>11} {'= read':>7} {'+ record':>8} {'child CPU ms':>12} {'SQL/poll':>8}  "
             "ledger states after the poll"
         )
-        say(header)
-        say("-" * len(header))
+        say_header(header)
         for scenario, n, r in results:
             say(
                 f"{scenario:<11} {n:5d} {r['squeue']:11.2f} {r['sacct']:10.2f} {r['wall']:12.1f} {r['wall_max']:7.1f} "

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from bench._prefect_down.record import percentile, request_label
 from bench._readings import flow_run_ids, log_findings
-from bench._report import fmt, say, say_goal
+from bench._report import fmt, say, say_goal, say_header
 
 if TYPE_CHECKING:
     from bench._prefect_down.run import PrefectDown
@@ -64,8 +64,7 @@ def report(prefect_down: PrefectDown) -> None:
         f"{'burst s':>7} {'down s':>6} {'attempts down':>13} {'serve_flows':>11} {'back->dispatched s':>18} "
         f"{'back->ended s':>13}"
     )
-    say(header)
-    say("-" * len(header))
+    say_header(header)
     for phase in prefect_down.phases:
         statuses = Counter(p.status for p in phase.posts)
         other = ", ".join(f"{s} {n}" for s, n in statuses.items() if s != "201") or "-"

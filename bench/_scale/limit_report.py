@@ -7,7 +7,7 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime
 
-from bench._report import fmt, say, say_goal
+from bench._report import fmt, say, say_goal, say_header
 from bench._scale.limit_figures import (
     Fairness,
     Legs,
@@ -113,8 +113,7 @@ def report(results: list[Readings]) -> None:
         f"{'rounds':>6} {'resumes':>7} {'per round mean/max':>18} {'rounds over':>11} {'sweep resumes':>13} "
         f"{'progress resumes':>16}"
     )
-    say(header)
-    say("-" * len(header))
+    say_header(header)
     for s in summaries:
         r = s.r
         say(
@@ -133,8 +132,7 @@ def report(results: list[Readings]) -> None:
         f"{'N':>4} {'alive max (limit)':>17} {'whole run max':>13} {'started':>7} {'per minute median/max':>21}  "
         "started in each minute of the window"
     )
-    say(header)
-    say("-" * len(header))
+    say_header(header)
     for s in summaries:
         r = s.r
         say(
@@ -156,8 +154,7 @@ def report(results: list[Readings]) -> None:
         f"{'N':>4} {'ends':>5} {'nothing waited':>14} {'never used':>10} {'end -> job median/p90/max s':>27} "
         f"{'recorded -> job median/max s':>28} {'over 2 polls':>12}"
     )
-    say(header)
-    say("-" * len(header))
+    say_header(header)
     for s in summaries:
         bound = 2 * s.r.poll_max
         from_record = [u.from_record for u in s.uses if u.from_record is not None]
@@ -182,8 +179,7 @@ def report(results: list[Readings]) -> None:
         f"{'CPU s each median/max':>21} {'life s median':>13} {'rescheduled':>17} "
         f"{'-> resume':>9} {'-> Running':>10} {'-> sbatch':>9}"
     )
-    say(header)
-    say("-" * len(header))
+    say_header(header)
     for s in summaries:
         start, end = s.r.cpu
         busy = (end.busy - start.busy) / (end.total - start.total) if end.total > start.total else 0.0
@@ -209,8 +205,7 @@ def report(results: list[Readings]) -> None:
         f"{'N':>4} {'pairs in creation order':>23} {'largest shift':>13} {'never served':>12} "
         f"{'3rd+ job while another had none':>31} {'jobs per request min/median/max':>31}"
     )
-    say(header)
-    say("-" * len(header))
+    say_header(header)
     for s in summaries:
         f = s.fair
         least, median, most = f.jobs_per_request
@@ -231,8 +226,7 @@ def report(results: list[Readings]) -> None:
         f"{'N':>4} {'N ratio':>7} {'resumes/round':>13} {'resumes':>7} {'alive max':>9} {'started/min':>11} "
         f"{'end->job median':>15} {'end->job max':>12} {'submitted':>9}"
     )
-    say(header)
-    say("-" * len(header))
+    say_header(header)
     for s in summaries:
         say(
             f"{s.r.n:>4} {s.r.n / base.r.n:>7.0f} {_ratio(_mean_per_round(s), _mean_per_round(base)):>13} "

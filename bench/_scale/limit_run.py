@@ -22,6 +22,7 @@ from bench._scale.limit_sampler import Sampler, cpu_mark
 from bench._scale.run import drop_databases, use_fresh_database
 from bench._setup import admin_url, database_url, repo_state, run
 from bench._stack import Stack
+from bench._waiting.run import SERVICE_SETTINGS
 from bench._waiting.slurm import held_job_works, hold_everything_conf
 
 STUDY = "PRJEB00001"  # two runs: two fetch_reads jobs first, eight jobs in all per request
@@ -31,13 +32,7 @@ T = TypeVar("T")
 def service_settings(args: argparse.Namespace) -> dict[str, str]:
     """What serve_flows runs with besides the stack's addresses (bench/waiting.py's short intervals)."""
     return {
-        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-        "SLURM_POLL_MIN_SECONDS": "1",
-        "SLURM_POLL_MAX_SECONDS": "5",
-        "WORKFLOWS_LINGER_SECONDS": "1",
-        "WORKFLOWS_SWEEP_INTERVAL_SECONDS": "5",
-        "WORKFLOWS_DISPATCH_INTERVAL_SECONDS": "5",
-        "WORKFLOWS_STALL_SECONDS": "60",
+        **SERVICE_SETTINGS,
         "SLURM_MAX_ACTIVE_JOBS": str(args.max_active_jobs_b),
         "WORKFLOWS_MAX_FLOW_PROCESSES": str(args.max_flow_processes_b),
     }

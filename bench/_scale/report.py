@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from bench._report import say, say_goal
+from bench._report import say, say_goal, say_header
 from bench._scale.measure import SizeResult, Step
 
 
@@ -37,8 +37,7 @@ def report(results: list[SizeResult]) -> None:
         f"{'N':>6} {'waiting':>7} {'running':>7} {'jobs':>5} {'create s':>8} {'CPU ms':>8} {'(max)':>8} "
         f"{'wall ms':>8} {'SQL':>4} {'Prefect':>7} {'resumes':>7}"
     )
-    say(header)
-    say("-" * len(header))
+    say_header(header)
     for r in results:
         p = r.population
         say(
@@ -57,8 +56,7 @@ def report(results: list[SizeResult]) -> None:
         f"{'N':>6} {'k':>3} {'ended':>5}  {'step':<6} {'CPU ms':>8} {'wall ms':>8} {'SQL':>4} {'Prefect':>7} "
         f"{'resumes':>7} (accepted)"
     )
-    say(header)
-    say("-" * len(header))
+    say_header(header)
     for r in results:
         for f in r.freed:
             for name, step in (("wake", f.wake), ("sweep", f.sweep)):
@@ -74,8 +72,7 @@ def report(results: list[SizeResult]) -> None:
         f"{'N':>6} {'N ratio':>8} {'CPU':>8} {'wall':>8} {'SQL':>6} {'Prefect':>8} {'wake CPU':>9} "
         f"{'wake SQL':>9}"
     )
-    say(header)
-    say("-" * len(header))
+    say_header(header)
     for r in results:
         wake_cpu = wake_sql = "-"
         if r.freed and base.freed:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 
-from bench._report import percentiles_ms, say, say_goal
+from bench._report import percentiles_ms, say, say_goal, say_header
 from bench._scale.study_passes import Pass, PassesResult
 from bench._scale.study_service import ServiceResult
 
@@ -46,8 +46,7 @@ def _passes_tables(results: list[PassesResult]) -> None:
         f"{'R':>6} {'steps':>6} {'freeze s':>9} {'CPU s':>6} {'SQL':>6}  {'first pass':>10} {'CPU':>6} {'SQL':>4} "
         f"{'sbatch':>6}  {'rerun':>7} {'CPU':>6} {'SQL':>4}  {'job end':>7} {'CPU':>6} {'SQL':>4} {'sbatch':>6}"
     )
-    say(header)
-    say("-" * len(header))
+    say_header(header)
     for r in results:
         f, first = r.freeze, r.first.call
         say(
@@ -68,8 +67,7 @@ def _passes_tables(results: list[PassesResult]) -> None:
         f"{'admin ms':>8} {'(max)':>6} {'CPU':>5} {'SQL':>4}  {'API p50':>7} {'p95':>6} {'p99':>6} {'CPU p99':>7} "
         f"{'SQL':>5}"
     )
-    say(header)
-    say("-" * len(header))
+    say_header(header)
     for r in results:
         every = [r.first, *r.reruns, *r.job_ends]
         admin = r.admin
@@ -96,8 +94,7 @@ def _service_table(results: list[ServiceResult]) -> None:
         f"{'passes':>6} {'resumes':>7} {'flow procs':>10} {'alive':>5} {'RSS MB':>6}  {'CPU s':>6} {'(own)':>6} "
         f"{'per end s':>9} {'Prefect s':>9}  {'artifacts':>9} {'B each':>7}"
     )
-    say(header)
-    say("-" * len(header))
+    say_header(header)
     for r in results:
         suspended = f"{r.suspended_after:.0f}" if r.suspended_after is not None else "never"
         per_end = f"{r.cpu_per_end:.3f}" if r.cpu_per_end is not None else "-"
@@ -128,8 +125,7 @@ def _ratios(passes: list[PassesResult], services: list[ServiceResult]) -> None:
             f"{'R':>6} {'R ratio':>7} {'freeze':>7} {'first':>7} {'rerun':>7} {'SQL':>5} {'job end':>7} {'SQL':>5} "
             f"{'artifact':>8} {'admin':>7} {'API p99':>7}"
         )
-        say(header)
-        say("-" * len(header))
+        say_header(header)
         for r in passes:
             assert r.admin and r.api and base.admin and base.api
             cells: list[tuple[float | None, float | None]] = [
@@ -154,8 +150,7 @@ def _ratios(passes: list[PassesResult], services: list[ServiceResult]) -> None:
         base_s = services[0]
         say(f"Ratios to R={base_s.runs}, part 2")
         header = f"{'R':>6} {'R ratio':>7} {'suspended':>9} {'CPU/end':>7} {'passes/end':>10} {'RSS':>5}"
-        say(header)
-        say("-" * len(header))
+        say_header(header)
         for s in services:
             figures: list[tuple[float | None, float | None]] = [
                 (s.suspended_after, base_s.suspended_after),

@@ -37,8 +37,7 @@ from pathlib import Path
 from bench._procs import descendants, flow_processes, status_field
 from bench._readings import flow_run_ids, flow_run_states, log_findings, run_states
 from bench._report import say
-from bench._services import free_port
-from bench._setup import database_url, recreate_database, run
+from bench._setup import database_url, run
 from bench._stack import Stack
 from bench._waiting.slurm import held_job_works, hold_everything_conf
 
@@ -153,18 +152,7 @@ class StudyService(Stack):
 
     def start(self) -> None:
         """The Prefect server only: the ENA stub is the scenario's, shared by its parts."""
-        self.prefect_port = free_port()
-        self.api_url = f"http://127.0.0.1:{self.prefect_port}/api"
-        os.environ.update(
-            {
-                "PREFECT_API_URL": self.api_url,
-                "PREFECT_HOME": str(self.tmp / "prefect-home"),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(self.tmp / "prefect-results"),
-            }
-        )
-        recreate_database(self.prefect_db)
-        self.launch_prefect()
+        self.launch_own_prefect()
         self.wait_prefect()
 
     def run(self) -> bool | None:

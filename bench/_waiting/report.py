@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 
-from bench._report import fmt, say, say_goal
+from bench._report import fmt, say, say_goal, say_header
 
 
 def report(rows: list[tuple[dict, list[dict]]], *, window: float, service_settings: dict[str, str]) -> None:
@@ -18,8 +18,7 @@ def report(rows: list[tuple[dict, list[dict]]], *, window: float, service_settin
         f"{'N':>4} {'suspended':>9} {'flow procs':>10} {'threads':>7} {'RSS MB main + children':>22} "
         f"{'PG conns':>8} {'resume delay s, release':>23} {'scancel':>15} {'detect s':>8} {'to Running s':>12}"
     )
-    say(header)
-    say("-" * len(header))
+    say_header(header)
     for snapshot, ends in rows:
         suspended = snapshot["runs"].get("Suspended", 0)
         say(
