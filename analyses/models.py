@@ -225,6 +225,7 @@ class Analysis(TimestampedModel):
     request = models.ForeignKey(
         "AssemblyAnalysisRequest", null=True, blank=True, on_delete=models.SET_NULL, related_name="analyses"
     )
+    pipeline = models.CharField(max_length=50, default="assembly", db_index=True)
     pipeline_version = models.CharField(max_length=20, default="1.0")
     status = models.CharField(
         max_length=10, choices=ProcessingStatus.choices, default=ProcessingStatus.PENDING, db_index=True
@@ -247,9 +248,9 @@ class Analysis(TimestampedModel):
                 name="analysis_of_run_or_assembly",
             ),
             models.UniqueConstraint(
-                fields=["request", "run"],
+                fields=["request", "run", "pipeline"],
                 condition=Q(request__isnull=False, run__isnull=False),
-                name="analysis_unique_per_request_run",
+                name="analysis_unique_per_request_run_pipeline",
             ),
         ]
 

@@ -223,7 +223,11 @@ WORKFLOWS_MAX_FLOW_PROCESSES = int(os.environ.get("WORKFLOWS_MAX_FLOW_PROCESSES"
 # Deployment name -> how many of its flow runs may run at once, e.g. {"Assemble and analyse a study/...": 4}.
 WORKFLOWS_CONCURRENCY_LIMITS = json.loads(os.environ.get("WORKFLOWS_CONCURRENCY_LIMITS", "{}"))
 WORKFLOWS_DISPATCH_INTERVAL_SECONDS = float(os.environ.get("WORKFLOWS_DISPATCH_INTERVAL_SECONDS", "5"))
-# Per-step resources and options of the pipeline (see workflows.pipelines.assembly.steps.PipelineConfig), as JSON.
+# Per pipeline, its steps' resources and its parameters over spec.yaml's, as JSON, e.g. {"assembly": {"assembly":
+# {"memory_mb": 64000}}, "assembly_analysis": {"hmm_library": "/data/pfam/Pfam-A.hmm"}} (see
+# workflows.pipelines.engine.PipelineConfig.with_settings).
 PIPELINE_CONFIG = json.loads(os.environ.get("PIPELINE_CONFIG", "{}"))
+# Folders of a site's own pipelines (colon-separated), each holding <name>/spec.yaml beside this package's.
+PIPELINE_DIRS = [Path(p) for p in os.environ.get("PIPELINE_DIRS", "").split(":") if p]
 # The PATH of every pipeline job (colon-separated), where the tools are not on the Slurm nodes' default PATH.
 PIPELINE_JOB_PATH = os.environ.get("PIPELINE_JOB_PATH", "")

@@ -183,7 +183,20 @@ class PlanStep(models.Model):
     run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     run_accession = models.CharField(max_length=20)
     step = models.CharField(max_length=50)
-    position = models.PositiveSmallIntegerField()
+    pipeline = models.CharField(
+        max_length=50, blank=True, help_text="The pipeline of the run's route this step belongs to."
+    )
+    # A smallint held 32,767 steps: a 5,000-run study routed through a chain of nine steps a run has 45,000.
+    position = models.PositiveIntegerField()
+    when = models.TextField(
+        blank=True,
+        help_text="The step runs only if this holds on the run's recorded metrics (else: skipped).",
+    )
+    metrics = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="What the step's outputs record once it completed (named parsers).",
+    )
     depends_on = models.JSONField(
         default=list, blank=True, help_text="Steps of the same run that must complete."
     )
@@ -208,6 +221,32 @@ class PlanStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.step} of {self.run_accession} (plan {self.plan_id})"
+
+
+class StepOutcome(models.Model):
+    """What one (run, step) of a request left besides its job: the metrics its outputs recorded, or why it was
+    skipped. Written once: a `when:` decides on these figures, so a rerun decides as the first pass did."""
+
+    request = models.ForeignKey(
+        AssemblyAnalysisRequest, on_delete=models.CASCADE, related_name="step_outcomes"
+    )
+    run_accession = models.CharField(max_length=20)
+    step = models.CharField(max_length=50)
+    pipeline = models.CharField(max_length=50, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    skipped = models.TextField(blank=True, help_text="Why the step did not run (its `when:` did not hold).")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["request", "run_accession", "created"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "run_accession", "step"], name="step_outcome_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step} of {self.run_accession}: " + (
+            f"skipped ({self.skipped})" if self.skipped else "ran"
+        )
 
 
 class RequestProgress(models.Model):

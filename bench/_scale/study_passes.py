@@ -7,7 +7,7 @@ dispatched) and the Slurm side the service builds (`build_jobs_service()`: the r
 SLURM_MAX_ACTIVE_JOBS = `--study-max-active-jobs`) whose sbatch goes through the hold filter (SLURM_CONF:
 every job is submitted held and never runs):
 
-  * the plan freeze: `plans.freeze_plan(request, ASSEMBLY)` alone (the study synced from the stub, 4 R steps);
+  * the plan freeze: `plans.freeze_plan(request, STUDY_ANALYSIS)` alone (the study synced from the stub, 4 R steps);
   * the first pass: `reconcile_once` over the frozen plan (it submits the first step of as many runs as there
     are slots, in one batch);
   * ROUNDS rerun passes with nothing to do;
@@ -159,7 +159,7 @@ def run_passes(runs: int, accession: str, conf: Path, tmp: Path, args: Any, prof
 
     # Before anything is timed: the flow module imports Prefect, and its summary's first reverse() loads the
     # URL configuration (seconds, once per process).
-    flow = importlib.import_module("workflows.pipelines.assembly.flow")
+    flow = importlib.import_module("workflows.pipelines.analysis.flow")
 
     settings.JOBS_ROOT = str(tmp / "jobs")
     settings.SLURM_MAX_ACTIVE_JOBS = args.study_max_active_jobs
@@ -190,11 +190,11 @@ def _passes(runs: int, request_id: int, jobs: Any, conf: Path, profile: bool) ->
     from analyses.models import AssemblyAnalysisRequest
     from workflows.models import RequestProgress
     from workflows.orchestration.plans import freeze_plan
-    from workflows.pipelines.assembly.pipeline import ASSEMBLY
+    from workflows.pipelines.analysis.pipeline import STUDY_ANALYSIS
 
     request = AssemblyAnalysisRequest.objects.get(pk=request_id)
     with slurm_conf(conf):
-        plan, freeze = measured(lambda: freeze_plan(request, ASSEMBLY), jobs.client)
+        plan, freeze = measured(lambda: freeze_plan(request, STUDY_ANALYSIS), jobs.client)
         steps = plan.steps.count()
         say(f"  freeze: {steps:,} steps; {describe(freeze)}")
         first = one_pass(request_id, jobs)
@@ -223,14 +223,14 @@ def _passes(runs: int, request_id: int, jobs: Any, conf: Path, profile: bool) ->
 
 def pass_once(request_id: int, jobs: Any) -> Any:
     from workflows.orchestration.reconciler import reconcile_once
-    from workflows.pipelines.assembly.pipeline import ASSEMBLY
+    from workflows.pipelines.analysis.pipeline import STUDY_ANALYSIS
 
-    return reconcile_once(request_id, pipeline=ASSEMBLY, jobs=jobs)
+    return reconcile_once(request_id, pipeline=STUDY_ANALYSIS, jobs=jobs)
 
 
 def one_pass(request_id: int, jobs: Any) -> Pass:
     # What the flow computes after its pass for its artifacts; _percent_done is the flow's own, read as it is.
-    from workflows.pipelines.assembly.flow import _percent_done, jobs_summary
+    from workflows.pipelines.analysis.flow import _percent_done, jobs_summary
 
     result, call = measured(lambda: pass_once(request_id, jobs), jobs.client)
     (markdown, _), reads = measured(
@@ -268,7 +268,7 @@ def end_one_job(request_id: int) -> None:
 
 def artifact_with_every_run_failed(request_id: int) -> int:
     from workflows.models import PlanStep
-    from workflows.pipelines.assembly.flow import jobs_summary
+    from workflows.pipelines.analysis.flow import jobs_summary
 
     accessions = PlanStep.objects.filter(plan__request_id=request_id).values_list("run_accession", flat=True)
     reason = (FAILURE_REASON * 5)[:500]

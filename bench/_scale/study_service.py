@@ -299,7 +299,7 @@ class StudyService(Stack):
         """The request's markdown artifact in the Prefect server's database: its versions and their bytes."""
         import psycopg
 
-        from workflows.pipelines.assembly.flow import artifact_key
+        from workflows.pipelines.analysis.flow import artifact_key
 
         key = artifact_key(request_id, "cluster-jobs")
         with psycopg.connect(database_url(self.prefect_db, "postgresql")) as conn:

@@ -49,10 +49,10 @@ def reconciler_passes(n: int, workdir: Path, new_jobs, restart, settle, tag: str
                 rejected={},
             )
 
-        def ingested_runs(self, request) -> set[str]:
+        def ingested(self, request) -> set[tuple[str, str]]:
             return set()
 
-        def ingest(self, request, steps) -> dict:
+        def ingest(self, request, pipeline_name, steps, metrics) -> dict:
             return {}
 
     pipeline = BenchPipeline()

@@ -33,7 +33,7 @@ def test_a_redeploy_with_new_settings_and_ena_reattaches_to_the_original_jobs(
     flows_server.kill()
     # The redeploy: other resources for every step, another jobs root, and ENA unreachable.
     flows_server.env.update(
-        PIPELINE_CONFIG='{"fetch_reads": {"memory_mb": 700}, "read_qc": {"cpus": 2}, "assembly": {"memory_mb": 1500}}',
+        PIPELINE_CONFIG='{"assembly": {"fetch_reads": {"memory_mb": 700}, "read_qc": {"cpus": 2}, "assembly": {"memory_mb": 1500}}}',
         JOBS_ROOT=str(tmp_path / "jobs-after-redeploy"),
         ENA_PORTAL_API_URL="http://127.0.0.1:9/ena/portal/api",
     )

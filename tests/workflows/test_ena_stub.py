@@ -7,9 +7,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.workflows.pipeline_inputs import check_run_usable
 from workflows.ena.client import READ_RUN_FIELDS, EnaClient, EnaReadRun, EnaStudyNotFound
 from workflows.ena.runs import run_inputs_from_ena
-from workflows.pipelines.assembly.steps import check_run_usable
 
 DEMO_ENA = Path(__file__).resolve().parents[2] / "demo" / "ena"
 

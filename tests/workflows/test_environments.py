@@ -50,7 +50,7 @@ def test_a_sqlite_file_path_names_its_environment_by_its_stem(settings, monkeypa
 
 @pytest.mark.django_db
 def test_a_flow_run_of_another_environment_touches_nothing(settings, django_assert_num_queries):
-    from workflows.pipelines.assembly.flow import assemble_and_analyse_study
+    from workflows.pipelines.analysis.flow import assemble_and_analyse_study
     from workflows.pipelines.study_sync.flow import sync_study_with_ena
 
     settings.EMGAPI_ENVIRONMENT = "production"

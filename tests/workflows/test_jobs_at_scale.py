@@ -8,8 +8,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from analyses.models import AssemblyAnalysisRequest
+from tests.workflows.pipeline_inputs import STEPS
 from workflows.models import ClusterJob, Plan, PlanStep
-from workflows.pipelines.assembly.steps import STEPS
 from workflows.selectors import jobs_with_step_and_run, request_jobs
 
 pytestmark = pytest.mark.django_db

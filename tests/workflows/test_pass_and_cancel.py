@@ -7,7 +7,7 @@ from analyses.services import cancel_assembly_analysis_request
 from workflows.models import ClusterJob, RequestProgress
 from workflows.orchestration import reconciler
 from workflows.orchestration.reconciler import reconcile
-from workflows.pipelines.assembly.pipeline import ASSEMBLY
+from workflows.pipelines.analysis.pipeline import STUDY_ANALYSIS
 
 pytestmark = [pytest.mark.slurm, pytest.mark.django_db(transaction=True)]
 
@@ -30,7 +30,7 @@ def test_a_cancel_committed_during_a_pass_leaves_the_request_cancelled_with_noth
         return real(*args, **kwargs)
 
     monkeypatch.setattr(reconciler, moment, cancel_first)
-    result = reconcile(request.pk, pipeline=ASSEMBLY, jobs=jobs)
+    result = reconcile(request.pk, pipeline=STUDY_ANALYSIS, jobs=jobs)
 
     assert cancelled
     request.refresh_from_db()
@@ -46,7 +46,7 @@ def test_a_flow_run_whose_request_was_cancelled_ends_cancelled(pipeline_world, s
     """Its pass carries the cancellation out under the request lock, which leaves its own run to it."""
     from prefect.client.orchestration import get_client
 
-    from workflows.pipelines.assembly.flow import assemble_and_analyse_study
+    from workflows.pipelines.analysis.flow import assemble_and_analyse_study
 
     request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB00001")
     cancel_assembly_analysis_request(request, by=None)

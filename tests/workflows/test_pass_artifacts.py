@@ -9,7 +9,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from analyses.models import AssemblyAnalysisRequest
 from workflows.models import ClusterJob, RequestProgress
-from workflows.pipelines.assembly.flow import SUMMARY_MAX_BYTES, artifact_key, jobs_summary, post_progress
+from workflows.pipelines.analysis.flow import SUMMARY_MAX_BYTES, artifact_key, jobs_summary, post_progress
 
 pytestmark = pytest.mark.django_db
 

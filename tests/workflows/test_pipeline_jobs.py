@@ -7,15 +7,18 @@ from pathlib import Path
 import pytest
 
 from prefect_utils.job_spec import JobSpec
-from tests.workflows.pipeline_inputs import MD5_1, MD5_2, PAIRED_RUN, URL_1, URL_2
-from workflows.ena.runs import RunInputs
-from workflows.pipelines.assembly.steps import (
+from tests.workflows.pipeline_inputs import (
+    ASSEMBLY,
+    MD5_1,
+    MD5_2,
+    PAIRED_RUN,
     STEP_SCRIPTS,
     STEPS,
-    PipelineConfig,
-    StepResources,
-    build_step_spec,
+    URL_1,
+    URL_2,
 )
+from workflows.ena.runs import RunInputs
+from workflows.pipelines.engine import StepResources
 
 
 class TestStepSpecs:
@@ -27,10 +30,11 @@ class TestStepSpecs:
             ("a" * 32, "b" * 32),
         )
         for step in STEPS:
-            spec = build_step_spec(step, PAIRED_RUN, tmp_path / "ERR9000001", PipelineConfig())
+            spec = ASSEMBLY.build_step_spec(step, PAIRED_RUN, tmp_path / "ERR9000001", ASSEMBLY.config())
             assert spec.script == STEP_SCRIPTS[step]
             assert (
-                spec.script == build_step_spec(step, other, tmp_path / "elsewhere", PipelineConfig()).script
+                spec.script
+                == ASSEMBLY.build_step_spec(step, other, tmp_path / "elsewhere", ASSEMBLY.config()).script
             )
             assert spec.script.startswith("#!/bin/bash\nset -euo pipefail\n")
             for value in ("ERR9000001", URL_1, MD5_1, str(tmp_path)):
@@ -40,7 +44,7 @@ class TestStepSpecs:
             assert all(isinstance(value, str) for value in spec.environment.values())
 
     def test_fetch_reads_gets_urls_md5s_and_destinations(self, tmp_path: Path) -> None:
-        env = build_step_spec("fetch_reads", PAIRED_RUN, tmp_path, PipelineConfig()).environment
+        env = ASSEMBLY.build_step_spec("fetch_reads", PAIRED_RUN, tmp_path, ASSEMBLY.config()).environment
         assert env["FASTQ_COUNT"] == "2"
         assert (env["FASTQ_URL_1"], env["FASTQ_MD5_1"]) == (URL_1, MD5_1)
         assert (env["FASTQ_URL_2"], env["FASTQ_MD5_2"]) == (URL_2, MD5_2)
@@ -50,18 +54,18 @@ class TestStepSpecs:
 
     def test_each_step_requires_the_previous_ones_marker(self, tmp_path: Path) -> None:
         for previous, step in itertools.pairwise(STEPS):
-            env = build_step_spec(step, PAIRED_RUN, tmp_path, PipelineConfig()).environment
+            env = ASSEMBLY.build_step_spec(step, PAIRED_RUN, tmp_path, ASSEMBLY.config()).environment
             assert env["REQUIRED_MARKER"] == str(tmp_path / f"{previous}.done")
 
     def test_resources_and_assembler_settings_come_from_the_config(self, tmp_path: Path) -> None:
-        config = PipelineConfig.from_mapping(
+        config = ASSEMBLY.config(
             {
                 "assembly": {"cpus": 8, "memory_mb": 64000, "time_limit_minutes": 4320},
                 "min_contig_len": 500,
                 "partition": "bigmem",
             }
         )
-        spec = build_step_spec("assembly", PAIRED_RUN, tmp_path, config)
+        spec = ASSEMBLY.build_step_spec("assembly", PAIRED_RUN, tmp_path, config)
         assert isinstance(spec, JobSpec)
         assert (spec.cpus, spec.memory_mb, spec.time_limit_minutes, spec.partition) == (
             8,
@@ -74,34 +78,34 @@ class TestStepSpecs:
         assert int(spec.environment["MEGAHIT_MEMORY_BYTES"]) < 64000 * 1024 * 1024
         assert spec.name == "emgapi-assembly-ERR9000001"
         assert spec.output_path == str(tmp_path / "assembly.log")
-        qc = build_step_spec("read_qc", PAIRED_RUN, tmp_path, config)
-        default_qc = PipelineConfig().resources("read_qc")
+        qc = ASSEMBLY.build_step_spec("read_qc", PAIRED_RUN, tmp_path, config)
+        default_qc = ASSEMBLY.config().resources("read_qc")
         assert (qc.cpus, qc.memory_mb) == (default_qc.cpus, default_qc.memory_mb)
 
     def test_single_end_runs_have_one_mate(self, tmp_path: Path) -> None:
         single = RunInputs("ERR1", "SINGLE", (URL_1,), (MD5_1,))
-        env = build_step_spec("read_qc", single, tmp_path, PipelineConfig()).environment
+        env = ASSEMBLY.build_step_spec("read_qc", single, tmp_path, ASSEMBLY.config()).environment
         assert "RAW_READS_2" not in env and "QC_READS_2" not in env
         assert env["LIBRARY_LAYOUT"] == "SINGLE"
 
     def test_the_spec_is_the_same_every_time(self, tmp_path: Path) -> None:
-        first = build_step_spec("assembly", PAIRED_RUN, tmp_path, PipelineConfig())
-        assert first == build_step_spec("assembly", PAIRED_RUN, tmp_path, PipelineConfig())
+        first = ASSEMBLY.build_step_spec("assembly", PAIRED_RUN, tmp_path, ASSEMBLY.config())
+        assert first == ASSEMBLY.build_step_spec("assembly", PAIRED_RUN, tmp_path, ASSEMBLY.config())
 
     @pytest.mark.parametrize("workdir", ["relative/dir", "/data/with space", "/data/with,comma"])
     def test_unusable_workdirs(self, workdir: str) -> None:
         with pytest.raises(ValueError, match="workdir"):
-            build_step_spec("assembly", PAIRED_RUN, Path(workdir), PipelineConfig())
+            ASSEMBLY.build_step_spec("assembly", PAIRED_RUN, Path(workdir), ASSEMBLY.config())
 
     def test_unknown_step(self, tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="unknown pipeline step"):
-            build_step_spec("binning", PAIRED_RUN, tmp_path, PipelineConfig())
+            ASSEMBLY.build_step_spec("binning", PAIRED_RUN, tmp_path, ASSEMBLY.config())
 
 
 class TestConfig:
     def test_partial_overrides_keep_the_other_defaults(self) -> None:
-        config = PipelineConfig.from_mapping({"assembly": {"memory_mb": 4096}})
-        default = PipelineConfig()
+        config = ASSEMBLY.config({"assembly": {"memory_mb": 4096}})
+        default = ASSEMBLY.config()
         assert config.resources("assembly") == dataclasses.replace(
             default.resources("assembly"), memory_mb=4096
         )
@@ -119,10 +123,10 @@ class TestConfig:
     )
     def test_mistakes_in_settings_are_errors(self, mapping: dict) -> None:
         with pytest.raises(ValueError):
-            PipelineConfig.from_mapping(mapping)
+            ASSEMBLY.config(mapping)
 
     def test_defaults_are_small(self) -> None:
         for step in STEPS:
-            resources = PipelineConfig().resources(step)
+            resources = ASSEMBLY.config().resources(step)
             assert isinstance(resources, StepResources)
             assert resources.cpus <= 2 and resources.memory_mb <= 2048

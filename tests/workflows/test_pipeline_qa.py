@@ -4,10 +4,9 @@ from typing import Any
 
 import pytest
 
-from tests.workflows.pipeline_inputs import MD5_1, MD5_2, PAIRED_RUN, URL_1, URL_2
+from tests.workflows.pipeline_inputs import MD5_1, MD5_2, PAIRED_RUN, URL_1, URL_2, check_run_usable
 from workflows.ena.client import EnaReadRun
 from workflows.ena.runs import RunInputs, UnusableRun, run_inputs_from_ena
-from workflows.pipelines.assembly.steps import check_run_usable
 
 
 def ena_run(**overrides: Any) -> EnaReadRun:
@@ -89,19 +88,20 @@ class TestQaGate:
             ),
             (
                 {"library_strategy": "AMPLICON"},
-                "ERR9000001: library strategy 'AMPLICON' is not assembled (supported: WGA, WGS)",
+                "ERR9000001: no pipeline takes this run (assembly: library strategy 'AMPLICON' is not WGS or WGA)",
             ),
             (
                 {"library_strategy": ""},
-                "ERR9000001: library strategy '(empty)' is not assembled (supported: WGA, WGS)",
+                "ERR9000001: no pipeline takes this run (assembly: library strategy '(empty)' is not WGS or WGA)",
             ),
             (
                 {"library_source": "TRANSCRIPTOMIC"},
-                "ERR9000001: library source 'TRANSCRIPTOMIC' is not assembled (supported: GENOMIC, METAGENOMIC)",
+                "ERR9000001: no pipeline takes this run "
+                "(assembly: library source 'TRANSCRIPTOMIC' is not METAGENOMIC or GENOMIC)",
             ),
             (
                 {"instrument_platform": "OXFORD_NANOPORE"},
-                "ERR9000001: OXFORD_NANOPORE long reads cannot be assembled by MEGAHIT",
+                "ERR9000001: no pipeline takes this run (assembly: it refuses OXFORD_NANOPORE reads)",
             ),
             (
                 {"fastq_ftp": ("x/ERR9000001_1.fastq.gz",), "fastq_md5": (MD5_1,)},

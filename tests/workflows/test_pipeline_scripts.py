@@ -10,16 +10,10 @@ from pathlib import Path
 import pytest
 
 from prefect_utils.job_spec import JobSpec
+from tests.workflows.pipeline_inputs import ASSEMBLY, STEPS, assembly_stats
 from workflows.ena.runs import RunInputs
-from workflows.pipelines.assembly.steps import (
-    STEPS,
-    AssemblyStats,
-    PipelineConfig,
-    build_step_spec,
-    parse_seqkit_stats,
-    read_assembly_stats,
-    run_layout,
-)
+from workflows.pipelines.engine import PipelineConfig
+from workflows.pipelines.metrics import MetricsError
 
 # `seqkit stats -a -T mh/final.contigs.fa` (seqkit v2.3.0) on MEGAHIT's assembly of the demo reads.
 SEQKIT_OUTPUT = (
@@ -34,18 +28,20 @@ SEQKIT_EMPTY_OUTPUT = (
 
 
 class TestSeqkitStats:
-    def test_real_seqkit_output(self) -> None:
-        assert parse_seqkit_stats(SEQKIT_OUTPUT) == AssemblyStats(
-            contigs=2, total_length=29973, n50=19995, largest=19995, min_len=9978, avg_len=14986.5
-        )
+    """spec.yaml's `metrics` of assembly_stats (a `tsv_row` parser) on what seqkit prints."""
 
-    def test_an_empty_assembly(self) -> None:
-        assert parse_seqkit_stats(SEQKIT_EMPTY_OUTPUT) == AssemblyStats(0, 0, 0, 0, 0, 0.0)
+    def test_real_seqkit_output(self, tmp_path: Path) -> None:
+        (path := tmp_path / "stats.tsv").write_text(SEQKIT_OUTPUT)
+        assert assembly_stats(path) == {
+            "contigs": 2,
+            "total_length": 29973,
+            "n50": 19995,
+            "largest_contig": 19995,
+        }
 
-    def test_read_from_a_file(self, tmp_path: Path) -> None:
-        path = tmp_path / "contigs.stats.tsv"
-        path.write_text(SEQKIT_OUTPUT)
-        assert read_assembly_stats(path).n50 == 19995
+    def test_an_empty_assembly(self, tmp_path: Path) -> None:
+        (path := tmp_path / "stats.tsv").write_text(SEQKIT_EMPTY_OUTPUT)
+        assert assembly_stats(path) == {"contigs": 0, "total_length": 0, "n50": 0, "largest_contig": 0}
 
     @pytest.mark.parametrize(
         "text",
@@ -57,9 +53,10 @@ class TestSeqkitStats:
             SEQKIT_OUTPUT.replace("\t29973\t", "\t29,973\t"),
         ],
     )
-    def test_unexpected_output_is_an_error(self, text: str) -> None:
-        with pytest.raises(ValueError):
-            parse_seqkit_stats(text)
+    def test_unexpected_output_is_an_error_naming_the_file(self, text: str, tmp_path: Path) -> None:
+        (path := tmp_path / "stats.tsv").write_text(text)
+        with pytest.raises(MetricsError, match=r"stats\.tsv"):
+            assembly_stats(path)
 
 
 def run_locally(spec: JobSpec) -> subprocess.CompletedProcess[str]:
@@ -79,7 +76,7 @@ def run_locally(spec: JobSpec) -> subprocess.CompletedProcess[str]:
 
 def run_all_steps(run: RunInputs, workdir: Path, config: PipelineConfig) -> None:
     for step in STEPS:
-        result = run_locally(build_step_spec(step, run, workdir, config))
+        result = run_locally(ASSEMBLY.build_step_spec(step, run, workdir, config))
         assert result.returncode == 0, f"{step} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
 
 
@@ -110,52 +107,52 @@ class TestStepScriptsForReal:
     def test_paired_run_end_to_end(self, demo_reads: list[Path], tmp_path: Path) -> None:
         run = file_run(demo_reads)
         workdir = tmp_path / "ERR9000001"
-        layout = run_layout(workdir, run)
+        layout = ASSEMBLY.layout(workdir, run)
         # What an attempt killed mid-assembly leaves behind; MEGAHIT would refuse to start over it.
-        layout.megahit_dir.mkdir(parents=True)
-        (layout.megahit_dir / "checkpoints.txt").write_text("partial\n")
+        layout.one_file("megahit_dir").mkdir(parents=True)
+        (layout.one_file("megahit_dir") / "checkpoints.txt").write_text("partial\n")
 
-        run_all_steps(run, workdir, PipelineConfig())
+        run_all_steps(run, workdir, ASSEMBLY.config())
 
         for step in STEPS:
             assert layout.marker(step).is_file()
-        assert [md5_of(p) for p in layout.raw_reads] == list(run.fastq_md5)
+        assert [md5_of(p) for p in layout.file("raw_reads")] == list(run.fastq_md5)
         assert all(path.is_file() for name in ("fastp_json", "fastp_html") for path in layout.file(name))
-        assert all(p.stat().st_size > 0 for p in layout.qc_reads)
-        stats = read_assembly_stats(layout.stats_tsv)
-        assert stats.contigs > 0 and stats.total_length > 0 and stats.n50 > 0
+        assert all(p.stat().st_size > 0 for p in layout.file("qc_reads"))
+        stats = assembly_stats(layout.one_file("stats_tsv"))
+        assert stats["contigs"] > 0 and stats["total_length"] > 0 and stats["n50"] > 0
         # Two random genomes of 20 kb and 10 kb: a working assembly is a few long contigs.
-        assert stats.largest > 5000
+        assert stats["largest_contig"] > 5000
 
     def test_single_end_run(self, demo_reads: list[Path], tmp_path: Path) -> None:
         run = file_run(demo_reads, layout="SINGLE")
-        run_all_steps(run, tmp_path, PipelineConfig())
-        assert read_assembly_stats(run_layout(tmp_path, run).stats_tsv).contigs > 0
+        run_all_steps(run, tmp_path, ASSEMBLY.config())
+        assert assembly_stats(ASSEMBLY.layout(tmp_path, run).one_file("stats_tsv"))["contigs"] > 0
 
     def test_md5_mismatch_fails_clearly_and_keeps_nothing(
         self, demo_reads: list[Path], tmp_path: Path
     ) -> None:
         good = file_run(demo_reads)
         run = dataclasses.replace(good, fastq_md5=(good.fastq_md5[0], "0" * 32))
-        spec = build_step_spec("fetch_reads", run, tmp_path, PipelineConfig())
+        spec = ASSEMBLY.build_step_spec("fetch_reads", run, tmp_path, ASSEMBLY.config())
 
         result = run_locally(spec)
 
         assert result.returncode != 0
         assert f"ERR9000001: md5 mismatch for {run.fastq_urls[1]}: ENA lists {'0' * 32}" in result.stderr
-        layout = run_layout(tmp_path, run)
+        layout = ASSEMBLY.layout(tmp_path, run)
         assert not layout.marker("fetch_reads").exists()
-        assert not layout.raw_reads[1].exists()
-        assert not list(layout.raw_reads[1].parent.glob("*.part"))
+        assert not layout.file("raw_reads")[1].exists()
+        assert not list(layout.file("raw_reads")[1].parent.glob("*.part"))
 
     def test_a_failed_download_fails_the_step(self, tmp_path: Path) -> None:
         run = RunInputs("ERR1", "SINGLE", ((tmp_path / "missing.fastq.gz").as_uri(),), ("0" * 32,))
-        result = run_locally(build_step_spec("fetch_reads", run, tmp_path, PipelineConfig()))
+        result = run_locally(ASSEMBLY.build_step_spec("fetch_reads", run, tmp_path, ASSEMBLY.config()))
         assert result.returncode != 0
-        assert not run_layout(tmp_path, run).marker("fetch_reads").exists()
+        assert not ASSEMBLY.layout(tmp_path, run).marker("fetch_reads").exists()
 
     def test_refetch_skips_files_already_verified(self, demo_reads: list[Path], tmp_path: Path) -> None:
-        spec = build_step_spec("fetch_reads", file_run(demo_reads), tmp_path, PipelineConfig())
+        spec = ASSEMBLY.build_step_spec("fetch_reads", file_run(demo_reads), tmp_path, ASSEMBLY.config())
         assert run_locally(spec).returncode == 0
         again = run_locally(spec)
         assert again.returncode == 0
@@ -164,6 +161,8 @@ class TestStepScriptsForReal:
     def test_a_step_refuses_to_run_before_the_previous_one(
         self, demo_reads: list[Path], tmp_path: Path
     ) -> None:
-        result = run_locally(build_step_spec("read_qc", file_run(demo_reads), tmp_path, PipelineConfig()))
+        result = run_locally(
+            ASSEMBLY.build_step_spec("read_qc", file_run(demo_reads), tmp_path, ASSEMBLY.config())
+        )
         assert result.returncode != 0
         assert "the previous step has not completed" in result.stderr

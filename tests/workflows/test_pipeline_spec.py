@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.workflows.pipeline_inputs import ASSEMBLY, STEP_SCRIPTS, STEPS
 from workflows.ena.runs import RunInputs
-from workflows.pipelines.assembly import steps
+from workflows.pipelines.analysis.pipeline import pipeline_config, step_policy
 from workflows.pipelines.spec import PipelineSpecError, load_spec, parse_spec
 
-ASSEMBLY_SPEC = Path(steps.__file__).with_name("spec.yaml")
+ASSEMBLY_SPEC = ASSEMBLY.folder / "spec.yaml"
 
 
 def shipped() -> dict:
@@ -21,10 +22,10 @@ def shipped() -> dict:
 
 def test_the_shipped_spec_is_the_one_the_jobs_are_built_from(tmp_path: Path) -> None:
     spec = load_spec(ASSEMBLY_SPEC)
-    assert spec.step_names == steps.STEPS == ("fetch_reads", "read_qc", "assembly", "assembly_stats")
+    assert spec.step_names == STEPS == ("fetch_reads", "read_qc", "assembly", "assembly_stats")
     run = RunInputs("ERR1", "PAIRED", ("file:///a_1.fastq.gz", "file:///a_2.fastq.gz"), ("a" * 32, "b" * 32))
     for step in spec.steps:
-        job = steps.build_step_spec(step.name, run, tmp_path, steps.PipelineConfig())
+        job = ASSEMBLY.build_step_spec(step.name, run, tmp_path, ASSEMBLY.config())
         assert job.script.endswith(step.script + '\ndate -u +%Y-%m-%dT%H:%M:%SZ > "$STEP_MARKER"\n')
         assert (job.cpus, job.memory_mb, job.time_limit_minutes) == (
             step.resources.cpus,
@@ -38,22 +39,20 @@ def test_the_shipped_spec_is_the_one_the_jobs_are_built_from(tmp_path: Path) -> 
                 assert job.environment[variable].startswith(str(tmp_path)), (step.name, variable)
 
 
-@pytest.mark.parametrize("step", steps.STEPS)
+@pytest.mark.parametrize("step", STEPS)
 def test_every_step_script_is_valid_bash(step: str, tmp_path: Path) -> None:
     script = tmp_path / f"{step}.sh"
-    script.write_text(steps.STEP_SCRIPTS[step])
+    script.write_text(STEP_SCRIPTS[step])
     result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
 
 
 def test_the_escalation_policy_comes_from_the_spec(settings) -> None:
-    from workflows.pipelines.assembly.pipeline import step_policy
-
     settings.SLURM_MAX_MEMORY_MB = 9000
-    policy = step_policy("assembly")
+    policy = step_policy(ASSEMBLY, "assembly")
     assert (policy.max_escalations, policy.factor, policy.max_memory_mb) == (1, 2.0, 9000)
     assert policy.memory_environment == {"MEGAHIT_MEMORY_BYTES": 0.9}
-    assert step_policy("read_qc").memory_environment == {}
+    assert step_policy(ASSEMBLY, "read_qc").memory_environment == {}
 
 
 def _broken(change) -> dict:
@@ -100,12 +99,10 @@ def test_a_spec_that_is_not_yaml_is_named(tmp_path: Path) -> None:
 
 
 def test_a_requests_resources_override_the_sites_which_override_the_spec(settings) -> None:
-    from workflows.pipelines.assembly.pipeline import pipeline_config
-
-    settings.PIPELINE_CONFIG = {"assembly": {"memory_mb": 4000}}
-    assembly = pipeline_config({"assembly": {"time_limit_minutes": 1}}).resources("assembly")
+    settings.PIPELINE_CONFIG = {"assembly": {"assembly": {"memory_mb": 4000}}}
+    assembly = pipeline_config(ASSEMBLY, {"assembly": {"time_limit_minutes": 1}}).resources("assembly")
     assert (assembly.cpus, assembly.memory_mb, assembly.time_limit_minutes) == (2, 4000, 1)
-    assert pipeline_config(None).resources("assembly").time_limit_minutes == 120
+    assert pipeline_config(ASSEMBLY, None).resources("assembly").time_limit_minutes == 120
     # A request names steps only: the partition and the jobs' PATH are the site's.
     mistakes: list[tuple[dict[str, Any], str]] = [
         ({"asembly": {"cpus": 1}}, r"not \['asembly'\]"),
@@ -115,15 +112,16 @@ def test_a_requests_resources_override_the_sites_which_override_the_spec(setting
     ]
     for mistake, message in mistakes:
         with pytest.raises(ValueError, match=message):
-            pipeline_config(mistake)
+            pipeline_config(ASSEMBLY, mistake)
 
 
 def test_the_jobs_path_is_set_only_where_the_site_sets_it(settings, tmp_path: Path) -> None:
-    from workflows.pipelines.assembly.pipeline import pipeline_config
-
     run = RunInputs("ERR1", "SINGLE", ("file:///a.fastq.gz",), ("a" * 32,))
     settings.PIPELINE_JOB_PATH = ""
-    assert "PATH" not in steps.build_step_spec("assembly", run, tmp_path, pipeline_config()).environment
+    assert (
+        "PATH"
+        not in ASSEMBLY.build_step_spec("assembly", run, tmp_path, pipeline_config(ASSEMBLY)).environment
+    )
     settings.PIPELINE_JOB_PATH = "/opt/conda/envs/megahit/bin:/usr/bin:/bin"
-    job = steps.build_step_spec("assembly", run, tmp_path, pipeline_config())
+    job = ASSEMBLY.build_step_spec("assembly", run, tmp_path, pipeline_config(ASSEMBLY))
     assert job.environment["PATH"] == "/opt/conda/envs/megahit/bin:/usr/bin:/bin"

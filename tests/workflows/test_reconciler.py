@@ -15,12 +15,12 @@ from analyses.services import cancel_assembly_analysis_request
 from prefect_utils.poller import Poller
 from prefect_utils.submission import SlurmJobs
 from tests.slurm_support import job_ids_with_comment, poll_until
+from tests.workflows.pipeline_inputs import STEP_SCRIPTS, STEPS
 from workflows.models import ClusterJob, Plan, PlanStep, RequestProgress
 from workflows.orchestration.reconciler import PassResult, reconcile, reconcile_once
 from workflows.orchestration.recovery import NothingToRetry, carry_out_cancellation, retry_failed_runs
 from workflows.orchestration.request_lock import RequestBusy, request_lock, requests_with_live_pass
-from workflows.pipelines.assembly.pipeline import ASSEMBLY
-from workflows.pipelines.assembly.steps import STEP_SCRIPTS, STEPS
+from workflows.pipelines.analysis.pipeline import STUDY_ANALYSIS
 
 pytestmark = [pytest.mark.slurm, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,11 +44,11 @@ def until_a_job_changes(jobs: SlurmJobs, result: PassResult, timeout: float = 12
 
 
 def run_to_the_end(request_id: int, jobs: SlurmJobs, max_passes: int = 40) -> list[PassResult]:
-    results = [reconcile_once(request_id, pipeline=ASSEMBLY, jobs=jobs)]
+    results = [reconcile_once(request_id, pipeline=STUDY_ANALYSIS, jobs=jobs)]
     while results[-1].waiting:
         assert len(results) < max_passes, [r.summary for r in results]
         until_a_job_changes(jobs, results[-1])
-        results.append(reconcile_once(request_id, pipeline=ASSEMBLY, jobs=jobs))
+        results.append(reconcile_once(request_id, pipeline=STUDY_ANALYSIS, jobs=jobs))
     return results
 
 
@@ -60,13 +60,34 @@ def test_passes_take_a_request_from_plan_to_completed(pipeline_world, jobs):
     assert request.status == "completed", request.status_detail
     assert results[0].submitted and len(results[0].submitted) == 2  # the first step of both runs, together
     plan = Plan.objects.get(request=request)
-    assert plan.steps.count() == 8
+    # Each run's route: the assembly (4 steps), then its analysis (3), chained as its assembly is big enough.
+    assert plan.steps.count() == 14
+    assert set(plan.steps.values_list("pipeline", "step")) == {
+        *(("assembly", step) for step in ("fetch_reads", "read_qc", "assembly", "assembly_stats")),
+        *(("assembly_analysis", step) for step in ("gene_calling", "domain_search", "rrna_search")),
+    }
     analyses = Analysis.objects.filter(request=request)
-    assert analyses.count() == 2 and Assembly.objects.filter(request=request).count() == 2
-    for analysis in analyses:
-        assert analysis.summary["contigs"] >= 1 and analysis.summary["n50"] > 1000
+    assert (
+        analyses.filter(pipeline="assembly").count() == 2
+        and Assembly.objects.filter(request=request).count() == 2
+    )
+    for analysis in analyses.filter(pipeline="assembly"):
+        assert analysis.summary["contigs"] >= 1 and analysis.summary["n50"] > 1000 and analysis.assembly_id
+    # Random demo genomes: prodigal calls genes in any long sequence; no profile and no rRNA matches them.
+    for analysis in analyses.filter(pipeline="assembly_analysis"):
+        assert (
+            analysis.summary["cds"] > 0
+            and analysis.summary["domain_hits"] == 0
+            and analysis.summary["rrnas"] == 0
+        )
+    assert analyses.count() == 4
+    outcomes = request.request_metadata["outcomes"]
+    assert outcomes["ERR9000001"] == {
+        "route": "assembly",
+        "pipelines": {"assembly": "completed", "assembly_analysis": "completed"},
+    }
     jobs_of_request = ClusterJob.objects.filter(request=request)
-    assert jobs_of_request.count() == 8 and set(jobs_of_request.values_list("state", flat=True)) == {
+    assert jobs_of_request.count() == 14 and set(jobs_of_request.values_list("state", flat=True)) == {
         "COMPLETED"
     }
     for job in jobs_of_request:
@@ -75,18 +96,18 @@ def test_passes_take_a_request_from_plan_to_completed(pipeline_world, jobs):
 
     # A pass over a finished request changes nothing.
     sbatch = jobs.client.calls["sbatch"]
-    again = reconcile_once(request.pk, pipeline=ASSEMBLY, jobs=jobs)
+    again = reconcile_once(request.pk, pipeline=STUDY_ANALYSIS, jobs=jobs)
     assert not again.waiting and again.status == "completed" and jobs.client.calls["sbatch"] == sbatch
 
 
 def test_a_second_pass_in_a_row_changes_nothing(pipeline_world, jobs):
     request = new_request()
-    first = reconcile_once(request.pk, pipeline=ASSEMBLY, jobs=jobs)
+    first = reconcile_once(request.pk, pipeline=STUDY_ANALYSIS, jobs=jobs)
     assert first.waiting and len(first.submitted) == 2
     rows = list(ClusterJob.objects.order_by("pk").values_list("key", "attempt", "slurm_job_id"))
     sbatch = jobs.client.calls["sbatch"]
 
-    second = reconcile_once(request.pk, pipeline=ASSEMBLY, jobs=jobs)
+    second = reconcile_once(request.pk, pipeline=STUDY_ANALYSIS, jobs=jobs)
     assert second.waiting and second.submitted == []
     assert jobs.client.calls["sbatch"] == sbatch
     assert list(ClusterJob.objects.order_by("pk").values_list("key", "attempt", "slurm_job_id")) == rows
@@ -95,18 +116,20 @@ def test_a_second_pass_in_a_row_changes_nothing(pipeline_world, jobs):
 
 def test_the_plan_is_frozen_against_new_settings_code_and_ena(pipeline_world, jobs, tmp_path, monkeypatch):
     request = new_request()
-    first = reconcile_once(request.pk, pipeline=ASSEMBLY, jobs=jobs)
+    first = reconcile_once(request.pk, pipeline=STUDY_ANALYSIS, jobs=jobs)
     planned = {step.key: step.spec for step in PlanStep.objects.filter(plan__request=request)}
     submitted = set(ClusterJob.objects.values_list("key", flat=True))
 
     # Between the crash and the rerun: a redeploy with other resources and paths, and ENA gone.
-    pipeline_world.PIPELINE_CONFIG = {"fetch_reads": {"memory_mb": 768}, "assembly": {"cpus": 1}}
+    pipeline_world.PIPELINE_CONFIG = {
+        "assembly": {"fetch_reads": {"memory_mb": 768}, "assembly": {"cpus": 1}}
+    }
     pipeline_world.JOBS_ROOT = tmp_path / "elsewhere"
     pipeline_world.ENA_PORTAL_API_URL = "http://127.0.0.1:9/ena/portal/api"
     for step in STEPS:  # and new step scripts, which would fail every job
         monkeypatch.setitem(STEP_SCRIPTS, step, "#!/bin/bash\necho 'a script of the new release'\nexit 99\n")
     sbatch = jobs.client.calls["sbatch"]
-    second = reconcile_once(request.pk, pipeline=ASSEMBLY, jobs=jobs)
+    second = reconcile_once(request.pk, pipeline=STUDY_ANALYSIS, jobs=jobs)
     assert second.submitted == [] and jobs.client.calls["sbatch"] == sbatch
 
     until_a_job_changes(jobs, first)
@@ -126,21 +149,27 @@ def test_ingestion_is_an_upsert_under_a_constraint(pipeline_world, jobs):
     plan = Plan.objects.get(request=request)
     first_step = plan.steps.first()
     assert first_step is not None
-    run_steps = list(plan.steps.filter(run_accession=first_step.run_accession))
-    ASSEMBLY.ingest(request, run_steps)
-    ASSEMBLY.ingest(request, run_steps)
-    assert Analysis.objects.filter(request=request).count() == 2
-    analysis = Analysis.objects.filter(request=request).first()
+    run_steps = list(plan.steps.filter(run_accession=first_step.run_accession, pipeline="assembly"))
+    analyses = Analysis.objects.filter(request=request)
+    before = analyses.count()
+    STUDY_ANALYSIS.ingest(request, "assembly", run_steps, {"contigs": 3})
+    STUDY_ANALYSIS.ingest(request, "assembly", run_steps, {"contigs": 3})
+    assert analyses.count() == before
+    analysis = analyses.filter(run=first_step.run, pipeline="assembly").first()
     assert analysis is not None
     with pytest.raises(IntegrityError), transaction.atomic():
         Analysis.objects.create(
-            study=analysis.study, run=analysis.run, request=request, assembly=analysis.assembly
+            study=analysis.study,
+            run=analysis.run,
+            request=request,
+            assembly=analysis.assembly,
+            pipeline="assembly",
         )
 
 
 def test_qa_rejections_and_a_study_unknown_to_ena(pipeline_world, jobs):
     missing = new_request("PRJEB99999")
-    result = reconcile_once(missing.pk, pipeline=ASSEMBLY, jobs=jobs)
+    result = reconcile_once(missing.pk, pipeline=STUDY_ANALYSIS, jobs=jobs)
     missing.refresh_from_db()
     assert not result.waiting and missing.status == "failed" and "PRJEB99999" in missing.status_detail
 
@@ -150,18 +179,18 @@ def test_qa_rejections_and_a_study_unknown_to_ena(pipeline_world, jobs):
     assert partial.status == "completed"
     assert partial.request_metadata["failed_runs"] == {}  # ERR9000004 was rejected by data QA: not a failure
     assert "1 rejected by data QA" in partial.status_detail
-    assert Analysis.objects.filter(request=partial).count() == 1
+    assert Analysis.objects.filter(request=partial, pipeline="assembly").count() == 1
 
 
 def test_cancellation_scancels_and_no_pass_submits_afterwards(pipeline_world, jobs):
     request = new_request()
-    first = reconcile_once(request.pk, pipeline=ASSEMBLY, jobs=jobs)
+    first = reconcile_once(request.pk, pipeline=STUDY_ANALYSIS, jobs=jobs)
     assert first.waiting
     cancel_assembly_analysis_request(request, by=None, reason="test")
     poll_until(lambda: carry_out_cancellation(request.pk), timeout=60, what="Slurm to confirm the scancel")
     assert set(ClusterJob.objects.filter(request=request).values_list("state", flat=True)) == {"CANCELLED"}
     sbatch = jobs.client.calls["sbatch"]
-    after = reconcile_once(request.pk, pipeline=ASSEMBLY, jobs=jobs)
+    after = reconcile_once(request.pk, pipeline=STUDY_ANALYSIS, jobs=jobs)
     assert not after.waiting and after.status == "cancelled" and jobs.client.calls["sbatch"] == sbatch
 
 
@@ -182,7 +211,7 @@ def test_lingering_pass_goes_on_in_process_when_jobs_are_short(pipeline_world, j
     poller_thread = threading.Thread(target=poll)
     poller_thread.start()
     try:
-        result = reconcile(request.pk, pipeline=ASSEMBLY, jobs=jobs, linger_seconds=300)
+        result = reconcile(request.pk, pipeline=STUDY_ANALYSIS, jobs=jobs, linger_seconds=300)
     finally:
         stop.set()
         poller_thread.join()
@@ -269,14 +298,15 @@ def test_retrying_failed_runs_supersedes_the_plan_and_reuses_completed_steps(
     assert request.status == "pending"
     run_to_the_end(request.pk, jobs)
     request.refresh_from_db()
-    assert request.status == "completed", request.status_detail
-    assert jobs.client.calls["sbatch"] == sbatch + 2  # only the two stats steps ran again
+    assert request.status == "completed", request.request_metadata
+    # The two stats steps ran again, then the analysis chained after them, which their failure had held back.
+    assert jobs.client.calls["sbatch"] == sbatch + 2 + 6
     assert set(
         ClusterJob.objects.filter(request=request, attempt=2).values_list("spec__name", flat=True)
     ) == {"emgapi-assembly_stats-ERR9000001", "emgapi-assembly_stats-ERR9000002"}
     first, second = Plan.objects.filter(request=request).order_by("generation")
     assert set(first.steps.values_list("first_attempt", flat=True)) == {1}  # superseded, not edited
-    assert sorted(second.steps.values_list("first_attempt", flat=True)) == [1, 1, 1, 1, 1, 1, 2, 2]
-    assert Analysis.objects.filter(request=request).count() == 2
+    assert sorted(second.steps.values_list("first_attempt", flat=True)) == [1] * 12 + [2, 2]
+    assert Analysis.objects.filter(request=request, pipeline="assembly").count() == 2
     with pytest.raises(NothingToRetry):
         retry_failed_runs(request.pk)

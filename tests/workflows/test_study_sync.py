@@ -7,9 +7,9 @@ import pytest
 from django.db import connection
 
 from analyses.models import Run, Study
+from tests.workflows.pipeline_inputs import check_run_usable
 from workflows.ena import study_sync
 from workflows.ena.client import EnaClient
-from workflows.pipelines.assembly.steps import check_run_usable
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

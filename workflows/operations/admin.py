@@ -21,7 +21,7 @@ from analyses.models import AssemblyAnalysisRequest, Study
 from analyses.pagination import BoundedCountPaginator
 from workflows.models import ClusterJob, PollerLease, Trigger
 from workflows.operations import steering
-from workflows.pipelines.assembly.steps import STEPS
+from workflows.pipelines.analysis.pipeline import all_step_names
 from workflows.selectors import current_plan, latest_trigger
 
 
@@ -43,10 +43,10 @@ class StepFilter(admin.SimpleListFilter):
     parameter_name = "step"
 
     def lookups(self, request: HttpRequest, model_admin) -> list[tuple[str, str]]:
-        return [(step, step) for step in STEPS]
+        return [(step, step) for step in sorted(all_step_names())]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[ClusterJob]) -> QuerySet[ClusterJob]:
-        # Job names are `emgapi-<step>-<run>` (workflows/pipelines/assembly/steps.py).
+        # Job names are `emgapi-<step>-<run>` (workflows/pipelines/engine.py).
         return queryset.filter(name__startswith=f"emgapi-{self.value()}-") if self.value() else queryset
 
 

@@ -1,7 +1,7 @@
 """A request's plan: proposed once by its pipeline, frozen in the database, read by every later pass."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,6 +35,9 @@ class PlannedStep:
     inputs: dict[str, str] = field(default_factory=dict)
     depends_on: tuple[str, ...] = ()
     policy: ResubmitPolicy = field(default_factory=ResubmitPolicy)
+    pipeline: str = ""
+    when: str = ""  # a condition on the run's recorded metrics (workflows/pipelines/conditions.py)
+    metrics: tuple[dict[str, Any], ...] = ()  # what its outputs record (workflows/pipelines/metrics.py)
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,10 @@ class Pipeline(Protocol):
     """What the reconciler needs of a pipeline; the pipeline's own package says how it does it."""
 
     name: str
-    version: str
+
+    @property
+    def version(self) -> str:
+        """Names what the plan was made from."""
 
     def check_run(self, run: EnaReadRun) -> str | None:
         """The pipeline's data QA gate: None if it can take the run, otherwise why not."""
@@ -55,11 +61,18 @@ class Pipeline(Protocol):
     def propose_plan(self, request: AssemblyAnalysisRequest, plan_uid: str) -> PlanProposal:
         """Everything that reads the world (ENA, settings, code): called once per request, then frozen."""
 
-    def ingested_runs(self, request: AssemblyAnalysisRequest) -> set[str]:
-        """Run accessions whose results are already in the archive for this request."""
+    def ingested(self, request: AssemblyAnalysisRequest) -> set[tuple[str, str]]:
+        """(run accession, pipeline) of the analyses already in the archive for this request."""
 
-    def ingest(self, request: AssemblyAnalysisRequest, steps: Sequence[PlanStep]) -> dict[str, Any]:
-        """Record the results of one run whose steps all completed; an upsert, safe to repeat."""
+    def ingest(
+        self,
+        request: AssemblyAnalysisRequest,
+        pipeline_name: str,
+        steps: Sequence[PlanStep],
+        metrics: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Record the analysis of one run by one pipeline whose steps all completed or were skipped, with the
+        metrics they recorded; an upsert, safe to repeat."""
 
 
 # A plan at least this large gets the planner's statistics of the steps table refreshed as it is frozen.
@@ -89,7 +102,10 @@ def freeze_plan(request: AssemblyAnalysisRequest, pipeline: Pipeline) -> Plan:
                     run_id=step.run_id,
                     run_accession=step.run_accession,
                     step=step.step,
+                    pipeline=step.pipeline,
                     position=position,
+                    when=step.when,
+                    metrics=list(step.metrics),
                     depends_on=list(step.depends_on),
                     spec=step.spec.canonical(),
                     inputs=step.inputs,
@@ -137,7 +153,10 @@ def supersede_for_retry(plan: Plan, attempts: dict[str, list[LedgerRecord]]) -> 
                 run_id=step.run_id,
                 run_accession=step.run_accession,
                 step=step.step,
+                pipeline=step.pipeline,
                 position=step.position,
+                when=step.when,
+                metrics=step.metrics,
                 depends_on=step.depends_on,
                 spec=step.spec,
                 inputs=step.inputs,

@@ -1,8 +1,10 @@
 """A flow pass over one request: make the world match the plan, then say whether there is anything to wait for.
 
-A pass reads the plan and the ledger and then, in order: submits every step whose dependencies completed and
-that has no job (through the ledger, in one batch: idempotent), applies the resubmit policy to failed attempts,
-ingests every run whose steps all completed, and finishes the request when nothing is left. Running it twice in
+A pass reads the plan and the ledger and then, in order: records the metrics of steps that completed since,
+decides the `when:` of steps whose dependencies completed (false: the step and those after it are skipped, an
+outcome), submits every step whose dependencies completed and that has no job (through the ledger, in one batch:
+idempotent), applies the resubmit policy to failed attempts, ingests each run's analysis by each pipeline whose
+steps all completed or were skipped, and finishes the request when nothing is left. Running it twice in
 a row changes nothing the second time. It never waits for a job: the flow suspends instead, and the service
 poller resumes it when a job ends (see `workflows.orchestration.recovery`).
 """
@@ -11,23 +13,28 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from analyses.models import AssemblyAnalysisRequest
 from analyses.services import record_request_state
+from prefect_utils.job_spec import JobSpec
 from prefect_utils.ledger import JobSubmission, LedgerRecord
 from prefect_utils.policy import ResubmitPolicy, describe_failure
 from prefect_utils.states import TERMINAL_STATES, JobState
 from prefect_utils.submission import SlurmJobs
-from workflows.models import ClusterJob, Plan, PlanStep, RequestProgress
+from workflows.models import ClusterJob, Plan, PlanStep, RequestProgress, StepOutcome
 from workflows.orchestration.capacity import claim_slots
 from workflows.orchestration.plans import Pipeline, PlanningFailed, freeze_plan
 from workflows.orchestration.request_lock import request_lock
+from workflows.pipelines.conditions import MissingMetric, parse_condition
+from workflows.pipelines.metrics import MetricsError, MetricsSpec, read_metrics
 
 logger = logging.getLogger(__name__)
 Status = AssemblyAnalysisRequest.Status
@@ -62,8 +69,32 @@ class _RunState:
     steps: list[PlanStep]
     to_submit: list[JobSubmission] = field(default_factory=list)
     active: bool = False
-    completed: bool = False
+    completed: bool = False  # every step completed or was skipped
     failure: str | None = None
+    done: set[str] = field(default_factory=set)  # steps that completed
+    skipped: dict[str, str] = field(default_factory=dict)  # step -> why (recorded, or decided by this pass)
+    newly_skipped: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)  # `<step>.<metric>` -> value, as recorded
+
+    def pipelines_over(self) -> dict[str, list[PlanStep]]:
+        """The pipelines of this run whose steps all completed or were skipped, and at least one completed."""
+        by_pipeline: dict[str, list[PlanStep]] = defaultdict(list)
+        for step in self.steps:
+            by_pipeline[step.pipeline].append(step)
+        return {
+            name: steps
+            for name, steps in by_pipeline.items()
+            if all(s.step in self.done or s.step in self.skipped for s in steps)
+            and any(s.step in self.done for s in steps)
+        }
+
+    def pipeline_metrics(self, steps: Sequence[PlanStep]) -> dict[str, Any]:
+        names = {step.step for step in steps}
+        return {
+            key.split(".", 1)[1]: value
+            for key, value in self.metrics.items()
+            if key.split(".", 1)[0] in names
+        }
 
 
 # A lingering flow passes again at most once per this many times its last pass's duration: at 20,000 steps a
@@ -198,10 +229,12 @@ def _pass(
     steps = plan_steps(plan)
     submitted: list[str] = []
     attempts = jobs.ledger.attempts({step.key for step in steps})
+    outcomes, metric_failures = _record_metrics(request_id, steps, attempts)
     # Submitting can end attempts at once (sbatch refusing a spec), which the next evaluation must see: only the
     # keys submitted are read again (anything else that changed since `read_at` is the next pass's news).
     for _ in range(3):
-        runs = _evaluate(steps, attempts, labels)
+        runs = _evaluate(steps, attempts, labels, outcomes, metric_failures)
+        _record_skips(request_id, runs, outcomes)
         wanted = [s for run in runs for s in run.to_submit]
         if not wanted:
             break
@@ -217,12 +250,16 @@ def _pass(
         if any(r.needs_submission for r in records):
             break  # the controller stopped answering mid-batch: the next pass goes on
 
-    ingested_before = pipeline.ingested_runs(request)
+    ingested_before = pipeline.ingested(request)
     ingested = []
     for run in runs:
-        if run.completed and run.accession not in ingested_before:
-            summary = pipeline.ingest(request, run.steps)
-            logger.info("Run %s ingested: %s", run.accession, summary)
+        for pipeline_name, pipeline_steps in run.pipelines_over().items():
+            if (run.accession, pipeline_name) in ingested_before:
+                continue
+            summary = pipeline.ingest(
+                request, pipeline_name, pipeline_steps, run.pipeline_metrics(pipeline_steps)
+            )
+            logger.info("Run %s ingested (%s): %s", run.accession, pipeline_name or "pipeline", summary)
             ingested.append(run.accession)
 
     succeeded = [run.accession for run in runs if run.completed]
@@ -232,14 +269,18 @@ def _pass(
     result = PassResult(request_id, Status.RUNNING, waiting, read_at, submitted, ingested, succeeded, failed)
     if not waiting:
         rejected = f"; {len(plan.rejected)} rejected by data QA" if plan.rejected else ""
+        skipped = sum(1 for run in runs if run.skipped)
+        skips = f" ({skipped} with a pipeline skipped)" if skipped else ""
         if succeeded:
-            detail = f"{len(succeeded)} run(s) assembled and analysed; {len(failed)} failed{rejected}."
+            detail = f"{len(succeeded)} run(s) analysed{skips}; {len(failed)} failed{rejected}."
         elif runs:
-            detail = f"No run could be assembled and analysed ({len(failed)} failed{rejected})."
+            detail = f"No run could be analysed ({len(failed)} failed{rejected})."
         else:
             detail = "No usable run in the study: " + "; ".join(plan.rejected.values())
         result.status = Status.COMPLETED if succeeded else Status.FAILED
-        _finish(request_id, result.status, detail, succeeded=succeeded, failed=failed)
+        _finish(
+            request_id, result.status, detail, succeeded=succeeded, failed=failed, outcomes=_outcomes(runs)
+        )
     return result
 
 
@@ -264,35 +305,139 @@ def _read_submission_fields(steps: Sequence[PlanStep]) -> None:
         step.spec, step.inputs, step.policy = spec, inputs, policy
 
 
+def _history(step: PlanStep, attempts: dict[str, list[LedgerRecord]]) -> list[LedgerRecord]:
+    # Attempts before a step's first_attempt belong to an earlier generation of the plan (see plans.py).
+    return [r for r in attempts.get(step.key, []) if r.attempt >= step.first_attempt]
+
+
+def _record_metrics(
+    request_id: int, steps: Sequence[PlanStep], attempts: dict[str, list[LedgerRecord]]
+) -> tuple[dict[tuple[str, str], StepOutcome], dict[str, str]]:
+    """The request's recorded outcomes, after recording the metrics of every step that completed since (read
+    from its outputs, once), and the runs whose outputs could not be read, with why."""
+    outcomes = {(o.run_accession, o.step): o for o in StepOutcome.objects.filter(request_id=request_id)}
+    due = [
+        step
+        for step in steps
+        if step.metrics
+        and (step.run_accession, step.step) not in outcomes
+        and (history := _history(step, attempts))
+        and history[-1].state == JobState.COMPLETED
+    ]
+    _read_submission_fields(due)
+    failures: dict[str, str] = {}
+    new = []
+    for step in due:
+        environment = JobSpec.from_canonical(step.spec).environment
+        values: dict[str, Any] = {}
+        try:
+            for declared in map(MetricsSpec.from_dict, step.metrics):
+                values.update(read_metrics(declared, Path(environment[declared.file.upper()])))
+        except MetricsError as exc:
+            failures.setdefault(step.run_accession, f"{step.step}: its metrics could not be read: {exc}")
+            continue
+        new.append(
+            StepOutcome(
+                request_id=request_id,
+                run_accession=step.run_accession,
+                step=step.step,
+                pipeline=step.pipeline,
+                metrics=values,
+            )
+        )
+    # A concurrent pass may record the same step: the first record stands, and both read the same files.
+    StepOutcome.objects.bulk_create(new, ignore_conflicts=True)
+    for outcome in new:
+        outcomes.setdefault((outcome.run_accession, outcome.step), outcome)
+    return outcomes, failures
+
+
+def _record_skips(
+    request_id: int, runs: Sequence[_RunState], outcomes: dict[tuple[str, str], StepOutcome]
+) -> None:
+    new = [
+        StepOutcome(
+            request_id=request_id, run_accession=run.accession, step=step, pipeline=pipeline, skipped=why
+        )
+        for run in runs
+        for step, why in run.newly_skipped.items()
+        for pipeline in [next(s.pipeline for s in run.steps if s.step == step)]
+    ]
+    StepOutcome.objects.bulk_create(new, ignore_conflicts=True)
+    for outcome in new:
+        outcomes.setdefault((outcome.run_accession, outcome.step), outcome)
+    for run in runs:
+        run.newly_skipped = {}
+
+
+def _decide_skips(run: _RunState, completed: set[str]) -> None:
+    """Steps whose `when:` does not hold on the run's recorded metrics are skipped, and so is every step that
+    depends on a skipped one: the decision reads recorded figures only, so a later pass decides the same."""
+    for step in sorted(run.steps, key=lambda s: s.position):
+        if step.step in completed or step.step in run.skipped:
+            continue
+        skipped_before = next((d for d in step.depends_on if d in run.skipped), None)
+        if skipped_before is not None:
+            run.skipped[step.step] = run.newly_skipped[step.step] = run.skipped[skipped_before]
+            continue
+        if not step.when or not set(step.depends_on) <= completed:
+            continue
+        condition = parse_condition(step.when)
+        try:
+            holds = condition.holds(run.metrics)
+        except MissingMetric as exc:
+            run.failure = (
+                run.failure or f"{step.step}: cannot decide `when: {step.when}`: {exc} was not recorded"
+            )
+            continue
+        if not holds:
+            why = f"{step.pipeline or step.step} skipped: {condition.why_false(run.metrics)}"
+            run.skipped[step.step] = run.newly_skipped[step.step] = why
+
+
 def _evaluate(
-    steps: Sequence[PlanStep], attempts: dict[str, list[LedgerRecord]], labels: dict
+    steps: Sequence[PlanStep],
+    attempts: dict[str, list[LedgerRecord]],
+    labels: dict,
+    outcomes: Mapping[tuple[str, str], StepOutcome] | None = None,
+    metric_failures: Mapping[str, str] | None = None,
 ) -> list[_RunState]:
+    outcomes = outcomes or {}
+    metric_failures = metric_failures or {}
     by_run: dict[str, list[PlanStep]] = defaultdict(list)
     for step in steps:
         by_run[step.run_accession].append(step)
     runs = []
     ready: list[tuple[_RunState, PlanStep, list[LedgerRecord]]] = []
     for accession, run_steps in by_run.items():
-        run = _RunState(accession, run_steps)
-        # Attempts before a step's first_attempt belong to an earlier generation of the plan (see plans.py).
-        histories = {
-            step.step: [r for r in attempts.get(step.key, []) if r.attempt >= step.first_attempt]
-            for step in run_steps
-        }
+        run = _RunState(accession, run_steps, failure=metric_failures.get(accession))
+        histories = {step.step: _history(step, attempts) for step in run_steps}
         completed = {
             name for name, history in histories.items() if history and history[-1].state == JobState.COMPLETED
         }
+        run.done = completed
         for step in run_steps:
+            outcome = outcomes.get((accession, step.step))
+            if outcome is None:
+                continue
+            if outcome.skipped:
+                run.skipped[step.step] = outcome.skipped
+            run.metrics.update({f"{step.step}.{name}": value for name, value in outcome.metrics.items()})
+        if any(step.when for step in run_steps) or run.skipped:
+            _decide_skips(run, completed)
+        over = completed | set(run.skipped)
+        for step in run_steps:
+            if step.step in over:
+                continue
             history = histories[step.step]
             last = history[-1] if history else None
-            if last is not None and last.state == JobState.COMPLETED:
-                continue
             if last is not None and not last.is_terminal and not last.needs_submission:
                 run.active = True
                 continue
-            if set(step.depends_on) <= completed:
+            # A run whose metrics could not be read, or whose `when:` cannot be decided, goes no further.
+            if run.failure is None and set(step.depends_on) <= completed:
                 ready.append((run, step, history))
-        run.completed = completed == {step.step for step in run_steps}
+        run.completed = run.failure is None and over == {step.step for step in run_steps}
         runs.append(run)
     _read_submission_fields([step for _, step, _ in ready])
     for run, step, history in ready:
@@ -315,6 +460,28 @@ def _evaluate(
     return runs
 
 
+def _outcomes(runs: Sequence[_RunState]) -> dict[str, dict[str, Any]]:
+    """Per run: its route (the first pipeline) and what became of each pipeline of it."""
+    outcomes = {}
+    for run in runs:
+        by_pipeline: dict[str, list[PlanStep]] = defaultdict(list)
+        for step in sorted(run.steps, key=lambda s: s.position):
+            by_pipeline[step.pipeline].append(step)
+        pipelines: dict[str, str] = {}
+        for name, steps in by_pipeline.items():
+            skipped = [run.skipped[s.step] for s in steps if s.step in run.skipped]
+            if all(s.step in run.done for s in steps):
+                pipelines[name] = "completed"
+            elif skipped and all(s.step in run.done or s.step in run.skipped for s in steps):
+                pipelines[name] = skipped[0]
+            elif run.failure:
+                pipelines[name] = f"failed: {run.failure}"
+            else:
+                pipelines[name] = "not run"
+        outcomes[run.accession] = {"route": next(iter(by_pipeline), ""), "pipelines": pipelines}
+    return outcomes
+
+
 def _stopped(request_id: int, status: str, read_at: datetime) -> PassResult:
     """The pass of a request no longer active; a cancelled one's jobs are scancelled now, under the pass's lock."""
     if status == Status.CANCELLED:
@@ -334,13 +501,20 @@ def _mark_running(request_id: int, flow_run_id: str) -> None:
 
 
 def _finish(
-    request_id: int, status: str, detail: str, *, succeeded: list[str], failed: dict[str, str]
+    request_id: int,
+    status: str,
+    detail: str,
+    *,
+    succeeded: list[str],
+    failed: dict[str, str],
+    outcomes: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """Completed when at least one run went through; the runs that did not are listed with their reasons."""
+    """Completed when at least one run went through; the runs that did not are listed with their reasons, and
+    each run's route with what became of each pipeline of it."""
     record_request_state(
         request_id,
         status=status,
         detail=detail,
-        metadata={"succeeded_runs": succeeded, "failed_runs": failed},
+        metadata={"succeeded_runs": succeeded, "failed_runs": failed, "outcomes": outcomes or {}},
         from_statuses=AssemblyAnalysisRequest.ACTIVE_STATUSES,
     )

@@ -12,7 +12,7 @@ from workflows.django_env import ensure_django
 ensure_django()
 
 from workflows.outbox import deployments
-from workflows.pipelines.assembly.flow import assemble_and_analyse_study
+from workflows.pipelines.analysis.flow import assemble_and_analyse_study
 from workflows.pipelines.study_sync.flow import sync_study_with_ena
 
 FLOWS: dict[str, tuple[Flow[..., Any], str]] = {

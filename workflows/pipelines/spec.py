@@ -10,7 +10,17 @@ Files are declared once, under ``files``, as paths below a run's directory; ``{r
 reaches the step's script as an environment variable: ``qc_reads`` as ``QC_READS_1`` (and ``QC_READS_2``),
 ``contigs_fa`` as ``CONTIGS_FA``. An input must be the output of an earlier step, or ``ena_fastq`` (the run's FASTQ
 files at ENA: ``FASTQ_COUNT``, ``FASTQ_URL_<mate>``, ``FASTQ_MD5_<mate>``). A step's ``parameters`` name pipeline
-parameters (``min_contig_len`` as ``MIN_CONTIG_LEN``).
+parameters (``min_contig_len`` as ``MIN_CONTIG_LEN``); a parameter is a positive integer or text (a path).
+
+A step may also say on which Slurm ``partition`` it runs, which figures of its outputs are recorded when it has
+completed (``metrics``: named parsers, see `metrics.py`), and ``when`` it runs at all (a condition on recorded
+metrics, see `conditions.py`): a step whose condition is false is skipped, with the steps after it, and that is
+an outcome, not a failure.
+
+At the top level: ``route`` says which runs the pipeline takes as their first pipeline (library strategy and
+source, platforms it refuses); ``chain`` names pipelines that run on its outputs, each ``when`` a condition holds;
+``consumes`` names the files a chained pipeline reads from the pipeline that chains it; ``ingest_function``
+names a function of the pipeline's own folder (``module:function``) for what declared metrics cannot record.
 
 No Django and no Prefect here.
 """
@@ -25,6 +35,9 @@ from types import MappingProxyType
 from typing import Any
 
 import yaml
+
+from workflows.pipelines.conditions import Condition, ConditionError, parse_condition
+from workflows.pipelines.metrics import PARSERS, PARSERS_WITH_FIELDS, MetricsSpec
 
 ENA_FASTQ = "ena_fastq"
 
@@ -84,16 +97,60 @@ class StepSpec:
     # Variables that carry the tool's own memory limit, in bytes, as a fraction of the job's memory.
     memory_environment: Mapping[str, float]
     script: str
+    partition: str | None = None
+    metrics: tuple[MetricsSpec, ...] = ()
+    when: Condition | None = None
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """`<step>.<metric>` of every number this step records."""
+        return tuple(f"{self.name}.{name}" for spec in self.metrics for name in spec.names)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which runs a pipeline takes first: ENA's library strategy and source, and platforms it refuses."""
+
+    library_strategy: tuple[str, ...]
+    library_source: tuple[str, ...]
+    refused_platforms: tuple[str, ...] = ()
+
+    def refusal(self, strategy: str, source: str, platform: str) -> str | None:
+        """None if the run fits, otherwise what does not."""
+        if strategy.upper() not in self.library_strategy:
+            return f"library strategy {strategy or '(empty)'!r} is not {' or '.join(self.library_strategy)}"
+        if source.upper() not in self.library_source:
+            return f"library source {source or '(empty)'!r} is not {' or '.join(self.library_source)}"
+        if platform.upper() in self.refused_platforms:
+            return f"it refuses {platform} reads"
+        return None
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """Run `pipeline` on this pipeline's outputs once `after` (default: the last step) has completed, if `when`."""
+
+    pipeline: str
+    when: Condition | None
+    after: str
 
 
 @dataclass(frozen=True)
 class PipelineSpec:
     name: str
     version: str
-    parameters: Mapping[str, int]
+    parameters: Mapping[str, int | str]  # a positive integer, or text (a path)
     files: Mapping[str, FileSpec]
     steps: tuple[StepSpec, ...]
     source: str
+    route: Route | None = None
+    chain: tuple[ChainLink, ...] = ()
+    consumes: tuple[str, ...] = ()
+    ingest_function: str | None = None
+
+    @property
+    def metric_names(self) -> frozenset[str]:
+        return frozenset(name for step in self.steps for name in step.metric_names)
 
     @property
     def step_names(self) -> tuple[str, ...]:
@@ -119,7 +176,9 @@ def parse_spec(document: Any, *, source: str = "<spec>") -> PipelineSpec:
     name = top.string("name")
     version = top.string("version")
     parameters = {
-        key: _positive_int(value, source, "parameters", key)
+        key: value
+        if isinstance(value, str) and value.strip()
+        else _positive_int(value, source, "parameters", key)
         for key, value in top.mapping("parameters", required=False).items()
     }
     files: dict[str, FileSpec] = {}
@@ -139,20 +198,34 @@ def parse_spec(document: Any, *, source: str = "<spec>") -> PipelineSpec:
                 f"{source}: {where}: unknown placeholder(s) {sorted(unknown)}; use {{run}}, {{mate}}"
             )
         files[key] = FileSpec(key, value)
+    consumes = _names(top.get("consumes", []), source, "the top level", "consumes")
+    for item in consumes:
+        if item in files or not _NAME.match(item):
+            raise PipelineSpecError(
+                f"{source}: consumes: {item!r} is a file of the chaining pipeline, not one declared here"
+            )
     raw_steps = top.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         raise PipelineSpecError(f"{source}: steps: a non-empty list of steps")
     steps: list[StepSpec] = []
-    produced: set[str] = {ENA_FASTQ}
+    produced: set[str] = {ENA_FASTQ, *consumes}
     for index, raw in enumerate(raw_steps):
         label = (
             raw.get("name") if isinstance(raw, dict) and isinstance(raw.get("name"), str) else f"#{index + 1}"
         )
-        step = _parse_step(
-            raw, source, f"step {label!r}", files, parameters, [s.name for s in steps], produced
-        )
+        step = _parse_step(raw, source, f"step {label!r}", files, parameters, steps, produced, consumes)
         produced.update(step.outputs)
         steps.append(step)
+    route = _parse_route(top.get("route", None), source)
+    chain = _parse_chain(top.get("chain", []), source, steps)
+    ingest_function = top.get("ingest_function", None)
+    if ingest_function is not None and (
+        not isinstance(ingest_function, str)
+        or not re.fullmatch(r"[a-z_][a-z0-9_]*:[a-z_][a-z0-9_]*", ingest_function)
+    ):
+        raise PipelineSpecError(
+            f"{source}: ingest_function: `module:function` of the pipeline's folder, got {ingest_function!r}"
+        )
     top.done()
     return PipelineSpec(
         name=name,
@@ -161,7 +234,119 @@ def parse_spec(document: Any, *, source: str = "<spec>") -> PipelineSpec:
         files=MappingProxyType(files),
         steps=tuple(steps),
         source=source,
+        route=route,
+        chain=chain,
+        consumes=consumes,
+        ingest_function=ingest_function,
     )
+
+
+def _parse_route(raw: Any, source: str) -> Route | None:
+    if raw is None:
+        return None
+    fields = _Fields(raw, source, "route")
+    route = Route(
+        library_strategy=_upper_names(fields.get("library_strategy"), source, "route.library_strategy"),
+        library_source=_upper_names(fields.get("library_source"), source, "route.library_source"),
+        refused_platforms=_upper_names(
+            fields.get("refused_platforms", []), source, "route.refused_platforms", empty=True
+        ),
+    )
+    fields.done()
+    return route
+
+
+def _parse_chain(raw: Any, source: str, steps: list[StepSpec]) -> tuple[ChainLink, ...]:
+    if not isinstance(raw, list):
+        raise PipelineSpecError(f"{source}: chain: a list of {{pipeline, when, after}}, got {raw!r}")
+    links = []
+    for index, item in enumerate(raw):
+        where = f"chain #{index + 1}"
+        fields = _Fields(item, source, where)
+        pipeline = fields.string("pipeline")
+        after = fields.get("after", steps[-1].name)
+        if after not in [step.name for step in steps]:
+            raise PipelineSpecError(f"{source}: {where}: after: {after!r} is not a step of this pipeline")
+        earlier = steps[: [step.name for step in steps].index(after) + 1]
+        when = _parse_when(fields.get("when", None), source, where, earlier)
+        fields.done()
+        links.append(ChainLink(pipeline=pipeline, when=when, after=after))
+    return tuple(links)
+
+
+def _parse_when(raw: Any, source: str, where: str, earlier: list[StepSpec]) -> Condition | None:
+    """A condition on metrics that the steps in `earlier` record (checked here, so a typo fails at load)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise PipelineSpecError(f"{source}: {where}: when: a condition as text, got {raw!r}")
+    try:
+        condition = parse_condition(raw)
+    except ConditionError as exc:
+        raise PipelineSpecError(f"{source}: {where}: when: {exc}") from None
+    known = {name for step in earlier for name in step.metric_names}
+    unknown = sorted(condition.metrics - known)
+    if unknown:
+        raise PipelineSpecError(
+            f"{source}: {where}: when: {', '.join(unknown)} is not a metric of an earlier step "
+            f"(known: {', '.join(sorted(known)) or 'none'})"
+        )
+    return condition
+
+
+def _parse_metrics(
+    raw: Any, source: str, where: str, files: Mapping[str, FileSpec], outputs: tuple[str, ...]
+) -> tuple[MetricsSpec, ...]:
+    if not isinstance(raw, list):
+        raise PipelineSpecError(f"{source}: {where}: metrics: a list of parsers, got {raw!r}")
+    specs = []
+    seen: set[str] = set()
+    for index, item in enumerate(raw):
+        at = f"{where}: metrics #{index + 1}"
+        fields = _Fields(item, source, at)
+        parser = fields.string("parser")
+        if parser not in PARSERS:
+            raise PipelineSpecError(f"{source}: {at}: parser: {parser!r} is not one of {', '.join(PARSERS)}")
+        file = fields.string("file")
+        if file not in outputs:
+            raise PipelineSpecError(f"{source}: {at}: file: {file!r} is not an output of this step")
+        if files[file].per_mate:
+            raise PipelineSpecError(
+                f"{source}: {at}: file: {file!r} is one file per mate; a parser reads one"
+            )
+        mapping: dict[str, str] = {}
+        field: str | None = None
+        column: int | None = None
+        pattern: str | None = None
+        if parser in PARSERS_WITH_FIELDS:
+            mapping = fields.mapping("fields")
+            if not mapping or not all(
+                isinstance(k, str) and _NAME.match(k) and isinstance(v, str) and v for k, v in mapping.items()
+            ):
+                raise PipelineSpecError(f"{source}: {at}: fields: a mapping of metric: column or path")
+        else:
+            field = fields.string("field")
+            if not _NAME.match(field):
+                raise PipelineSpecError(f"{source}: {at}: field: lower_snake_case, got {field!r}")
+            if parser == "table_count_by":
+                column = _positive_int(fields.get("column"), source, at, "column")
+                pattern = fields.get("pattern", None)
+                if pattern is not None:
+                    try:
+                        if not isinstance(pattern, str) or re.compile(pattern).groups < 1:
+                            raise re.error("needs a group")
+                    except re.error as exc:
+                        raise PipelineSpecError(
+                            f"{source}: {at}: pattern: a regular expression with a group: {exc}"
+                        ) from None
+        fields.done()
+        spec = MetricsSpec(parser, file, MappingProxyType(mapping), field, column, pattern)
+        twice = seen & set(spec.names)
+        if twice:
+            raise PipelineSpecError(f"{source}: {at}: metric(s) {sorted(twice)} recorded twice by this step")
+        seen.update(spec.names)
+        specs.append(spec)
+    return tuple(specs)
 
 
 def _parse_step(
@@ -169,10 +354,12 @@ def _parse_step(
     source: str,
     where: str,
     files: Mapping[str, FileSpec],
-    parameters: Mapping[str, int],
-    earlier: list[str],
+    parameters: Mapping[str, int | str],
+    earlier_steps: list[StepSpec],
     produced: set[str],
+    consumes: tuple[str, ...] = (),
 ) -> StepSpec:
+    earlier = [step.name for step in earlier_steps]
     fields = _Fields(raw, source, where)
     name = fields.string("name")
     if not _NAME.match(name):
@@ -213,7 +400,7 @@ def _parse_step(
     escalation_fields.done()
     inputs = _names(fields.get("inputs", []), source, where, "inputs")
     for item in inputs:
-        if item != ENA_FASTQ and item not in files:
+        if item != ENA_FASTQ and item not in files and item not in consumes:
             raise PipelineSpecError(f"{source}: {where}: inputs: {item!r} is not a declared file")
         if item not in produced:
             raise PipelineSpecError(
@@ -248,6 +435,13 @@ def _parse_step(
             f"{source}: {where}: script: the body only; the step's prelude adds the #! line"
         )
     description = fields.get("description", "")
+    partition = fields.get("partition", None)
+    if partition is not None and (
+        not isinstance(partition, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", partition)
+    ):
+        raise PipelineSpecError(f"{source}: {where}: partition: a Slurm partition name, got {partition!r}")
+    metrics = _parse_metrics(fields.get("metrics", []), source, where, files, outputs)
+    when = _parse_when(fields.get("when", None), source, where, earlier_steps)
     fields.done()
     return StepSpec(
         name=name,
@@ -260,6 +454,9 @@ def _parse_step(
         parameters=step_parameters,
         memory_environment=MappingProxyType(dict(memory_environment)),
         script=script,
+        partition=partition,
+        metrics=metrics,
+        when=when,
     )
 
 
@@ -306,6 +503,16 @@ def _positive_int(value: Any, source: str, where: str, field: str, *, minimum: i
             f"{source}: {where}: {field}: an integer of at least {minimum}, got {value!r}"
         )
     return value
+
+
+def _upper_names(value: Any, source: str, where: str, *, empty: bool = False) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list)
+        or (not value and not empty)
+        or not all(isinstance(item, str) and item.strip() for item in value)
+    ):
+        raise PipelineSpecError(f"{source}: {where}: a list of ENA values, got {value!r}")
+    return tuple(item.upper() for item in value)
 
 
 def _names(value: Any, source: str, where: str, field: str) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""The assembly flow: one reconciler pass (or a few, for short jobs), then suspend until the poller resumes it."""
+"""The analysis flow of a request: one reconciler pass (or a few, for short jobs), then suspend until the poller
+resumes it. Which pipelines a run goes through is its plan's (workflows/pipelines/analysis/pipeline.py)."""
 
 from workflows.django_env import ensure_django
 
@@ -29,7 +30,7 @@ from workflows.orchestration.reconciler import PassResult, reconcile
 from workflows.orchestration.recovery import carry_out_cancellation
 from workflows.orchestration.request_lock import request_lock
 from workflows.outbox import deployments
-from workflows.pipelines.assembly.pipeline import ASSEMBLY
+from workflows.pipelines.analysis.pipeline import STUDY_ANALYSIS
 
 # What one pass adds to Prefect's storage, however many jobs the request has (issue 19: a table of every job, a
 # new version each pass, grew it by gigabytes for one 20,000-job request). Every job is in the API and the admin.
@@ -140,7 +141,7 @@ def _percent_done(request_id: int, result: PassResult) -> float:
 
 @flow(
     name=deployments.ASSEMBLY_ANALYSIS_FLOW,
-    description="Fetch an ENA study, check its runs, then QC, assemble and analyse each run as Slurm jobs.",
+    description="Fetch an ENA study, check its runs, then run each run's route of pipelines as Slurm jobs.",
     on_cancellation=[_on_cancelled],
 )
 def assemble_and_analyse_study(request_id: int, environment: str | None = None) -> dict[str, Any] | State:
@@ -162,7 +163,7 @@ def _one_pass(request_id: int) -> dict[str, Any] | State:
     with request_lock(request_id, wait_seconds=settings.WORKFLOWS_LINGER_MAX_SECONDS + 60):
         result = reconcile(
             request_id,
-            pipeline=ASSEMBLY,
+            pipeline=STUDY_ANALYSIS,
             jobs=build_jobs_service(),
             flow_run_id=str(current_flow_run.id),
             linger_seconds=settings.WORKFLOWS_LINGER_SECONDS,

@@ -1,0 +1,257 @@
+"""Jobs of any pipeline, built from its spec.yaml: the step protocol, the run's files, the site's settings.
+
+What each step runs, with what resources and on which files is the spec's. This module adds what every step of
+every pipeline shares: the prelude that runs in the run's own directory and refuses to start before the step
+named in ``after`` has left its ``<step>.done`` marker, and the marker the step leaves. Scripts are fixed text:
+every piece of data (URLs, md5s, paths, the accession, thread and memory figures) reaches them through the job's
+environment, so a script is never generated, quoted or escaped, and a job spec hashes the same way every time it
+is built.
+
+No Django and no Prefect here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from prefect_utils.job_spec import JobSpec
+from workflows.ena.runs import PAIRED, RunInputs
+from workflows.pipelines.spec import ENA_FASTQ, FileSpec, PipelineSpec
+
+# MEGAHIT splits its read arguments on commas, and none of the tools expects whitespace in a path.
+_UNSAFE_PATH_RE = re.compile(r"[\s,]")
+
+_PRELUDE = """#!/bin/bash
+set -euo pipefail
+export PATH="${PATH:-/usr/local/bin:/usr/bin:/bin}"
+: "${RUN_ACCESSION:?}" "${RUN_DIR:?}" "${STEP_MARKER:?}"
+cd "$RUN_DIR"
+rm -f "$STEP_MARKER"
+if [[ -n "${REQUIRED_MARKER:-}" && ! -f "$REQUIRED_MARKER" ]]; then
+    echo "$RUN_ACCESSION: the previous step has not completed ($REQUIRED_MARKER is missing)" >&2
+    exit 1
+fi
+"""
+
+_FINISH = """
+date -u +%Y-%m-%dT%H:%M:%SZ > "$STEP_MARKER"
+"""
+
+
+@dataclass(frozen=True)
+class StepResources:
+    cpus: int = 1
+    memory_mb: int = 1024
+    time_limit_minutes: int = 60
+    partition: str | None = (
+        None  # the step's own (spec.yaml's `partition`, or the site's); None: the pipeline's
+    )
+
+    def __post_init__(self) -> None:
+        if self.cpus < 1 or self.memory_mb < 64 or self.time_limit_minutes < 1:
+            raise ValueError(f"implausible step resources: {self}")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Per-step Slurm resources and the pipeline's parameters: spec.yaml's, overridden by settings."""
+
+    step_resources: Mapping[str, StepResources]
+    parameters: Mapping[str, int | str]
+    partition: str | None = None
+    # The jobs' PATH, where a site's tools are not in /usr/bin (a conda env, modules); None: Slurm client's default.
+    job_path: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in self.parameters.items():
+            if isinstance(value, int) and value < 1:
+                raise ValueError(f"pipeline parameter {name} must be at least 1")
+
+    def resources(self, step: str) -> StepResources:
+        if step not in self.step_resources:
+            raise ValueError(f"unknown pipeline step {step!r}; steps are {', '.join(self.step_resources)}")
+        return self.step_resources[step]
+
+    def with_settings(self, mapping: Mapping[str, Any]) -> PipelineConfig:
+        """This config overridden by a settings dict, e.g. ``{"assembly": {"cpus": 16, "memory_mb": 128000,
+        "time_limit_minutes": 4320, "partition": "bigmem"}, "min_contig_len": 500, "partition": "standard"}``.
+        Unknown keys raise ``ValueError`` so a typo in settings is not ignored.
+        """
+        config = self
+        resource_keys = {f.name for f in fields(StepResources)}
+        for key, value in mapping.items():
+            if key in self.step_resources:
+                if not isinstance(value, Mapping):
+                    raise ValueError(f"pipeline setting {key!r} must be a mapping of {sorted(resource_keys)}")
+                unknown = set(value) - resource_keys
+                if unknown:
+                    raise ValueError(f"unknown resource(s) {sorted(unknown)} for pipeline step {key!r}")
+                numbers = {k: v for k, v in value.items() if k != "partition"}
+                if not all(isinstance(v, int) and not isinstance(v, bool) for v in numbers.values()):
+                    raise ValueError(
+                        f"resources of pipeline step {key!r} must be integers, got {dict(value)}"
+                    )
+                if "partition" in value and not isinstance(value["partition"], str | None):
+                    raise ValueError(f"the partition of pipeline step {key!r} must be a name")
+                resources = replace(config.resources(key), **dict(value))
+                config = replace(
+                    config, step_resources=MappingProxyType({**config.step_resources, key: resources})
+                )
+            elif key in self.parameters:
+                kind = type(self.parameters[key])
+                if isinstance(value, bool) or not isinstance(value, kind):
+                    raise ValueError(
+                        f"pipeline parameter {key!r} must be {'an integer' if kind is int else 'text'}, got {value!r}"
+                    )
+                config = replace(config, parameters=MappingProxyType({**config.parameters, key: value}))
+            elif key == "partition":
+                config = replace(config, partition=str(value) if value else None)
+            elif key == "job_path":
+                config = replace(config, job_path=str(value) if value else None)
+            else:
+                raise ValueError(f"unknown pipeline setting {key!r}")
+        return config
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where each step of one run reads and writes, all under ``run_dir`` (shared by the pipelines of a route)."""
+
+    run_dir: Path
+    run_accession: str
+    library_layout: str
+    files: Mapping[str, FileSpec]
+
+    @property
+    def mates(self) -> tuple[int, ...]:
+        return (1, 2) if self.library_layout == PAIRED else (1,)
+
+    def file(self, name: str) -> tuple[Path, ...]:
+        """Where the spec's file `name` is for this run: one path per mate, or one."""
+        return self.files[name].paths(self.run_dir, self.run_accession, self.mates)
+
+    def one_file(self, name: str) -> Path:
+        return self.file(name)[0]
+
+    def marker(self, step: str) -> Path:
+        return self.run_dir / f"{step}.done"
+
+    def log(self, step: str) -> Path:
+        return self.run_dir / f"{step}.log"
+
+
+@dataclass(frozen=True)
+class PipelineDefinition:
+    """One pipeline folder: its checked spec, and the files it reads from the pipeline that chains it."""
+
+    spec: PipelineSpec
+    folder: Path
+    consumed_files: Mapping[str, FileSpec] = field(default_factory=lambda: MappingProxyType({}))
+    # A dict, not a view of the spec: tests put a script of their own in place of one step's.
+    scripts: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.scripts:
+            self.scripts.update({step.name: _PRELUDE + step.script + _FINISH for step in self.spec.steps})
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def version(self) -> str:
+        return self.spec.version
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        return self.spec.step_names
+
+    def config(self, settings: Mapping[str, Any] | None = None) -> PipelineConfig:
+        """spec.yaml's resources and parameters, overridden by `settings` (see `PipelineConfig.with_settings`)."""
+        defaults = PipelineConfig(
+            step_resources=MappingProxyType(
+                {
+                    step.name: StepResources(
+                        step.resources.cpus,
+                        step.resources.memory_mb,
+                        step.resources.time_limit_minutes,
+                        step.partition,
+                    )
+                    for step in self.spec.steps
+                }
+            ),
+            parameters=MappingProxyType(dict(self.spec.parameters)),
+        )
+        return defaults.with_settings(settings or {})
+
+    def layout(self, workdir: Path, run: RunInputs) -> RunLayout:
+        return RunLayout(
+            run_dir=Path(workdir),
+            run_accession=run.run_accession,
+            library_layout=run.library_layout,
+            files=MappingProxyType({**self.consumed_files, **self.spec.files}),
+        )
+
+    def build_step_spec(
+        self, step: str, run: RunInputs, workdir: Path, config: PipelineConfig, *, after: str | None = None
+    ) -> JobSpec:
+        """The job for one step of one run. ``workdir`` is that run's own directory; ``after`` is the step of the
+        chaining pipeline that the first step of a chained one waits for.
+
+        Pure: touches no file. ``workdir`` must exist before the job is submitted (Slurm opens the log there).
+        """
+        step_spec = self.spec.step(step)
+        workdir = Path(workdir)
+        if not workdir.is_absolute():
+            raise ValueError(f"workdir must be an absolute path, got {workdir}")
+        if _UNSAFE_PATH_RE.search(str(workdir)):
+            raise ValueError(f"workdir must not contain whitespace or commas, got {str(workdir)!r}")
+        layout = self.layout(workdir, run)
+        resources = config.resources(step)
+        required = step_spec.after or after
+        environment = {
+            "RUN_ACCESSION": run.run_accession,
+            "RUN_DIR": str(workdir),
+            "LIBRARY_LAYOUT": run.library_layout,
+            "STEP_MARKER": str(layout.marker(step)),
+            "REQUIRED_MARKER": str(layout.marker(required)) if required else "",
+            "THREADS": str(resources.cpus),
+        }
+        for name in (*step_spec.inputs, *step_spec.outputs):
+            if name == ENA_FASTQ:
+                environment["FASTQ_COUNT"] = str(len(run.fastq_urls))
+                for mate, url, md5 in zip(layout.mates, run.fastq_urls, run.fastq_md5, strict=True):
+                    environment[f"FASTQ_URL_{mate}"] = url
+                    environment[f"FASTQ_MD5_{mate}"] = md5.lower()
+                continue
+            file = layout.files[name]
+            paths = layout.file(name)
+            if file.per_mate:
+                environment.update(
+                    {f"{file.variable}_{m}": str(p) for m, p in zip(layout.mates, paths, strict=True)}
+                )
+            else:
+                environment[file.variable] = str(paths[0])
+        for name in step_spec.parameters:
+            environment[name.upper()] = str(config.parameters[name])
+        for name, fraction in step_spec.memory_environment.items():
+            environment[name] = str(int(resources.memory_mb * 1024 * 1024 * fraction))
+        if config.job_path:
+            environment["PATH"] = config.job_path
+        return JobSpec(
+            name=f"emgapi-{step}-{run.run_accession}",
+            script=self.scripts[step],
+            partition=resources.partition or config.partition,
+            cpus=resources.cpus,
+            memory_mb=resources.memory_mb,
+            time_limit_minutes=resources.time_limit_minutes,
+            workdir=str(workdir),
+            environment=environment,
+            output_path=str(layout.log(step)),
+            error_path=None,
+        )
