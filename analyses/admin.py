@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from analyses.models import Analysis, Assembly, AssemblyAnalysisRequest, Biome, Run, Sample, Study
@@ -98,8 +98,17 @@ class AssemblyAdmin(admin.ModelAdmin):
 
 @admin.register(Analysis)
 class AnalysisAdmin(admin.ModelAdmin):
-    list_display = ["accession", "study", "run", "assembly", "pipeline_version", "status", "created"]
-    list_filter = ["status", "pipeline_version"]
+    list_display = [
+        "accession",
+        "study",
+        "run",
+        "pipeline",
+        "pipeline_version",
+        "assembly",
+        "status",
+        "created",
+    ]
+    list_filter = ["status", "pipeline", "pipeline_version"]
     search_fields = ["accession", "study__accession", "study__ena_accession", "run__accession"]
     list_select_related = ["study", "run", "assembly__study"]
     raw_id_fields = ["study", "run", "assembly", "request"]
@@ -128,6 +137,7 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
             "status",
             "status_detail",
             "flow_run_id",
+            "run_outcomes",
             "request_metadata",
             "cancelled_at",
             "cancelled_by",
@@ -146,6 +156,29 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
     @admin.display(description="Flow run")
     def flow_run_id(self, obj: AssemblyAnalysisRequest) -> str:
         return obj.flow_run_id or "—"
+
+    @admin.display(description="Runs: route and pipelines")
+    def run_outcomes(self, obj: AssemblyAnalysisRequest) -> str:
+        """Per run: the route data QA chose, and each pipeline of it completed, skipped or failed, with why."""
+        outcomes = (obj.request_metadata or {}).get("outcomes", {})
+        if not outcomes:
+            return "— (known once the request has finished)"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    run,
+                    outcome.get("route", ""),
+                    "; ".join(f"{p}: {o}" for p, o in outcome.get("pipelines", {}).items()),
+                )
+                for run, outcome in sorted(outcomes.items())
+            ),
+        )
+        return format_html(
+            '<table class="emgapi-run-outcomes"><tr><th>run</th><th>route</th><th>pipelines</th></tr>{}</table>',
+            rows,
+        )
 
     def get_form(
         self,

@@ -90,7 +90,8 @@ class AnalysisFilter(django_filters.FilterSet):
         field_name="study__accession", help_text="MGnify study accession (MGYS…)."
     )
     status = django_filters.ChoiceFilter(choices=ProcessingStatus.choices)
+    pipeline = django_filters.CharFilter(help_text="The pipeline that made it (amplicon, assembly, ...).")
 
     class Meta:
         model = Analysis
-        fields = ["study", "status"]
+        fields = ["study", "status", "pipeline"]

@@ -1,9 +1,9 @@
 """The domain's reads that apply a rule (who sees which request, which request is active); services write."""
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
-from analyses.models import AssemblyAnalysisRequest
+from analyses.models import Analysis, AssemblyAnalysisRequest, Study
 
 CHANGE_PERMISSION = "analyses.change_assemblyanalysisrequest"
 
@@ -36,3 +36,14 @@ def active_request(
         .order_by("created")
         .first()
     )
+
+
+def analyses_by_pipeline(study: Study) -> list[tuple[str, int]]:
+    """The study's analyses counted by the pipeline that made them, in name order (one grouped index scan)."""
+    rows = (
+        Analysis.objects.filter(study=study)
+        .order_by("pipeline")
+        .values_list("pipeline")
+        .annotate(count=Count("pk"))
+    )
+    return [(pipeline, count) for pipeline, count in rows]

@@ -3,6 +3,7 @@ from collections.abc import Callable
 from datetime import tzinfo
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
@@ -15,6 +16,7 @@ from rest_framework.relations import PKOnlyObject
 from rest_framework.reverse import reverse
 
 from analyses.models import Analysis, AssemblyAnalysisRequest, Run, Study
+from analyses.selectors import analyses_by_pipeline
 
 
 class DefaultZoneDateTimeField(serializers.DateTimeField):
@@ -124,7 +126,7 @@ class AnalysisSummarySerializer(ApiModelSerializer):
 
     class Meta:
         model = Analysis
-        fields = ["accession", "run", "status", "pipeline_version", "summary", "created"]
+        fields = ["accession", "run", "status", "pipeline", "pipeline_version", "summary", "created"]
 
 
 class StudySerializer(ApiModelSerializer):
@@ -148,14 +150,34 @@ class StudySerializer(ApiModelSerializer):
         ]
 
 
+class PipelineAnalysesSerializer(serializers.Serializer):
+    pipeline = serializers.CharField()
+    analyses = serializers.IntegerField()
+    url = serializers.URLField(help_text="Its analyses of this study, a page at a time.")
+
+
 class StudyDetailSerializer(StudySerializer):
     """A study with links to its runs and analyses: a study may have thousands, so they are lists of their own."""
 
     runs = serializers.SerializerMethodField()
     analyses = serializers.SerializerMethodField()
+    analyses_by_pipeline = serializers.SerializerMethodField()
 
     class Meta(StudySerializer.Meta):
-        fields = [*StudySerializer.Meta.fields, "description", "runs", "analyses"]
+        fields = [*StudySerializer.Meta.fields, "description", "runs", "analyses", "analyses_by_pipeline"]
+
+    @extend_schema_field(PipelineAnalysesSerializer(many=True))
+    def get_analyses_by_pipeline(self, obj: Study) -> list[dict[str, Any]]:
+        """Its analyses grouped by the pipeline that made them (amplicon, assembly, assembly_analysis, ...)."""
+        base = reverse("analysis-list", request=self.context.get("request"))
+        return [
+            {
+                "pipeline": pipeline,
+                "analyses": count,
+                "url": f"{base}?{urlencode({'study': obj.accession, 'pipeline': pipeline})}",
+            }
+            for pipeline, count in analyses_by_pipeline(obj)
+        ]
 
     @extend_schema_field(serializers.URLField())
     def get_runs(self, obj: Study) -> str:
@@ -182,6 +204,7 @@ class AnalysisSerializer(ApiModelSerializer):
             "run",
             "assembly",
             "request",
+            "pipeline",
             "pipeline_version",
             "status",
             "results_directory",
@@ -194,6 +217,15 @@ class AnalysisSerializer(ApiModelSerializer):
 class RunOutcomeSerializer(serializers.Serializer):
     run = serializers.CharField()
     reason = serializers.CharField()
+
+
+class RunRouteSerializer(serializers.Serializer):
+    run = serializers.CharField()
+    route = serializers.CharField(help_text="The first pipeline of the run's route (data QA chose it).")
+    pipelines = serializers.DictField(
+        child=serializers.CharField(),
+        help_text="Each pipeline of the route: completed, skipped (with why), failed (with why) or not run.",
+    )
 
 
 class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, ApiModelSerializer):
@@ -209,6 +241,7 @@ class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, ApiModelSerial
     succeeded_runs = serializers.SerializerMethodField()
     failed_runs = serializers.SerializerMethodField()
     rejected_runs = serializers.SerializerMethodField()
+    outcomes = serializers.SerializerMethodField()
     jobs = serializers.SerializerMethodField()
 
     class Meta:
@@ -224,6 +257,7 @@ class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, ApiModelSerial
             "succeeded_runs",
             "failed_runs",
             "rejected_runs",
+            "outcomes",
             "jobs",
             "force",
             "forced",
@@ -260,6 +294,12 @@ class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, ApiModelSerial
         """Runs that did not go through, each with why (the failed step, its exit code and log lines)."""
         failed = (obj.request_metadata or {}).get("failed_runs", {})
         return [{"run": run, "reason": reason} for run, reason in failed.items()]
+
+    @extend_schema_field(RunRouteSerializer(many=True))
+    def get_outcomes(self, obj: AssemblyAnalysisRequest) -> list[dict[str, Any]]:
+        """Per run, once the request has finished: its route and what became of each pipeline of it."""
+        outcomes = (obj.request_metadata or {}).get("outcomes", {})
+        return [{"run": run, **outcome} for run, outcome in outcomes.items()]
 
     @extend_schema_field(RunOutcomeSerializer(many=True))
     def get_rejected_runs(self, obj: AssemblyAnalysisRequest) -> list[dict[str, str]]:

@@ -8,7 +8,7 @@ A data directory holds, for each study:
 Every value is a string, as in all that ENA's portal API returns.
 
 For every run whose ``fastq_ftp`` lists files, the stub serves files of those names from a FASTQ directory,
-generating them with :func:`make_demo_reads.make_reads` when they are missing, and rewrites ``fastq_ftp`` to its
+generating them with :func:`make_demo_reads.make_demo_run` when they are missing, and rewrites ``fastq_ftp`` to its
 own URLs (or to ``file://`` paths). The fields ``fastq_md5``, ``fastq_bytes``, ``read_count`` and
 ``base_count`` are computed from the files when the fixture holds the placeholder ``"@stub"``; any other value is
 served as written, so a fixture can carry a wrong md5 or a missing one on purpose. A run with ``"fastq_ftp": ""``
@@ -34,9 +34,9 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 if __package__:
-    from .make_demo_reads import make_reads
+    from .make_demo_reads import make_demo_run
 else:
-    from make_demo_reads import make_reads
+    from make_demo_reads import make_demo_run
 
 FASTQ_PATH = "/fastq/"
 PLACEHOLDER = "@stub"
@@ -186,7 +186,7 @@ def _prepare_run(
     if not all(path.exists() for path in paths):
         generated = {
             p.name: p
-            for p in make_reads(fastq_dir, run_accession=accession, seed=zlib.crc32(accession.encode()))
+            for p in make_demo_run(fastq_dir, accession, seed=zlib.crc32(accession.encode()))
         }
         missing = [name for name in names if name not in generated]
         if missing:

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 _COMPLEMENT = str.maketrans("ACGT", "TGCA")
 _BASES = "ACGT"
@@ -88,6 +89,63 @@ def make_reads(
             r1.write(f"@{run_accession}.{n} {n}/1\n{mate1}\n+\n{quality}\n".encode())
             r2.write(f"@{run_accession}.{n} {n}/2\n{mate2}\n+\n{quality}\n".encode())
     return paths
+
+
+# 16S rRNA V4 primers (the Earth Microbiome Project's 515F / 806R), with IUPAC codes, as the amplicon pipeline trims
+# them; the demo's reads carry one concrete reading of each.
+PRIMER_515F = "GTGYCAGCMGCCGCGGTAA"
+PRIMER_806R = "GGACTACNVGGGTWTCTAAT"
+_IUPAC_READING = str.maketrans("YMNVWRKSBDH", "CAAGAAGGCAA")
+
+
+def make_amplicon_reads(
+    out_dir: Path | str,
+    *,
+    run_accession: str,
+    seed: int = 1,
+    variants: int = 6,
+    n_pairs: int = 3000,
+    region_len: int = 253,
+    read_len: int = 200,
+    error_rate: float = 0.001,
+) -> list[Path]:
+    """Paired reads of synthetic 16S V4 amplicons: `variants` sequences (515F, a random region, 806R's reverse
+    complement) at geometric abundances, so that denoising finds about `variants` ASVs."""
+    rng = random.Random(seed)
+    forward = PRIMER_515F.translate(_IUPAC_READING)
+    reverse = PRIMER_806R.translate(_IUPAC_READING)
+    amplicons = [forward + _random_genome(rng, region_len) + _reverse_complement(reverse) for _ in range(variants)]
+    weights = [2.0**-i for i in range(variants)]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{run_accession}_1.fastq.gz", out / f"{run_accession}_2.fastq.gz"]
+    quality = _QUALITY_CHAR * read_len
+    with _deterministic_gzip(paths[0]) as r1, _deterministic_gzip(paths[1]) as r2:
+        for n in range(1, n_pairs + 1):
+            amplicon = rng.choices(amplicons, weights=weights)[0]
+            mate1 = _with_errors(rng, amplicon[:read_len], error_rate)
+            mate2 = _with_errors(rng, _reverse_complement(amplicon)[:read_len], error_rate)
+            r1.write(f"@{run_accession}.{n} {n}/1\n{mate1}\n+\n{quality}\n".encode())
+            r2.write(f"@{run_accession}.{n} {n}/2\n{mate2}\n+\n{quality}\n".encode())
+    return paths
+
+
+# The demo runs whose reads are not the default two random genomes (make_reads' defaults), by accession.
+DEMO_RUNS: dict[str, dict[str, Any]] = {
+    # An assembly of about 12 kb: below the assembly analysis's threshold (20 kb), so the analysis is skipped.
+    "ERR9000008": {"genome_len": 8000},
+    # Amplicon runs: the amplicon pipeline's route.
+    "ERR9000009": {"amplicon": True},
+    "ERR9000010": {"amplicon": True, "variants": 4},
+}
+
+
+def make_demo_run(out_dir: Path | str, run_accession: str, *, seed: int) -> list[Path]:
+    """The FASTQ files of one demo run: its recipe of DEMO_RUNS, or make_reads' defaults."""
+    recipe = dict(DEMO_RUNS.get(run_accession, {}))
+    if recipe.pop("amplicon", False):
+        return make_amplicon_reads(out_dir, run_accession=run_accession, seed=seed, **recipe)
+    return make_reads(out_dir, run_accession=run_accession, seed=seed, **recipe)
 
 
 @contextmanager

@@ -19,7 +19,9 @@ OBSERVED = {
                     "code 1. Last lines of its log:\nERR9000006: md5 mismatch for http://x/ERR9000006_1.fastq.gz"},
     "rejected_runs": {},
     "analyses": 1,
-    "assembly": {"ERR9000005": {"contigs": 2, "n50": 19995, "total_length": 29973}},
+    "figures": {"assembly": {"ERR9000005": {"contigs": 2, "n50": 19995, "total_length": 29973}}},
+    "outcomes": {"ERR9000008": {"assembly": "completed", "assembly_analysis": "assembly_analysis skipped: "
+                                "assembly_stats.total_length 11,978 < 20,000"}},
     "jobs": {"ERR9000006": {"fetch_reads": ["FAILED"]}},
     "log_errors": [],
 }  # fmt: skip
@@ -32,7 +34,8 @@ def expectation(**changes) -> dict:
         "failed_runs": {"ERR9000006": "exit code 1.*md5 mismatch"},
         "rejected_runs": {},
         "analyses": 1,
-        "assembly": {"contigs": [1, 10], "n50": [5000, 25000]},
+        "figures": {"assembly": {"contigs": [1, 10], "n50": [5000, 25000]}},
+        "outcomes": {"ERR9000008": {"assembly": "completed", "assembly_analysis": "skipped: .* < 20,000"}},
         "jobs": {"ERR9000006": {"fetch_reads": ["FAILED"]}},
         "log_errors": [],
     }
@@ -61,8 +64,16 @@ def test_what_was_observed_as_expected_passes() -> None:
         ({"rejected_runs": {"ERR9000004": "no FASTQ"}}, "rejected_runs: expected ERR9000004"),
         ({"analyses": 2}, "analyses: expected 2, observed 1"),
         (
-            {"assembly": {"n50": [20000, 30000]}},
+            {"figures": {"assembly": {"n50": [20000, 30000]}}},
             "assembly of ERR9000005: n50 expected 20000..30000, observed 19995",
+        ),
+        (
+            {"figures": {"amplicon": {"asvs": [1, 10]}}},
+            "figures: expected amplicon figures, observed no amplicon analysis",
+        ),
+        (
+            {"outcomes": {"ERR9000008": {"assembly": "completed", "assembly_analysis": "completed"}}},
+            "outcomes of ERR9000008 assembly_analysis: expected /completed/",
         ),
         ({"jobs": {"ERR9000006": {"fetch_reads": ["FAILED", "COMPLETED"]}}}, "jobs of ERR9000006: expected"),
         ({"log_errors": ["Traceback"]}, "log: expected an ERROR matching /Traceback/, observed none"),
@@ -114,8 +125,9 @@ def test_the_table_shows_expected_against_observed() -> None:
         ),
         (
             'deployment: "Assemble and analyse a study/assembly_analysis_request_deployment"\n'
-            "cases: [{name: a, parameters: {}, expect: {assembly: {n50: [300, 100]}}}]\n",
-            "case 'a': expect: assembly: a mapping of figure: [low, high], got {'n50': [300, 100]}",
+            "cases: [{name: a, parameters: {}, expect: {figures: {assembly: {n50: [300, 100]}}}}]\n",
+            "case 'a': expect: figures: a mapping of pipeline: {figure: [low, high]} (every analysis of that "
+            "pipeline), got {'assembly': {'n50': [300, 100]}}",
         ),
         (
             'deployment: "Assemble and analyse a study/assembly_analysis_request_deployment"\n'

@@ -176,6 +176,10 @@ class _StartedRequest:
         for row in job_rows(request):
             jobs.setdefault(row.run, {}).setdefault(row.step, []).append(row.job.state)
         analyses = Analysis.objects.filter(request=request).select_related("run")
+        figures: dict[str, dict[str, dict[str, Any]]] = {}
+        for analysis in analyses:
+            if analysis.run is not None:
+                figures.setdefault(analysis.pipeline, {})[analysis.run.accession] = dict(analysis.summary)
         flow_runs = self.flow_run_ids()
         return {
             "flow_run": _flow_run_state(flow_runs[-1]) if flow_runs else None,
@@ -184,10 +188,10 @@ class _StartedRequest:
             "failed_runs": dict(metadata.get("failed_runs", {})),
             "rejected_runs": dict(newest_plan.rejected) if newest_plan is not None else {},
             "analyses": analyses.count(),
-            "assembly": {
-                analysis.run.accession: dict(analysis.summary)
-                for analysis in analyses
-                if analysis.run is not None
+            "figures": figures,
+            "outcomes": {
+                run: dict(outcome.get("pipelines", {}))
+                for run, outcome in metadata.get("outcomes", {}).items()
             },
             "jobs": jobs,
         }

@@ -29,7 +29,8 @@ EXPECTATIONS: dict[str, frozenset[str]] = {
             "failed_runs",
             "rejected_runs",
             "analyses",
-            "assembly",
+            "figures",
+            "outcomes",
             "jobs",
             "log_errors",
         }
@@ -202,7 +203,14 @@ def _check_shapes(where: str, expect: Mapping[str, Any]) -> None:
             "a list of patterns",
         ),
         "analyses": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
-        "assembly": (lambda v: mapping_of(v, is_range), "a mapping of figure: [low, high]"),
+        "figures": (
+            lambda v: mapping_of(v, lambda x: mapping_of(x, is_range)),
+            "a mapping of pipeline: {figure: [low, high]} (every analysis of that pipeline)",
+        ),
+        "outcomes": (
+            lambda v: mapping_of(v, lambda x: mapping_of(x, lambda y: isinstance(y, str))),
+            "a mapping of run: {pipeline: pattern}",
+        ),
         "jobs": (
             lambda v: mapping_of(
                 v,
@@ -235,16 +243,24 @@ def compare(expect: Mapping[str, Any], observed: Mapping[str, Any]) -> list[str]
             mismatches += _compare_patterns(key, wanted or {}, got or {})
         elif key == "log_errors":
             continue
-        elif key == "assembly":
-            for run, summary in sorted((got or {}).items()):
-                for figure, (low, high) in wanted.items():
-                    value = summary.get(figure)
-                    if value is None or not low <= value <= high:
-                        mismatches.append(
-                            f"assembly of {run}: {figure} expected {low}..{high}, observed {value}"
-                        )
-            if not got:
-                mismatches.append("assembly: expected figures, observed no analysis")
+        elif key == "figures":
+            for pipeline, ranges in wanted.items():
+                summaries = (got or {}).get(pipeline, {})
+                if not summaries:
+                    mismatches.append(
+                        f"figures: expected {pipeline} figures, observed no {pipeline} analysis"
+                    )
+                for run, summary in sorted(summaries.items()):
+                    for figure, (low, high) in ranges.items():
+                        value = summary.get(figure)
+                        if value is None or not low <= value <= high:
+                            mismatches.append(
+                                f"{pipeline} of {run}: {figure} expected {low}..{high}, observed {value}"
+                            )
+        elif key == "outcomes":
+            for run, pipelines in wanted.items():
+                observed_run = (got or {}).get(run, {})
+                mismatches += _compare_patterns(f"outcomes of {run}", pipelines, observed_run)
         elif key == "study_title":
             if not re.search(str(wanted), str(got or "")):
                 mismatches.append(f"study_title: expected /{wanted}/, observed {got!r}")

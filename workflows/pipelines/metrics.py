@@ -6,6 +6,7 @@ analysis's summary read the record, never the file again. Each parser reads one 
 - ``tsv_row``: a tab-separated table of one header line and one row; ``fields`` maps a metric to a column.
 - ``json``: a JSON document; ``fields`` maps a metric to a dotted path (``summary.after_filtering.total_reads``).
 - ``fasta_count``: the number of records of a FASTA file, as ``field``.
+- ``fastq_count``: the number of records of a FASTQ file (four lines each), as ``field``.
 - ``table_count_by``: rows of a whitespace-separated table (lines starting with ``#`` skipped), as ``field``,
   and the rows by the value of ``column`` (1-based) as ``<field>_by``; with ``pattern``, a regular expression
   whose first group is taken from that column as the value (a GFF attribute, say).
@@ -112,6 +113,14 @@ def _fasta_count(spec: MetricsSpec, text: str) -> dict[str, MetricValue]:
     return {spec.field: sum(1 for line in text.splitlines() if line.startswith(">"))}
 
 
+def _fastq_count(spec: MetricsSpec, text: str) -> dict[str, MetricValue]:
+    assert spec.field
+    lines = sum(1 for line in text.splitlines() if line)
+    if lines % 4:
+        raise MetricsError(f"{lines} lines: not a FASTQ file of four lines a record")
+    return {spec.field: lines // 4}
+
+
 def _table_count_by(spec: MetricsSpec, text: str) -> dict[str, MetricValue]:
     assert spec.field and spec.column
     pattern = re.compile(spec.pattern) if spec.pattern else None
@@ -159,6 +168,7 @@ PARSERS: Mapping[str, Callable[[MetricsSpec, str], dict[str, MetricValue]]] = Ma
         "tsv_row": _tsv_row,
         "json": _json,
         "fasta_count": _fasta_count,
+        "fastq_count": _fastq_count,
         "table_count_by": _table_count_by,
         "line_count": _line_count,
     }

@@ -19,7 +19,8 @@ an outcome, not a failure.
 
 At the top level: ``route`` says which runs the pipeline takes as their first pipeline (library strategy and
 source, platforms it refuses); ``chain`` names pipelines that run on its outputs, each ``when`` a condition holds;
-``consumes`` names the files a chained pipeline reads from the pipeline that chains it; ``ingest_function``
+``consumes`` names the files a chained pipeline reads from the pipeline that chains it; ``results`` the files
+the archive keeps of the analysis; ``ingest_function``
 names a function of the pipeline's own folder (``module:function``) for what declared metrics cannot record.
 
 No Django and no Prefect here.
@@ -147,6 +148,7 @@ class PipelineSpec:
     chain: tuple[ChainLink, ...] = ()
     consumes: tuple[str, ...] = ()
     ingest_function: str | None = None
+    results: tuple[str, ...] = ()  # the files of the analysis the archive keeps
 
     @property
     def metric_names(self) -> frozenset[str]:
@@ -216,6 +218,11 @@ def parse_spec(document: Any, *, source: str = "<spec>") -> PipelineSpec:
         step = _parse_step(raw, source, f"step {label!r}", files, parameters, steps, produced, consumes)
         produced.update(step.outputs)
         steps.append(step)
+    results = _names(top.get("results", []), source, "the top level", "results")
+    outputs = {name for step in steps for name in step.outputs}
+    for item in results:
+        if item not in outputs:
+            raise PipelineSpecError(f"{source}: results: {item!r} is not an output of a step")
     route = _parse_route(top.get("route", None), source)
     chain = _parse_chain(top.get("chain", []), source, steps)
     ingest_function = top.get("ingest_function", None)
@@ -238,6 +245,7 @@ def parse_spec(document: Any, *, source: str = "<spec>") -> PipelineSpec:
         chain=chain,
         consumes=consumes,
         ingest_function=ingest_function,
+        results=results,
     )
 
 

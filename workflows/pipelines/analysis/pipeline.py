@@ -176,7 +176,11 @@ class StudyAnalysis:
         run = Run.objects.select_related("study").get(pk=run_id)
         pipeline = catalogue()[pipeline_name]
         workdir = Path(JobSpec.from_canonical(steps[-1].spec).workdir)
-        summary = dict(metrics)
+        layout = pipeline.layout(workdir, run_inputs(run))
+        summary = {
+            **metrics,
+            "results": {name: [str(p) for p in layout.file(name)] for name in pipeline.spec.results},
+        }
         with transaction.atomic():
             analysis, _ = Analysis.objects.update_or_create(
                 request=request,
