@@ -93,6 +93,23 @@ def test_analysis_list_filters_by_study_and_status(api_client, marine_study, soi
     assert detail.status_code == 200 and detail.json()["status"] == "completed"
 
 
+def test_a_studys_analyses_are_grouped_by_pipeline_and_listed_by_pipeline(api_client, marine_study):
+    run = marine_study.runs.get()
+    Analysis.objects.create(study=marine_study, run=run, pipeline="assembly_analysis", summary={"cds": 12})
+    body = api_client.get(f"/api/studies/{marine_study.accession}/").json()
+    groups = {group["pipeline"]: group for group in body["analyses_by_pipeline"]}
+    assert {name: group["analyses"] for name, group in groups.items()} == {
+        "assembly": 1,
+        "assembly_analysis": 1,
+    }
+    listed = api_client.get(groups["assembly_analysis"]["url"]).json()
+    assert listed["count"] == 1
+    assert listed["results"][0]["pipeline"] == "assembly_analysis" and listed["results"][0]["summary"] == {
+        "cds": 12
+    }
+    assert api_client.get("/api/analyses/", {"pipeline": "amplicon"}).json()["count"] == 0
+
+
 def test_analysis_filter_rejects_unknown_status_naming_the_field(api_client):
     response = api_client.get("/api/analyses/", {"status": "exploded"})
     assert response.status_code == 400
@@ -331,6 +348,22 @@ def test_request_detail_shows_per_run_outcomes(user_client, user):
     assert body["succeeded_runs"] == ["ERR1"]
     assert body["failed_runs"] == [{"run": "ERR2", "reason": "assembly exit code 1: boom"}]
     assert "force" not in body
+
+
+def test_a_finished_request_shows_each_runs_route_and_pipelines(user_client, user):
+    skipped = "skipped: assembly_stats.total_length 12,345 < 20,000"
+    outcomes = {
+        "ERR1": {"route": "assembly", "pipelines": {"assembly": "completed", "assembly_analysis": skipped}},
+        "ERR2": {"route": "amplicon", "pipelines": {"amplicon": "completed"}},
+    }
+    request = AssemblyAnalysisRequest.objects.create(
+        study_accession="PRJEB1112",
+        requester=user,
+        status="completed",
+        request_metadata={"outcomes": outcomes},
+    )
+    body = user_client.get(f"{REQUESTS_URL}{request.pk}/").json()
+    assert body["outcomes"] == [{"run": run, **outcome} for run, outcome in outcomes.items()]
 
 
 def test_a_request_shows_failed_and_rejected_runs_with_why_and_its_study(user_client, user):

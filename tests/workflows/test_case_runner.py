@@ -20,7 +20,7 @@ OBSERVED = {
     "rejected_runs": {},
     "analyses": 1,
     "figures": {"assembly": {"ERR9000005": {"contigs": 2, "n50": 19995, "total_length": 29973}}},
-    "outcomes": {"ERR9000008": {"assembly": "completed", "assembly_analysis": "assembly_analysis skipped: "
+    "outcomes": {"ERR9000008": {"assembly": "completed", "assembly_analysis": "skipped: "
                                 "assembly_stats.total_length 11,978 < 20,000"}},
     "jobs": {"ERR9000006": {"fetch_reads": ["FAILED"]}},
     "log_errors": [],

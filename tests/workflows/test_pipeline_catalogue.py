@@ -282,7 +282,7 @@ class TestSkips:
 
         run = self.run({"assembly_stats.total_length": 12345})
         _decide_skips(run, {"assembly_stats"})
-        why = "assembly_analysis skipped: assembly_stats.total_length 12,345 < 20,000"
+        why = "skipped: assembly_stats.total_length 12,345 < 20,000"
         assert run.skipped == {"gene_calling": why, "domain_search": why} and run.failure is None
         run.done = {"assembly_stats"}
         assert _outcomes([run]) == {

@@ -391,7 +391,7 @@ def _decide_skips(run: _RunState, completed: set[str]) -> None:
             )
             continue
         if not holds:
-            why = f"{step.pipeline or step.step} skipped: {condition.why_false(run.metrics)}"
+            why = f"skipped: {condition.why_false(run.metrics)}"
             run.skipped[step.step] = run.newly_skipped[step.step] = why
 
 
