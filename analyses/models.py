@@ -26,12 +26,18 @@ class AccessionCounter(models.Model):
 
 
 def allocate_accession(prefix: str) -> str:
+    return allocate_accessions(prefix, 1)[0]
+
+
+def allocate_accessions(prefix: str, count: int) -> list[str]:
+    """`count` new accessions in a row, under one lock of the counter (a plan allocates a study's at once)."""
     with transaction.atomic():
         AccessionCounter.objects.get_or_create(prefix=prefix)
         counter = AccessionCounter.objects.select_for_update().get(prefix=prefix)
-        counter.last_number += 1
+        first = counter.last_number + 1
+        counter.last_number += count
         counter.save(update_fields=["last_number"])
-        return format_accession(prefix, counter.last_number)
+        return [format_accession(prefix, number) for number in range(first, first + count)]
 
 
 class TimestampedModel(models.Model):
@@ -232,6 +238,12 @@ class Analysis(TimestampedModel):
     )
     results_directory = models.CharField(max_length=500, blank=True)
     summary = models.JSONField(default=dict, blank=True, help_text="Summary figures, e.g. contigs and N50.")
+    files = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The results in the archive's store: path (below results_directory), size and sha256, from the "
+        "manifest its datamove wrote.",
+    )
 
     class Meta:
         ordering = ["-created"]

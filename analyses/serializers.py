@@ -208,6 +208,7 @@ class AnalysisSerializer(ApiModelSerializer):
             "pipeline_version",
             "status",
             "results_directory",
+            "files",
             "summary",
             "created",
             "updated",

@@ -194,6 +194,10 @@ EMGAPI_ENVIRONMENT = os.environ.get("EMGAPI_ENVIRONMENT", "")
 PREFECT_DISPATCH_TIMEOUT_SECONDS = float(os.environ.get("PREFECT_DISPATCH_TIMEOUT_SECONDS", "3"))
 ENA_PORTAL_API_URL = os.environ.get("ENA_PORTAL_API_URL", "https://www.ebi.ac.uk/ena/portal/api")
 JOBS_ROOT = Path(os.environ.get("JOBS_ROOT", BASE_DIR / "var" / "jobs"))
+# The archive's store: each analysis's results are moved to RESULTS_ROOT/<MGYS>/<MGYA>/ by a job on the data
+# movers' partition, with a manifest.
+RESULTS_ROOT = Path(os.environ.get("RESULTS_ROOT", BASE_DIR / "var" / "results"))
+SLURM_DATAMOVER_PARTITION = os.environ.get("SLURM_DATAMOVER_PARTITION", "datamover") or None
 SLURM_PARTITION = os.environ.get("SLURM_PARTITION") or None
 SLURM_MAX_ACTIVE_JOBS = int(os.environ.get("SLURM_MAX_ACTIVE_JOBS", "100"))
 SLURM_SUBMIT_RATE_PER_MINUTE = float(os.environ.get("SLURM_SUBMIT_RATE_PER_MINUTE", "600"))

@@ -185,8 +185,7 @@ def _prepare_run(
     paths = [fastq_dir / name for name in names]
     if not all(path.exists() for path in paths):
         generated = {
-            p.name: p
-            for p in make_demo_run(fastq_dir, accession, seed=zlib.crc32(accession.encode()))
+            p.name: p for p in make_demo_run(fastq_dir, accession, seed=zlib.crc32(accession.encode()))
         }
         missing = [name for name in names if name not in generated]
         if missing:

@@ -11,6 +11,7 @@ export PREFECT_API_URL=${PREFECT_API_URL:-http://127.0.0.1:$PREFECT_SERVER_API_P
 export PREFECT_SERVER_DATABASE_CONNECTION_URL=${PREFECT_SERVER_DATABASE_CONNECTION_URL:-postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/prefect}
 export PREFECT_RUNNER_POLL_FREQUENCY=${PREFECT_RUNNER_POLL_FREQUENCY:-1}
 export JOBS_ROOT=${JOBS_ROOT:-$PWD/var/jobs}
+export RESULTS_ROOT=${RESULTS_ROOT:-$PWD/var/results}
 # Held shared by `make run` while it uses this machine's Slurm and PostgreSQL; tests that stop them take it
 # exclusively (tests/faults.py), so they skip rather than break a running stack.
 export EMGAPI_SERVICES_LOCK=${EMGAPI_SERVICES_LOCK:-/run/lock/emgapi-services.lock}

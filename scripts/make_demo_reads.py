@@ -114,7 +114,9 @@ def make_amplicon_reads(
     rng = random.Random(seed)
     forward = PRIMER_515F.translate(_IUPAC_READING)
     reverse = PRIMER_806R.translate(_IUPAC_READING)
-    amplicons = [forward + _random_genome(rng, region_len) + _reverse_complement(reverse) for _ in range(variants)]
+    amplicons = [
+        forward + _random_genome(rng, region_len) + _reverse_complement(reverse) for _ in range(variants)
+    ]
     weights = [2.0**-i for i in range(variants)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -338,6 +338,9 @@ NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$real_mb State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=$OVERSUBSCRIBE
 # Tests only: they change this partition's limits under their own queued jobs, where no one else's jobs wait.
 PartitionName=limits Nodes=$NODE Default=NO MaxTime=INFINITE State=UP OverSubscribe=$OVERSUBSCRIBE
+# The data movers' partition (SLURM_DATAMOVER_PARTITION): every analysis's results are copied to the archive's
+# store by a job here. A site's is its own nodes; this one is the same single node.
+PartitionName=datamover Nodes=$NODE Default=NO MaxTime=INFINITE State=UP OverSubscribe=$OVERSUBSCRIBE
 EOF
 	SLURM_CONF_NEEDS_RESTART=0
 	if needs_restart "$SLURM_CONF_FILE" "$tmp"; then

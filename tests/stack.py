@@ -164,6 +164,7 @@ def flows_server_env(request, transactional_db, gated_stub, tmp_path) -> dict[st
         "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "ENA_PORTAL_API_URL": ena_url,
         "JOBS_ROOT": str(tmp_path / "jobs"),
+        "RESULTS_ROOT": str(tmp_path / "results"),
         # demo/bin first: its fault injector is what a test case of a timed-out assembly needs (demo/bin/megahit).
         "PIPELINE_JOB_PATH": f"{ROOT / 'demo' / 'bin'}:/usr/local/bin:/usr/bin:/bin",
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "prefect-results"),

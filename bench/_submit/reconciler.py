@@ -55,6 +55,9 @@ def reconciler_passes(n: int, workdir: Path, new_jobs, restart, settle, tag: str
         def ingest(self, request, pipeline_name, steps, metrics) -> dict:
             return {}
 
+        def settle(self, request, outcomes) -> None:
+            pass
+
     pipeline = BenchPipeline()
     request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB00001")
     passes = []

@@ -18,5 +18,6 @@ def pipeline_world(settings, demo_stub, tmp_path):
     _, ena_url = demo_stub
     settings.ENA_PORTAL_API_URL = ena_url
     settings.JOBS_ROOT = tmp_path / "jobs"
+    settings.RESULTS_ROOT = tmp_path / "results"
     settings.PIPELINE_CONFIG = {}
     return settings

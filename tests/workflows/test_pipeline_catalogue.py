@@ -10,6 +10,8 @@ import yaml
 from prefect_utils.keys import job_key
 from tests.workflows.pipeline_inputs import ASSEMBLY, PAIRED_RUN
 from workflows.ena.client import EnaReadRun
+from workflows.models import PlanStep
+from workflows.orchestration.reconciler import _decide_skips, _outcomes, _RunState
 from workflows.pipelines.catalogue import BUILT_IN, load_catalogue
 from workflows.pipelines.conditions import ConditionError, MissingMetric, parse_condition
 from workflows.pipelines.metrics import MetricsError, MetricsSpec, read_metrics
@@ -253,10 +255,7 @@ class TestSkips:
     """A `when:` that does not hold skips its step and every step after it: an outcome, decided on recorded
     metrics only (the reconciler's `_decide_skips`, on plan steps as they are frozen)."""
 
-    def run(self, metrics: dict) -> "_RunState":
-        from workflows.models import PlanStep
-        from workflows.orchestration.reconciler import _RunState
-
+    def run(self, metrics: dict) -> _RunState:
         def step(name: str, position: int, after: str | None, pipeline: str, when: str = "") -> PlanStep:
             return PlanStep(
                 run_accession="ERR1", step=name, position=position, pipeline=pipeline, when=when,
@@ -278,8 +277,6 @@ class TestSkips:
         return run
 
     def test_below_the_threshold_the_chain_is_skipped_with_why(self) -> None:
-        from workflows.orchestration.reconciler import _decide_skips, _outcomes
-
         run = self.run({"assembly_stats.total_length": 12345})
         _decide_skips(run, {"assembly_stats"})
         why = "skipped: assembly_stats.total_length 12,345 < 20,000"
@@ -290,15 +287,11 @@ class TestSkips:
         }
 
     def test_above_it_nothing_is_skipped(self) -> None:
-        from workflows.orchestration.reconciler import _decide_skips
-
         run = self.run({"assembly_stats.total_length": 29000})
         _decide_skips(run, {"assembly_stats"})
         assert run.skipped == {} and run.failure is None
 
     def test_a_metric_never_recorded_fails_the_run_rather_than_guess(self) -> None:
-        from workflows.orchestration.reconciler import _decide_skips
-
         run = self.run({})
         _decide_skips(run, {"assembly_stats"})
         assert run.skipped == {}
@@ -308,8 +301,6 @@ class TestSkips:
         )
 
     def test_nothing_is_decided_before_the_step_it_waits_for_completed(self) -> None:
-        from workflows.orchestration.reconciler import _decide_skips
-
         run = self.run({})
         _decide_skips(run, set())
         assert run.skipped == {} and run.failure is None

@@ -1,19 +1,21 @@
 """The four step scripts run for real with bash on the demo reads, and parsing the stats they end on."""
 
 import dataclasses
+import gzip
 import hashlib
 import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from prefect_utils.job_spec import JobSpec
-from tests.workflows.pipeline_inputs import ASSEMBLY, STEPS, assembly_stats
+from tests.workflows.pipeline_inputs import ASSEMBLY, ASSEMBLY_ANALYSIS, PAIRED_RUN, STEPS, assembly_stats
 from workflows.ena.runs import RunInputs
 from workflows.pipelines.engine import PipelineConfig
-from workflows.pipelines.metrics import MetricsError
+from workflows.pipelines.metrics import MetricsError, read_metrics
 
 # `seqkit stats -a -T mh/final.contigs.fa` (seqkit v2.3.0) on MEGAHIT's assembly of the demo reads.
 SEQKIT_OUTPUT = (
@@ -166,3 +168,105 @@ class TestStepScriptsForReal:
         )
         assert result.returncode != 0
         assert "the previous step has not completed" in result.stderr
+
+
+# The genome Debian's prodigal ships as test data: a real bacterial chromosome (174 kb), with genes and a 16S.
+PRODIGAL_GENOME = Path("/usr/share/doc/prodigal/test-data/genome.fna.gz")
+analysis_tools = pytest.mark.skipif(
+    not all(shutil.which(tool) for tool in ("prodigal", "hmmsearch", "barrnap"))
+    or not PRODIGAL_GENOME.exists(),
+    reason="prodigal, hmmer and barrnap are installed by `make install` (scripts/bootstrap.sh)",
+)
+
+
+@analysis_tools
+class TestAssemblyAnalysisAndDatamoveForReal:
+    """The chained analysis's scripts and the datamove that ends every analysis, under bash with the real tools,
+    on contigs that are a real genome (its assembly is what the end-to-end cases run)."""
+
+    def analysed(
+        self, tmp_path: Path, library: Path | None = None
+    ) -> tuple[Path, dict[str, subprocess.CompletedProcess[str]]]:
+        workdir = tmp_path / "ERR9000001"
+        contigs = ASSEMBLY.layout(workdir, PAIRED_RUN).one_file("contigs_fa")
+        contigs.parent.mkdir(parents=True)
+        contigs.write_bytes(gzip.decompress(PRODIGAL_GENOME.read_bytes()))
+        ASSEMBLY.layout(workdir, PAIRED_RUN).marker("assembly_stats").write_text("done\n")
+        config = ASSEMBLY_ANALYSIS.config({"hmm_library": str(library)} if library else None)
+        results = {}
+        for step in ASSEMBLY_ANALYSIS.steps:
+            spec = ASSEMBLY_ANALYSIS.build_step_spec(
+                step, PAIRED_RUN, workdir, config, after="assembly_stats" if step == "gene_calling" else None
+            )
+            results[step] = run_locally(spec)
+            if results[step].returncode:
+                break
+        return workdir, results
+
+    def test_genes_and_the_16s_of_a_real_genome(self, tmp_path: Path) -> None:
+        workdir, results = self.analysed(tmp_path)
+        assert all(result.returncode == 0 for result in results.values()), results
+        layout = ASSEMBLY_ANALYSIS.layout(workdir, PAIRED_RUN)
+        metrics: dict[str, Any] = {}
+        for step in ASSEMBLY_ANALYSIS.spec.steps:
+            for declared in step.metrics:
+                metrics.update(read_metrics(declared, layout.one_file(declared.file)))
+        assert metrics["cds"] > 150 and metrics["rrnas_by"] == {"16S_rRNA": 1}
+        assert metrics["domain_hits"] == 0  # the demo's six profiles match none of its proteins; Pfam would
+
+    def test_a_missing_hmm_library_fails_the_step_naming_the_file(self, tmp_path: Path) -> None:
+        missing = tmp_path / "Pfam-A.hmm"
+        _, results = self.analysed(tmp_path, library=missing)
+        assert results["gene_calling"].returncode == 0
+        assert results["domain_search"].returncode == 1
+        assert f"the profile-HMM library {missing} is missing or empty" in results["domain_search"].stderr
+
+    def move(self, workdir: Path, store: Path) -> subprocess.CompletedProcess[str]:
+        spec = ASSEMBLY_ANALYSIS.build_datamove_spec(
+            PAIRED_RUN, workdir, store, ASSEMBLY_ANALYSIS.config(), after="rrna_search", partition=None
+        )
+        return run_locally(spec)
+
+    def test_the_move_copies_the_results_with_a_manifest_and_a_rerun_changes_nothing(
+        self, tmp_path: Path
+    ) -> None:
+        workdir, _ = self.analysed(tmp_path)
+        store = tmp_path / "results" / "MGYS00000001" / "MGYA00000001"
+        first = self.move(workdir, store)
+        assert first.returncode == 0, first.stderr
+        manifest = (store / "manifest.tsv").read_text().splitlines()
+        assert manifest[0] == "path\tsize\tsha256"
+        rows = {line.split("\t")[0]: line.split("\t") for line in manifest[1:]}
+        assert set(rows) == {
+            "analysis/genes.gff",
+            "analysis/proteins.faa",
+            "analysis/domains.tbl",
+            "analysis/rrna.gff",
+        }
+        for name, (_, size, sha) in rows.items():
+            copied = (store / name).read_bytes()
+            assert len(copied) == int(size) and hashlib.sha256(copied).hexdigest() == sha
+        assert not [p for p in store.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
+        before = {p: p.stat().st_mtime_ns for p in store.rglob("*")}
+
+        again = self.move(workdir, store)
+        assert again.returncode == 0 and "matches its manifest" in again.stdout
+        assert {p: p.stat().st_mtime_ns for p in store.rglob("*")} == before
+
+    def test_a_result_changed_in_the_store_fails_the_move_saying_which(self, tmp_path: Path) -> None:
+        workdir, _ = self.analysed(tmp_path)
+        store = tmp_path / "results" / "MGYA00000002"
+        assert self.move(workdir, store).returncode == 0
+        (store / "analysis" / "rrna.gff").write_text("tampered\n")
+        result = self.move(workdir, store)
+        assert result.returncode == 1
+        assert f"{store}/analysis/rrna.gff does not match its manifest" in result.stderr
+
+    def test_a_missing_output_fails_the_move_naming_it_and_moves_nothing(self, tmp_path: Path) -> None:
+        workdir, _ = self.analysed(tmp_path)
+        gone = ASSEMBLY_ANALYSIS.layout(workdir, PAIRED_RUN).one_file("rrna_gff")
+        gone.unlink()
+        store = tmp_path / "results" / "MGYA00000003"
+        result = self.move(workdir, store)
+        assert result.returncode == 1 and f"the analysis's output {gone} is missing" in result.stderr
+        assert not store.exists()

@@ -60,11 +60,15 @@ def test_passes_take_a_request_from_plan_to_completed(pipeline_world, jobs):
     assert request.status == "completed", request.status_detail
     assert results[0].submitted and len(results[0].submitted) == 2  # the first step of both runs, together
     plan = Plan.objects.get(request=request)
-    # Each run's route: the assembly (4 steps), then its analysis (3), chained as its assembly is big enough.
-    assert plan.steps.count() == 14
+    # Each run's route: the assembly (4 steps), then its analysis (3), chained as its assembly is big enough;
+    # each ends by moving its results to the archive's store.
+    assert plan.steps.count() == 18
     assert set(plan.steps.values_list("pipeline", "step")) == {
-        *(("assembly", step) for step in ("fetch_reads", "read_qc", "assembly", "assembly_stats")),
-        *(("assembly_analysis", step) for step in ("gene_calling", "domain_search", "rrna_search")),
+        *(("assembly", s) for s in ("fetch_reads", "read_qc", "assembly", "assembly_stats", "move_assembly")),
+        *(
+            ("assembly_analysis", s)
+            for s in ("gene_calling", "domain_search", "rrna_search", "move_assembly_analysis")
+        ),
     }
     analyses = Analysis.objects.filter(request=request)
     assert (
@@ -81,13 +85,19 @@ def test_passes_take_a_request_from_plan_to_completed(pipeline_world, jobs):
             and analysis.summary["rrnas"] == 0
         )
     assert analyses.count() == 4
+    for analysis in analyses:
+        store = Path(analysis.results_directory)
+        assert store == pipeline_world.RESULTS_ROOT / analysis.study.accession / analysis.accession
+        assert analysis.files and all((store / f["path"]).stat().st_size == f["size"] for f in analysis.files)
+    moved = {f["path"] for f in analyses.get(run__accession="ERR9000001", pipeline="assembly").files}
+    assert moved == {"assembly/megahit/final.contigs.fa", "assembly/contigs.stats.tsv", "qc/fastp.json"}
     outcomes = request.request_metadata["outcomes"]
     assert outcomes["ERR9000001"] == {
         "route": "assembly",
         "pipelines": {"assembly": "completed", "assembly_analysis": "completed"},
     }
     jobs_of_request = ClusterJob.objects.filter(request=request)
-    assert jobs_of_request.count() == 14 and set(jobs_of_request.values_list("state", flat=True)) == {
+    assert jobs_of_request.count() == 18 and set(jobs_of_request.values_list("state", flat=True)) == {
         "COMPLETED"
     }
     for job in jobs_of_request:
@@ -299,14 +309,14 @@ def test_retrying_failed_runs_supersedes_the_plan_and_reuses_completed_steps(
     run_to_the_end(request.pk, jobs)
     request.refresh_from_db()
     assert request.status == "completed", request.request_metadata
-    # The two stats steps ran again, then the analysis chained after them, which their failure had held back.
-    assert jobs.client.calls["sbatch"] == sbatch + 2 + 6
+    # The two stats steps ran again, then what their failure had held back: the moves, and the analysis chained.
+    assert jobs.client.calls["sbatch"] == sbatch + 2 + 2 + 8
     assert set(
         ClusterJob.objects.filter(request=request, attempt=2).values_list("spec__name", flat=True)
     ) == {"emgapi-assembly_stats-ERR9000001", "emgapi-assembly_stats-ERR9000002"}
     first, second = Plan.objects.filter(request=request).order_by("generation")
     assert set(first.steps.values_list("first_attempt", flat=True)) == {1}  # superseded, not edited
-    assert sorted(second.steps.values_list("first_attempt", flat=True)) == [1] * 12 + [2, 2]
+    assert sorted(second.steps.values_list("first_attempt", flat=True)) == [1] * 16 + [2, 2]
     assert Analysis.objects.filter(request=request, pipeline="assembly").count() == 2
     with pytest.raises(NothingToRetry):
         retry_failed_runs(request.pk)

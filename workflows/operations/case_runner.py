@@ -23,7 +23,7 @@ from django.db.models import Max
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-from analyses.models import Analysis, AssemblyAnalysisRequest, Study
+from analyses.models import Analysis, AssemblyAnalysisRequest, ProcessingStatus, Study
 from analyses.services import create_assembly_analysis_request
 from workflows.models import Plan, Trigger
 from workflows.operations.cases import (
@@ -175,7 +175,10 @@ class _StartedRequest:
         jobs: dict[str, dict[str, list[str]]] = {}
         for row in job_rows(request):
             jobs.setdefault(row.run, {}).setdefault(row.step, []).append(row.job.state)
-        analyses = Analysis.objects.filter(request=request).select_related("run")
+        # Completed ones: a run that failed leaves its planned analyses failed, a skipped pipeline none.
+        analyses = Analysis.objects.filter(request=request, status=ProcessingStatus.COMPLETED).select_related(
+            "run"
+        )
         figures: dict[str, dict[str, dict[str, Any]]] = {}
         for analysis in analyses:
             if analysis.run is not None:

@@ -74,6 +74,10 @@ class Pipeline(Protocol):
         """Record the analysis of one run by one pipeline whose steps all completed or were skipped, with the
         metrics they recorded; an upsert, safe to repeat."""
 
+    def settle(self, request: AssemblyAnalysisRequest, outcomes: Mapping[str, Mapping[str, Any]]) -> None:
+        """Once the request has finished: what planning set aside for pipelines that did not complete (per run,
+        its route's outcomes, see reconciler._outcomes)."""
+
 
 # A plan at least this large gets the planner's statistics of the steps table refreshed as it is frozen.
 ANALYZE_AFTER_STEPS = 1000

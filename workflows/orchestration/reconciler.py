@@ -229,12 +229,12 @@ def _pass(
     steps = plan_steps(plan)
     submitted: list[str] = []
     attempts = jobs.ledger.attempts({step.key for step in steps})
-    outcomes, metric_failures = _record_metrics(request_id, steps, attempts)
+    recorded, metric_failures = _record_metrics(request_id, steps, attempts)
     # Submitting can end attempts at once (sbatch refusing a spec), which the next evaluation must see: only the
     # keys submitted are read again (anything else that changed since `read_at` is the next pass's news).
     for _ in range(3):
-        runs = _evaluate(steps, attempts, labels, outcomes, metric_failures)
-        _record_skips(request_id, runs, outcomes)
+        runs = _evaluate(steps, attempts, labels, recorded, metric_failures)
+        _record_skips(request_id, runs, recorded)
         wanted = [s for run in runs for s in run.to_submit]
         if not wanted:
             break
@@ -278,9 +278,9 @@ def _pass(
         else:
             detail = "No usable run in the study: " + "; ".join(plan.rejected.values())
         result.status = Status.COMPLETED if succeeded else Status.FAILED
-        _finish(
-            request_id, result.status, detail, succeeded=succeeded, failed=failed, outcomes=_outcomes(runs)
-        )
+        outcomes = _outcomes(runs)
+        pipeline.settle(request, outcomes)
+        _finish(request_id, result.status, detail, succeeded=succeeded, failed=failed, outcomes=outcomes)
     return result
 
 

@@ -43,6 +43,69 @@ date -u +%Y-%m-%dT%H:%M:%SZ > "$STEP_MARKER"
 """
 
 
+# The step that ends every analysis (its name is `move_<pipeline>`): check that every result the spec declares is
+# there and not empty (unless it may be), copy them with a manifest (path, size, sha256) into a directory beside
+# the destination, check the copies against the sources, then rename it into place. A rerun finds the directory
+# in place and only checks it against its manifest, so it changes nothing; a mismatch fails the step, saying which
+# file. Everything it needs is in its environment (RESULTS_DIR, RESULT_COUNT, RESULT_PATH_<i>, RESULT_NAME_<i>,
+# RESULT_MAY_BE_EMPTY_<i>).
+_DATAMOVE = r"""
+: "${RESULTS_DIR:?}" "${RESULT_COUNT:?}"
+verify() {
+    local dir=$1 name size sha actual
+    while IFS=$'\t' read -r name size sha; do
+        [[ "$name" == path ]] && continue
+        actual="$(sha256sum "$dir/$name" 2>/dev/null | cut -d' ' -f1 || true)"
+        if [[ "$actual" != "$sha" ]]; then
+            echo "$RUN_ACCESSION: $dir/$name does not match its manifest (sha256 ${actual:-missing}, manifest $sha)" >&2
+            return 1
+        fi
+    done < "$dir/manifest.tsv"
+}
+if [[ -d "$RESULTS_DIR" ]]; then
+    verify "$RESULTS_DIR"
+    echo "$RESULTS_DIR is in place and matches its manifest"
+else
+    for ((i = 1; i <= RESULT_COUNT; i++)); do
+        path_var="RESULT_PATH_$i" empty_var="RESULT_MAY_BE_EMPTY_$i"
+        path="${!path_var:?}"
+        if [[ ! -f "$path" ]]; then
+            echo "$RUN_ACCESSION: the analysis's output $path is missing" >&2
+            exit 1
+        fi
+        if [[ ! -s "$path" && "${!empty_var:-0}" != 1 ]]; then
+            echo "$RUN_ACCESSION: the analysis's output $path is empty" >&2
+            exit 1
+        fi
+    done
+    mkdir -p "$(dirname "$RESULTS_DIR")"
+    staging="$(mktemp -d "$(dirname "$RESULTS_DIR")/.$(basename "$RESULTS_DIR").XXXXXX")"
+    trap 'rm -rf "$staging"' EXIT
+    printf 'path\tsize\tsha256\n' > "$staging/manifest.tsv"
+    for ((i = 1; i <= RESULT_COUNT; i++)); do
+        path_var="RESULT_PATH_$i" name_var="RESULT_NAME_$i"
+        path="${!path_var}" name="${!name_var:?}"
+        mkdir -p "$staging/$(dirname "$name")"
+        cp -p "$path" "$staging/$name"
+        printf '%s\t%s\t%s\n' "$name" "$(stat -c %s "$path")" "$(sha256sum "$path" | cut -d' ' -f1)" \
+            >> "$staging/manifest.tsv"
+    done
+    verify "$staging"
+    chmod 755 "$staging"
+    mv -T "$staging" "$RESULTS_DIR"
+    trap - EXIT
+    echo "moved $RESULT_COUNT file(s) to $RESULTS_DIR"
+fi
+"""
+DATAMOVE_SCRIPT = _PRELUDE + _DATAMOVE + _FINISH
+DATAMOVE_RESOURCES = (1, 256, 60)  # cpus, memory_mb, time_limit_minutes: a copy
+
+
+def datamove_step(pipeline: str) -> str:
+    """The name of the step that moves the results of `pipeline`'s analysis of a run."""
+    return f"move_{pipeline}"
+
+
 @dataclass(frozen=True)
 class StepResources:
     cpus: int = 1
@@ -195,6 +258,53 @@ class PipelineDefinition:
             run_accession=run.run_accession,
             library_layout=run.library_layout,
             files=MappingProxyType({**self.consumed_files, **self.spec.files}),
+        )
+
+    def build_datamove_spec(
+        self,
+        run: RunInputs,
+        workdir: Path,
+        results_dir: Path,
+        config: PipelineConfig,
+        *,
+        after: str,
+        partition: str | None,
+    ) -> JobSpec:
+        """The job that moves this pipeline's declared `results` of one run into `results_dir` (see _DATAMOVE),
+        once the step `after` has completed, on the data movers' `partition`."""
+        layout = self.layout(Path(workdir), run)
+        environment = {
+            "RUN_ACCESSION": run.run_accession,
+            "RUN_DIR": str(workdir),
+            "LIBRARY_LAYOUT": run.library_layout,
+            "STEP_MARKER": str(layout.marker(datamove_step(self.name))),
+            "REQUIRED_MARKER": str(layout.marker(after)),
+            "RESULTS_DIR": str(results_dir),
+        }
+        paths = [
+            (path, name in self.spec.results_may_be_empty)
+            for name in self.spec.results
+            for path in layout.file(name)
+        ]
+        environment["RESULT_COUNT"] = str(len(paths))
+        for index, (path, may_be_empty) in enumerate(paths, 1):
+            environment[f"RESULT_PATH_{index}"] = str(path)
+            environment[f"RESULT_NAME_{index}"] = str(path.relative_to(workdir))
+            environment[f"RESULT_MAY_BE_EMPTY_{index}"] = "1" if may_be_empty else "0"
+        if config.job_path:
+            environment["PATH"] = config.job_path
+        cpus, memory_mb, minutes = DATAMOVE_RESOURCES
+        return JobSpec(
+            name=f"emgapi-{datamove_step(self.name)}-{run.run_accession}",
+            script=DATAMOVE_SCRIPT,
+            partition=partition,
+            cpus=cpus,
+            memory_mb=memory_mb,
+            time_limit_minutes=minutes,
+            workdir=str(workdir),
+            environment=environment,
+            output_path=str(layout.log(datamove_step(self.name))),
+            error_path=None,
         )
 
     def build_step_spec(

@@ -20,7 +20,8 @@ an outcome, not a failure.
 At the top level: ``route`` says which runs the pipeline takes as their first pipeline (library strategy and
 source, platforms it refuses); ``chain`` names pipelines that run on its outputs, each ``when`` a condition holds;
 ``consumes`` names the files a chained pipeline reads from the pipeline that chains it; ``results`` the files
-the archive keeps of the analysis; ``ingest_function``
+the archive keeps of the analysis (every analysis ends with a step that moves them, see engine.py), and
+``results_may_be_empty`` those that may be empty; ``ingest_function``
 names a function of the pipeline's own folder (``module:function``) for what declared metrics cannot record.
 
 No Django and no Prefect here.
@@ -148,7 +149,8 @@ class PipelineSpec:
     chain: tuple[ChainLink, ...] = ()
     consumes: tuple[str, ...] = ()
     ingest_function: str | None = None
-    results: tuple[str, ...] = ()  # the files of the analysis the archive keeps
+    results: tuple[str, ...] = ()  # the files of the analysis the archive keeps (moved by the datamove step)
+    results_may_be_empty: tuple[str, ...] = ()  # those of them an analysis may leave empty
 
     @property
     def metric_names(self) -> frozenset[str]:
@@ -223,6 +225,12 @@ def parse_spec(document: Any, *, source: str = "<spec>") -> PipelineSpec:
     for item in results:
         if item not in outputs:
             raise PipelineSpecError(f"{source}: results: {item!r} is not an output of a step")
+    may_be_empty = _names(
+        top.get("results_may_be_empty", []), source, "the top level", "results_may_be_empty"
+    )
+    for item in may_be_empty:
+        if item not in results:
+            raise PipelineSpecError(f"{source}: results_may_be_empty: {item!r} is not one of the results")
     route = _parse_route(top.get("route", None), source)
     chain = _parse_chain(top.get("chain", []), source, steps)
     ingest_function = top.get("ingest_function", None)
@@ -246,6 +254,7 @@ def parse_spec(document: Any, *, source: str = "<spec>") -> PipelineSpec:
         consumes=consumes,
         ingest_function=ingest_function,
         results=results,
+        results_may_be_empty=may_be_empty,
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from analyses.models import Analysis, AssemblyAnalysisRequest, ProcessingStatus, Run
+from analyses.models import Analysis, AssemblyAnalysisRequest, ProcessingStatus, Run, allocate_accessions
 from prefect_utils.job_spec import JobSpec
 from prefect_utils.policy import ResubmitPolicy
 from workflows.ena.client import EnaClient, EnaReadRun, EnaStudyNotFound
@@ -26,7 +26,7 @@ from workflows.ena.study_sync import sync_study
 from workflows.models import PlanStep
 from workflows.orchestration.plans import PlannedStep, PlanningFailed, PlanProposal
 from workflows.pipelines.catalogue import Catalogue, load_catalogue
-from workflows.pipelines.engine import PipelineConfig, PipelineDefinition
+from workflows.pipelines.engine import PipelineConfig, PipelineDefinition, datamove_step
 from workflows.pipelines.metrics import MetricValue
 from workflows.pipelines.spec import ENA_FASTQ
 
@@ -111,20 +111,29 @@ class StudyAnalysis:
         root = Path(settings.JOBS_ROOT) / f"request-{request.pk}-{plan_uid[:8]}"
         steps: list[PlannedStep] = []
         rejected = dict(sync.rejected)
-        for run in Run.objects.filter(pk__in=sync.usable_run_ids).order_by("accession"):
+        routes: dict[int, list[tuple[PipelineDefinition, str | None, str]]] = {}
+        runs = list(
+            Run.objects.filter(pk__in=sync.usable_run_ids).select_related("study").order_by("accession")
+        )
+        for run in runs:
             entry, refusal = pipelines.route_of(
                 run.library_strategy, run.library_source, run.instrument_platform
             )
             if entry is None:  # the catalogue changed since the sync judged the run
                 rejected[run.accession] = f"{run.accession}: {refusal}"
                 continue
-            inputs = run_inputs(run)
-            route: list[tuple[PipelineDefinition, str | None, str]] = [(entry, None, "")]
-            route += [
+            routes[run.pk] = [(entry, None, "")] + [
                 (p, link.after, link.when.text if link.when else "")
                 for link, p in pipelines.chained(entry.name)
             ]
-            for pipeline, chained_after, chain_when in route:
+        accessions = analysis_accessions(
+            request, [(run, p.name) for run in runs if run.pk in routes for p, _, _ in routes[run.pk]]
+        )
+        for run in runs:
+            if run.pk not in routes:
+                continue
+            inputs = run_inputs(run)
+            for pipeline, chained_after, chain_when in routes[run.pk]:
                 for step in pipeline.spec.steps:
                     first_of_chain = chained_after is not None and step.after is None
                     after = chained_after if first_of_chain else step.after
@@ -151,6 +160,31 @@ class StudyAnalysis:
                             metrics=tuple(m.to_dict() for m in step.metrics),
                         )
                     )
+                # Every analysis ends by moving its results to the archive's store; skipped with its pipeline.
+                results_dir = (
+                    Path(settings.RESULTS_ROOT) / run.study.accession / accessions[(run.pk, pipeline.name)]
+                )
+                steps.append(
+                    PlannedStep(
+                        run_id=run.pk,
+                        run_accession=run.accession,
+                        step=datamove_step(pipeline.name),
+                        spec=pipeline.build_datamove_spec(
+                            inputs,
+                            root / run.accession,
+                            results_dir,
+                            configs[pipeline.name],
+                            after=pipeline.steps[-1],
+                            partition=settings.SLURM_DATAMOVER_PARTITION,
+                        ),
+                        depends_on=(pipeline.steps[-1],),
+                        policy=ResubmitPolicy(
+                            max_memory_mb=settings.SLURM_MAX_MEMORY_MB,
+                            max_time_limit_minutes=settings.SLURM_MAX_TIME_MINUTES,
+                        ),
+                        pipeline=pipeline.name,
+                    )
+                )
         return PlanProposal(steps=steps, rejected=rejected)
 
     def ingested(self, request: AssemblyAnalysisRequest) -> set[tuple[str, str]]:
@@ -175,12 +209,11 @@ class StudyAnalysis:
             raise Run.DoesNotExist(f"The run of plan step {steps[0].pk} no longer exists.")
         run = Run.objects.select_related("study").get(pk=run_id)
         pipeline = catalogue()[pipeline_name]
-        workdir = Path(JobSpec.from_canonical(steps[-1].spec).workdir)
-        layout = pipeline.layout(workdir, run_inputs(run))
-        summary = {
-            **metrics,
-            "results": {name: [str(p) for p in layout.file(name)] for name in pipeline.spec.results},
-        }
+        move = JobSpec.from_canonical(next(s for s in steps if s.step == datamove_step(pipeline_name)).spec)
+        results_dir = Path(move.environment["RESULTS_DIR"])
+        # From here on the archive's copy is the analysis's: the work directory is not read again.
+        files = read_manifest(results_dir / "manifest.tsv")
+        summary = dict(metrics)
         with transaction.atomic():
             analysis, _ = Analysis.objects.update_or_create(
                 request=request,
@@ -190,8 +223,9 @@ class StudyAnalysis:
                     "study": run.study,
                     "pipeline_version": pipeline.version,
                     "status": ProcessingStatus.COMPLETED,
-                    "results_directory": str(workdir),
+                    "results_directory": str(results_dir),
                     "summary": summary,
+                    "files": files,
                 },
             )
             ingest_function = catalogue().ingest_function(pipeline_name)
@@ -200,9 +234,77 @@ class StudyAnalysis:
                     request=request,
                     run=run,
                     analysis=analysis,
-                    layout=pipeline.layout(workdir, run_inputs(run)),
+                    # The moved results keep their paths below the run's directory.
+                    layout=pipeline.layout(results_dir, run_inputs(run)),
                 )
         return summary
+
+    def settle(self, request: AssemblyAnalysisRequest, outcomes: Mapping[str, Mapping[str, Any]]) -> None:
+        """The analyses planned for pipelines that did not complete: a skipped one's is deleted (its MGYA is never
+        used), a failed one's is marked failed."""
+        pending = Analysis.objects.filter(request=request, status=ProcessingStatus.PENDING)
+        skipped, failed = [], []
+        for pk, run, pipeline_name in pending.values_list("pk", "run__accession", "pipeline"):
+            what = outcomes.get(run, {}).get("pipelines", {}).get(pipeline_name, "")
+            if what.startswith("skipped"):
+                skipped.append(pk)
+            elif what != "completed":
+                failed.append(pk)
+        Analysis.objects.filter(pk__in=skipped).delete()
+        Analysis.objects.filter(pk__in=failed).update(status=ProcessingStatus.FAILED)
+
+
+def analysis_accessions(
+    request: AssemblyAnalysisRequest, wanted: Sequence[tuple[Run, str]]
+) -> dict[tuple[int, str], str]:
+    """The MGYA of each (run, pipeline) of the request's routes, allocated now (a pending Analysis) because the
+    datamove's destination names it and is frozen in the plan. Concurrent planners agree: the rows are unique per
+    (request, run, pipeline), and the loser's allocated numbers are never used."""
+    existing = _analyses_of(request)
+    missing = [(run, pipeline) for run, pipeline in wanted if (run.pk, pipeline) not in existing]
+    if missing:
+        accessions = allocate_accessions("MGYA", len(missing))
+        Analysis.objects.bulk_create(
+            [
+                Analysis(
+                    accession=accession,
+                    study_id=run.study_id,
+                    run=run,
+                    request=request,
+                    pipeline=pipeline,
+                    pipeline_version=catalogue()[pipeline].version,
+                    status=ProcessingStatus.PENDING,
+                )
+                for (run, pipeline), accession in zip(missing, accessions, strict=True)
+            ],
+            ignore_conflicts=True,
+        )
+        existing = _analyses_of(request)
+    return existing
+
+
+def _analyses_of(request: AssemblyAnalysisRequest) -> dict[tuple[int, str], str]:
+    rows = Analysis.objects.filter(request=request, run__isnull=False).values_list(
+        "run_id", "pipeline", "accession"
+    )
+    return {(run_id, pipeline): accession for run_id, pipeline, accession in rows}
+
+
+def read_manifest(path: Path) -> list[dict[str, Any]]:
+    """A datamove's manifest.tsv: path (relative to its directory), size in bytes, sha256."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ValueError(
+            f"{path}: the manifest of the moved results cannot be read: {exc.strerror or exc}"
+        ) from None
+    if not lines or lines[0].split("\t") != ["path", "size", "sha256"]:
+        raise ValueError(f"{path}: not a manifest (its header is not path, size, sha256)")
+    files = []
+    for line in lines[1:]:
+        name, size, sha256 = line.split("\t")
+        files.append({"path": name, "size": int(size), "sha256": sha256})
+    return files
 
 
 STUDY_ANALYSIS = StudyAnalysis()

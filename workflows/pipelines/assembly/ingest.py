@@ -16,7 +16,8 @@ def record_assembly(*, request: Any, run: Any, analysis: Any, layout: Any) -> No
             run=run,
             defaults={
                 "study": run.study,
-                "directory": str(layout.one_file("megahit_dir")),
+                # Where the contigs are in the archive's store (the layout is that of the moved results).
+                "directory": str(layout.one_file("contigs_fa").parent),
                 "status": ProcessingStatus.COMPLETED,
             },
         )
