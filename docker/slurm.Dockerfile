@@ -19,14 +19,14 @@ ENV PYTHONUNBUFFERED=1 \
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         slurm-wlm slurmdbd munge mariadb-server mariadb-client \
-        fastp megahit seqkit curl ca-certificates \
+        fastp megahit seqkit prodigal hmmer hmmer-examples barrnap cutadapt vsearch curl ca-certificates \
         python3 python3-venv \
     && rm -rf /var/lib/apt/lists/* \
     && rm -f /etc/munge/munge.key
 
 # uid 1000 as in docker/Dockerfile: `flows` submits as this user, so jobs write /jobs as it too.
 RUN useradd --uid 1000 --create-home emgapi \
-    && install -d -o emgapi -g emgapi /jobs
+    && install -d -o emgapi -g emgapi /jobs /results
 
 # uv.lock's versions, as in scripts/bootstrap.sh and docker/Dockerfile; uv in a venv of its own.
 RUN python3 -m venv /opt/uv && /opt/uv/bin/pip install uv==0.13.8
@@ -36,6 +36,8 @@ COPY pyproject.toml uv.lock ./
 RUN /opt/uv/bin/uv sync --frozen --no-install-project --python /usr/bin/python3
 COPY . .
 RUN /opt/uv/bin/uv sync --frozen --no-editable --python /usr/bin/python3 && rm -rf build ./*.egg-info
+# The demo's profile-HMM library (assembly_analysis's hmm_library), as `make install` builds it.
+RUN bash scripts/demo_hmm_library.sh
 
 # The node itself (root: it starts system daemons). `flows` overrides the command and the user.
 CMD ["bash", "/app/docker/slurm-node.sh"]

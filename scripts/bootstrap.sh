@@ -8,8 +8,7 @@ VENV=${VENV:-.venv}
 # uv itself, pinned, in a venv of its own (.tools): the project venv holds only what uv.lock lists.
 UV_VERSION=0.13.8
 TOOLS=${TOOLS:-.tools}
-# The demo's profile-HMM library (assembly_analysis's `hmm_library`), from the profiles Debian's hmmer-examples
-# ships; a site points the pipeline to Pfam instead (PIPELINE_CONFIG).
+# The demo's profile-HMM library (assembly_analysis's `hmm_library`; a site points it to Pfam, PIPELINE_CONFIG).
 HMMER_EXAMPLES=/usr/share/doc/hmmer/examples
 DEMO_HMM_LIBRARY=/usr/local/share/emgapi/hmm/demo-profiles.hmm
 
@@ -26,16 +25,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if [ ! -s "$DEMO_HMM_LIBRARY" ]; then
-  echo "bootstrap: building the demo profile-HMM library $DEMO_HMM_LIBRARY"
-  mkdir -p "$(dirname "$DEMO_HMM_LIBRARY")"
-  # One file holds profiles of one format: hmmconvert writes each in the current one.
-  {
-    for hmm in "$HMMER_EXAMPLES"/tutorial/{Pkinase,fn3,globins4}.hmm; do hmmconvert "$hmm"; done
-    for hmm in "$HMMER_EXAMPLES"/testsuite/{LuxC,SMC_N,RRM_1}.hmm.gz; do zcat "$hmm" | hmmconvert -; done
-  } > "$DEMO_HMM_LIBRARY.part"
-  mv -f "$DEMO_HMM_LIBRARY.part" "$DEMO_HMM_LIBRARY"
-fi
+bash scripts/demo_hmm_library.sh "$DEMO_HMM_LIBRARY"
 
 if [ "$("$TOOLS/bin/uv" --version 2>/dev/null | cut -d' ' -f2)" != "$UV_VERSION" ]; then
   echo "bootstrap: installing uv $UV_VERSION into $TOOLS"
