@@ -198,6 +198,9 @@ JOBS_ROOT = Path(os.environ.get("JOBS_ROOT", BASE_DIR / "var" / "jobs"))
 # movers' partition, with a manifest.
 RESULTS_ROOT = Path(os.environ.get("RESULTS_ROOT", BASE_DIR / "var" / "results"))
 SLURM_DATAMOVER_PARTITION = os.environ.get("SLURM_DATAMOVER_PARTITION", "datamover") or None
+# Days a finished request's run directories are kept once their results are in RESULTS_ROOT (a failed run's are
+# kept for good: a retry reuses them).
+WORK_DIRECTORY_RETENTION_DAYS = float(os.environ.get("WORK_DIRECTORY_RETENTION_DAYS", "7"))
 SLURM_PARTITION = os.environ.get("SLURM_PARTITION") or None
 SLURM_MAX_ACTIVE_JOBS = int(os.environ.get("SLURM_MAX_ACTIVE_JOBS", "100"))
 SLURM_SUBMIT_RATE_PER_MINUTE = float(os.environ.get("SLURM_SUBMIT_RATE_PER_MINUTE", "600"))

@@ -278,6 +278,11 @@ class RequestProgress(models.Model):
     cancel_carried_out_at = models.DateTimeField(
         null=True, blank=True, help_text="When Slurm confirmed every job of a cancelled request over."
     )
+    work_cleaned_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the sweep removed the work directories of its runs whose results are in the store.",
+    )
     # The capacity queue (workflows.orchestration.capacity): what the last pass could not submit for want of a
     # slot, and the slots the lease holder granted it since.
     capacity_wanted = models.PositiveIntegerField(

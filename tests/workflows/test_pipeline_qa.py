@@ -46,6 +46,9 @@ class TestRunInputs:
 
 
 class TestQaGate:
+    def test_an_amplicon_run_is_taken_by_the_amplicon_pipeline(self) -> None:
+        assert check_run_usable(ena_run(library_strategy="AMPLICON")) is None
+
     def test_a_good_paired_run(self) -> None:
         run = ena_run()
         assert check_run_usable(run) is None
@@ -87,21 +90,24 @@ class TestQaGate:
                 "ERR9000001: ENA's md5 checksum(s) ['xyz'] are not 32-character hex digests",
             ),
             (
-                {"library_strategy": "AMPLICON"},
-                "ERR9000001: no pipeline takes this run (assembly: library strategy 'AMPLICON' is not WGS or WGA)",
+                {"library_strategy": "RNA-Seq"},
+                "ERR9000001: no pipeline takes this run (amplicon: library strategy 'RNA-Seq' is not AMPLICON; "
+                "assembly: library strategy 'RNA-Seq' is not WGS or WGA)",
             ),
             (
                 {"library_strategy": ""},
-                "ERR9000001: no pipeline takes this run (assembly: library strategy '(empty)' is not WGS or WGA)",
+                "ERR9000001: no pipeline takes this run (amplicon: library strategy '(empty)' is not AMPLICON; "
+                "assembly: library strategy '(empty)' is not WGS or WGA)",
             ),
             (
                 {"library_source": "TRANSCRIPTOMIC"},
-                "ERR9000001: no pipeline takes this run "
-                "(assembly: library source 'TRANSCRIPTOMIC' is not METAGENOMIC or GENOMIC)",
+                "ERR9000001: no pipeline takes this run (amplicon: library strategy 'WGS' is not AMPLICON; "
+                "assembly: library source 'TRANSCRIPTOMIC' is not METAGENOMIC or GENOMIC)",
             ),
             (
                 {"instrument_platform": "OXFORD_NANOPORE"},
-                "ERR9000001: no pipeline takes this run (assembly: it refuses OXFORD_NANOPORE reads)",
+                "ERR9000001: no pipeline takes this run (amplicon: library strategy 'WGS' is not AMPLICON; "
+                "assembly: it refuses OXFORD_NANOPORE reads)",
             ),
             (
                 {"fastq_ftp": ("x/ERR9000001_1.fastq.gz",), "fastq_md5": (MD5_1,)},

@@ -35,6 +35,7 @@ from workflows.orchestration.capacity import (
     queued_without_grant,
     requests_queued_without_grant,
 )
+from workflows.orchestration.cleanup import clean_work_directories
 from workflows.orchestration.cluster import build_jobs_service
 from workflows.orchestration.plans import supersede_for_retry
 from workflows.orchestration.request_lock import (
@@ -148,6 +149,9 @@ class SweepReport:
     rescheduled: list[int] = field(default_factory=list)
     restarted: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
+    cleaned: list[int] = field(
+        default_factory=list
+    )  # finished requests whose work directories were looked at
     skipped: bool = False  # another process was sweeping: this one did nothing
 
     def __bool__(self) -> bool:
@@ -187,7 +191,7 @@ def _sweep(now: datetime | None) -> SweepReport:
     from prefect.client.schemas.objects import StateType
 
     now = now or timezone.now()
-    report = SweepReport(cancelled=carry_out_pending_cancellations())
+    report = SweepReport(cancelled=carry_out_pending_cancellations(), cleaned=clean_work_directories(now))
     # Free slots go to the requests waiting longest for one; only those are resumed (see capacity.py).
     report.resumed = resume_requests(set(grant_free_slots(build_jobs_service(), now)))
 
@@ -430,7 +434,9 @@ def retry_failed_runs(request_id: int) -> list[str]:
         )
         progress, _ = RequestProgress.objects.get_or_create(request_id=request_id)
         progress.flow_run_generation += 1
-        progress.save(update_fields=["flow_run_generation"])
+        # Finished again, its runs' directories are looked at again (those retried are kept until they succeed).
+        progress.work_cleaned_at = None
+        progress.save(update_fields=["flow_run_generation", "work_cleaned_at"])
         enqueue_trigger(
             request,
             deployment=deployments.ASSEMBLY_ANALYSIS,
