@@ -7,10 +7,19 @@ from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from analyses.models import Analysis, Assembly, AssemblyAnalysisRequest, Biome, Run, Sample, Study
+from analyses.models import (
+    Analysis,
+    Assembly,
+    AssemblyAnalysisRequest,
+    Biome,
+    Run,
+    Sample,
+    Study,
+    StudyResult,
+)
 from analyses.selectors import active_request
 from analyses.services import (
     RequestAlreadyFinished,
@@ -119,6 +128,16 @@ class AnalysisAdmin(admin.ModelAdmin):
         return super().get_queryset(request).prefetch_related("assembly__runs")
 
 
+@admin.register(StudyResult)
+class StudyResultAdmin(admin.ModelAdmin):
+    list_display = ["study", "pipeline", "pipeline_version", "request", "created"]
+    list_filter = ["pipeline"]
+    search_fields = ["study__accession", "study__ena_accession"]
+    list_select_related = ["study"]
+    raw_id_fields = ["study", "request"]
+    readonly_fields = ["created", "updated"]
+
+
 @admin.register(AssemblyAnalysisRequest)
 class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
     list_display = ["id", "study_accession", "requester", "status", "flow_run_id", "created", "updated"]
@@ -137,7 +156,6 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
             "status",
             "status_detail",
             "flow_run_id",
-            "run_outcomes",
             "request_metadata",
             "cancelled_at",
             "cancelled_by",
@@ -156,29 +174,6 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
     @admin.display(description="Flow run")
     def flow_run_id(self, obj: AssemblyAnalysisRequest) -> str:
         return obj.flow_run_id or "—"
-
-    @admin.display(description="Runs: route and pipelines")
-    def run_outcomes(self, obj: AssemblyAnalysisRequest) -> str:
-        """Per run: the route data QA chose, and each pipeline of it completed, skipped or failed, with why."""
-        outcomes = (obj.request_metadata or {}).get("outcomes", {})
-        if not outcomes:
-            return "— (known once the request has finished)"
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            (
-                (
-                    run,
-                    outcome.get("route", ""),
-                    "; ".join(f"{p}: {o}" for p, o in outcome.get("pipelines", {}).items()),
-                )
-                for run, outcome in sorted(outcomes.items())
-            ),
-        )
-        return format_html(
-            '<table class="emgapi-run-outcomes"><tr><th>run</th><th>route</th><th>pipelines</th></tr>{}</table>',
-            rows,
-        )
 
     def get_form(
         self,

@@ -275,6 +275,36 @@ class Analysis(TimestampedModel):
         super().save(*args, **kwargs)
 
 
+class StudyResult(TimestampedModel):
+    """What a request's study steps made of all its runs by one pipeline (a merged ASV table, say): files in the
+    archive's store, listed from their manifest, and the figures those steps recorded."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="results")
+    request = models.ForeignKey(
+        "AssemblyAnalysisRequest",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="study_results",
+    )
+    pipeline = models.CharField(max_length=50)
+    pipeline_version = models.CharField(max_length=20)
+    results_directory = models.CharField(max_length=500)
+    files = models.JSONField(default=list, blank=True, help_text="path, size and sha256 of each file")
+    summary = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request", "pipeline"], condition=Q(request__isnull=False), name="study_result_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline} of {self.study.accession} (request {self.request_id})"
+
+
 class RequestStatus(models.TextChoices):
     PENDING = "pending"
     RUNNING = "running"

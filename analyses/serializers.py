@@ -15,7 +15,7 @@ from rest_framework.fields import SkipField
 from rest_framework.relations import PKOnlyObject
 from rest_framework.reverse import reverse
 
-from analyses.models import Analysis, AssemblyAnalysisRequest, Run, Study
+from analyses.models import Analysis, AssemblyAnalysisRequest, Run, Study, StudyResult
 from analyses.selectors import analyses_by_pipeline
 
 
@@ -156,15 +156,39 @@ class PipelineAnalysesSerializer(serializers.Serializer):
     url = serializers.URLField(help_text="Its analyses of this study, a page at a time.")
 
 
+class StudyResultSerializer(ApiModelSerializer):
+    request = serializers.IntegerField(source="request_id", default=None, read_only=True)
+
+    class Meta:
+        model = StudyResult
+        fields = [
+            "pipeline",
+            "pipeline_version",
+            "request",
+            "results_directory",
+            "files",
+            "summary",
+            "created",
+        ]
+
+
 class StudyDetailSerializer(StudySerializer):
     """A study with links to its runs and analyses: a study may have thousands, so they are lists of their own."""
 
     runs = serializers.SerializerMethodField()
     analyses = serializers.SerializerMethodField()
     analyses_by_pipeline = serializers.SerializerMethodField()
+    results = StudyResultSerializer(many=True, read_only=True)
 
     class Meta(StudySerializer.Meta):
-        fields = [*StudySerializer.Meta.fields, "description", "runs", "analyses", "analyses_by_pipeline"]
+        fields = [
+            *StudySerializer.Meta.fields,
+            "description",
+            "runs",
+            "analyses",
+            "analyses_by_pipeline",
+            "results",
+        ]
 
     @extend_schema_field(PipelineAnalysesSerializer(many=True))
     def get_analyses_by_pipeline(self, obj: Study) -> list[dict[str, Any]]:

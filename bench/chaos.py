@@ -12,7 +12,8 @@ The whole service runs for real and isolated (bench/_stack.py: its own Prefect s
 a fresh Django database) and the demo's jobs really run on the cluster (each is over in about a second).
 `--requests` requests are created with `create_assembly_analysis_request` (the API's service: the request and its
 trigger commit together, and the commit wakes serve_flows' dispatcher), cycling over the demo studies PRJEB00001 (2 runs,
-2 analyses) and PRJEB00002 (data QA rejects one of its 2 runs: 1 analysis), spread over the kills: the next
+4 analyses: each run by the assembly and the analysis chained) and PRJEB00002 (data QA rejects one of its 2
+runs: 2 analyses), spread over the kills: the next
 request comes as soon as no request is unfinished (then the next kill comes right after it), or once the last one
 has lived through its share of the kills left. So, until the last request has ended, every kill lands in a
 request's life, in every phase of it: Scheduled and Pending in the runner (its PENDING window), planning,
@@ -39,7 +40,7 @@ stuck. Then:
   * duplicate keys in Slurm: `sacct -a -X -P -S <start> -o JobID,Comment,WorkDir` plus squeue for live jobs,
     restricted to the benchmark's jobs (work directory under its JOBS_ROOT); a comment on two jobs is a
     submission key submitted twice. Jobs of the benchmark the ledger does not know are counted too;
-  * duplicate domain rows: Assembly and Analysis rows per (request, run);
+  * duplicate domain rows: Assembly rows per (request, run), Analysis rows per (request, run, pipeline);
   * time to recover: from serve_flows' restart after the last kill that found a request unfinished to every
     request finished, and per request from the restart after the last kill of its life to its end (the outage
     itself is not counted);

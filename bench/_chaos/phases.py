@@ -58,7 +58,9 @@ def request_phases(request_ids: list[int]) -> dict[int, str]:
         .values("request_id", "key", "slurm_job_id", "state")
     ):
         jobs[job["request_id"]].append(job)
-    analysed = set(Analysis.objects.filter(request__in=requests).values_list("request_id", "run_id"))
+    analysed = set(
+        Analysis.objects.filter(request__in=requests, status="completed").values_list("request_id", "run_id")
+    )
     for request in requests:
         flow_run = runs.get(request.flow_run_id) if request.flow_run_id else None
         if flow_run is None or flow_run.state is None:

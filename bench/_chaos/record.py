@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Demo studies and the analyses each request of them ends with (PRJEB00002 has a run that data QA rejects).
-STUDIES = {"PRJEB00001": 2, "PRJEB00002": 1}
+# Demo studies and the analyses each request of them ends with: two a run, by the assembly and by the analysis
+# chained after it (PRJEB00002 has a run that data QA rejects).
+STUDIES = {"PRJEB00001": 4, "PRJEB00002": 2}
 
 
 @dataclass

@@ -66,14 +66,16 @@ def report(chaos: Chaos, last_kill: float) -> bool:
     doubles = {
         model.__name__: list(
             model.objects.filter(request__in=ids)
-            .values("request", "run")
+            .values(*unique)
             .annotate(n=Count("pk"))
             .filter(n__gt=1)
-            .values_list("request", "run", "n")
+            .values_list(*unique, "n")
         )
-        for model in (Assembly, Analysis)
+        for model, unique in ((Assembly, ("request", "run")), (Analysis, ("request", "run", "pipeline")))
     }
-    analyses = Counter(Analysis.objects.filter(request__in=ids).values_list("request_id", flat=True))
+    analyses = Counter(
+        Analysis.objects.filter(request__in=ids, status="completed").values_list("request_id", flat=True)
+    )
     progress = {p.request_id: p for p in RequestProgress.objects.filter(request_id__in=ids)}
     current_runs = flow_run_ids(ids)
     reschedules = {

@@ -91,29 +91,3 @@ def test_adding_a_second_active_request_in_the_admin_says_why(admin_client_logge
     first = AssemblyAnalysisRequest.objects.get()
     assert f"Request {first.pk} for this study is already pending" in again.content.decode()
     assert first.requester == superuser
-
-
-def test_a_finished_requests_page_shows_each_runs_route_and_pipelines(admin_client_logged_in):
-    skipped = "skipped: assembly_stats.total_length 12,345 < 20,000"
-    request = AssemblyAnalysisRequest.objects.create(
-        study_accession="PRJEB30009",
-        status="completed",
-        request_metadata={
-            "outcomes": {
-                "ERR1": {
-                    "route": "assembly",
-                    "pipelines": {"assembly": "completed", "assembly_analysis": skipped},
-                }
-            }
-        },
-    )
-    page = admin_client_logged_in.get(
-        reverse("admin:analyses_assemblyanalysisrequest_change", args=[request.pk])
-    )
-    html = page.content.decode()
-    assert page.status_code == 200 and 'class="emgapi-run-outcomes"' in html
-    assert (
-        "<td>ERR1</td><td>assembly</td><td>assembly: completed; assembly_analysis: "
-        + skipped.replace("<", "&lt;")
-        in html
-    )

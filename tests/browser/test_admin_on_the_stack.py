@@ -104,9 +104,10 @@ def test_a_request_added_in_the_admin_runs_and_its_failed_run_is_retried(
     )
     expect(field(page, "status")).to_have_text("Completed")
     expect(outcomes.locator("tr", has_text="ERR9000002")).to_contain_text("succeeded")
-    # Only the failed steps ran again: ERR9000001's jobs are the first ones, once each.
-    expect(job_rows(page).filter(has_text="ERR9000001")).to_have_count(4)
-    expect(job_rows(page).filter(has_text="ERR9000002").filter(has_text="COMPLETED")).to_have_count(4)
+    # Only the failed steps ran again: ERR9000001's jobs are the first ones, once each (the assembly's 4 steps, the
+    # analysis chained after it, 3, and the datamove ending each).
+    expect(job_rows(page).filter(has_text="ERR9000001")).to_have_count(9)
+    expect(job_rows(page).filter(has_text="ERR9000002").filter(has_text="COMPLETED")).to_have_count(9)
 
 
 def test_a_running_request_is_cancelled_from_the_admin(page: Page, superuser, flows_server, gated_stub):

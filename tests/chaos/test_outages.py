@@ -88,7 +88,7 @@ def test_an_outage_while_a_request_waits_fails_nothing(fault, flows_server, gate
     assert set(jobs.values_list("state", flat=True)) == {"COMPLETED"}
     assert not jobs.filter(attempt__gt=1).exists()
     assert_one_slurm_job_per_key(request)
-    assert Analysis.objects.filter(request=request).count() == 1
+    assert Analysis.objects.filter(request=request).count() == 2  # by the assembly and the analysis chained
 
 
 def test_a_controller_outage_fails_no_waiting_step_and_holds_submission_back(
@@ -121,7 +121,8 @@ def test_a_controller_outage_fails_no_waiting_step_and_holds_submission_back(
         start_slurm_daemon("ctld")
     ended_at, outage = time.monotonic(), time.monotonic() - began
 
-    for request, analyses in ((waiting, 1), (submitting, 2)):
+    # Each run is analysed by the assembly and by the analysis chained after it.
+    for request, analyses in ((waiting, 2), (submitting, 4)):
 
         def finished(request: AssemblyAnalysisRequest = request) -> bool:
             return request_status(request) in {"completed", "failed"}

@@ -45,7 +45,8 @@ def test_a_redeploy_with_new_settings_and_ena_reattaches_to_the_original_jobs(
     )
     assert request.status == "completed", request.status_detail
     jobs = ClusterJob.objects.filter(request=request)
-    assert jobs.count() == 4 and not jobs.filter(attempt__gt=1).exists()
+    # One run: the assembly (4 steps), the analysis chained after it (3), and a datamove ending each.
+    assert jobs.count() == 9 and not jobs.filter(attempt__gt=1).exists()
     assert all(job.key in planned and job.spec == planned[job.key] for job in jobs)
     assert jobs.get(pk=held.pk).state == "COMPLETED"
     assert_one_slurm_job_per_key(request)
@@ -76,6 +77,7 @@ def test_two_flow_servers_on_one_database_do_every_request_once(
     for request in requests:
         assert request.status == "completed", request.status_detail
         assert_one_slurm_job_per_key(request)
-    assert Analysis.objects.filter(request__in=requests).count() == 5
-    assert not Analysis.objects.values("request", "run").annotate(n=Count("pk")).filter(n__gt=1)
+    # Five runs, each analysed by the assembly and by the analysis chained after it.
+    assert Analysis.objects.filter(request__in=requests).count() == 10
+    assert not Analysis.objects.values("request", "run", "pipeline").annotate(n=Count("pk")).filter(n__gt=1)
     assert PollerLease.objects.count() == 1  # one poller lease for the service, whoever held it

@@ -49,7 +49,7 @@ def test_a_waiting_request_holds_no_process_and_survives_a_killed_flow_server(
     assert held.state == "COMPLETED" and held.attempt == 1
     assert not ClusterJob.objects.filter(request=request, attempt__gt=1).exists()
     assert_one_slurm_job_per_key(request)
-    assert Analysis.objects.filter(request=request).count() == 1
+    assert Analysis.objects.filter(request=request).count() == 2  # by the assembly and the analysis chained
     assert RequestProgress.objects.get(pk=request.pk).resumes >= 1
 
 

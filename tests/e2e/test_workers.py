@@ -87,8 +87,9 @@ def test_two_workers_and_a_kill_9_of_one_do_every_request_once(
     for request in requests:
         assert request.status == "completed", request.status_detail
         assert_one_slurm_job_per_key(request)
-    assert Analysis.objects.filter(request__in=requests).count() == 5
-    assert not Analysis.objects.values("request", "run").annotate(n=Count("pk")).filter(n__gt=1)
+    # Five runs, each analysed by the assembly and by the analysis chained after it.
+    assert Analysis.objects.filter(request__in=requests).count() == 10
+    assert not Analysis.objects.values("request", "run", "pipeline").annotate(n=Count("pk")).filter(n__gt=1)
     assert (
         AssemblyAnalysisRequest.objects.filter(pk__in=[r.pk for r in requests], status="completed").count()
         == 3

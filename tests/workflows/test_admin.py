@@ -29,6 +29,29 @@ def test_a_request_page_shows_its_flow_run_outcomes_jobs_and_trigger(admin_clien
     assert f"trigger {trigger.pk}</a> pending" in page
 
 
+def test_a_finished_requests_page_shows_each_runs_route_and_what_became_of_each_pipeline(admin_client):
+    skipped = "skipped: assembly_stats.total_length 12,345 < 20,000"
+    request = AssemblyAnalysisRequest.objects.create(
+        study_accession="PRJEB30009",
+        status="completed",
+        request_metadata={
+            "succeeded_runs": ["ERR1"],
+            "outcomes": {
+                "ERR1": {
+                    "route": "assembly",
+                    "pipelines": {"assembly": "completed", "assembly_analysis": skipped},
+                }
+            },
+        },
+    )
+    page = admin_client.get(f"/admin/analyses/assemblyanalysisrequest/{request.pk}/change/").content.decode()
+    assert (
+        "<tr><td>ERR1</td><td>succeeded</td><td>assembly</td><td>assembly: completed; assembly_analysis: "
+        + skipped.replace("<", "&lt;")
+        + "</td><td></td></tr>"
+    ) in page
+
+
 def test_the_prefect_ui_defaults_to_the_api_url_without_api():
     from django.conf import settings
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from prefect_utils.job_spec import JobSpec
 from prefect_utils.keys import job_key
 from tests.workflows.pipeline_inputs import ASSEMBLY, PAIRED_RUN
 from workflows.ena.client import EnaReadRun
@@ -304,3 +305,78 @@ class TestSkips:
         run = self.run({})
         _decide_skips(run, set())
         assert run.skipped == {} and run.failure is None
+
+
+class TestStudySteps:
+    """`scope: study`: a step once per request, after every run of its pipeline has ended."""
+
+    def test_the_amplicon_study_step_reads_each_runs_file_and_writes_the_studys(self, tmp_path: Path) -> None:
+        amplicon = load_catalogue()["amplicon"]
+        assert amplicon.run_steps == ("fetch_reads", "trim_primers", "merge_and_filter", "denoise")
+        job = amplicon.build_study_step_spec(
+            "study_asv_table", tmp_path / "request-1", amplicon.config(), label="MGYS1"
+        )
+        assert job.workdir == str(tmp_path / "request-1" / "study")
+        assert job.environment["REQUEST_DIR"] == str(tmp_path / "request-1")
+        assert job.environment["FILTERED_FASTA_PATH"] == "merged/filtered.fasta"  # below each run's directory
+        assert job.environment["STUDY_ASV_TABLE"] == str(
+            tmp_path / "request-1" / "study" / "amplicon" / "asv_table.tsv"
+        )
+        assert job.environment["REQUIRED_MARKER"] == ""  # it waits for the runs, which the reconciler knows
+        assert amplicon.study_results() == ("study_asv_table", "study_asv_fasta", "study_runs")
+
+    @pytest.mark.parametrize(
+        ("change", "message"),
+        [
+            ({"scope": "everything"}, "scope: 'run' \\(the default\\) or 'study'"),
+            ({"inputs": ["ena_fastq"]}, "without \\{run\\} or \\{mate\\} in its path"),
+            (
+                {"after": "x_count"},
+                "a study step waits for every run's steps; it can name only another study step",
+            ),
+        ],
+    )
+    def test_a_broken_study_step_fails_at_load(self, tmp_path: Path, change: dict, message: str) -> None:
+        document = _spec("x")
+        study = {
+            "name": "x_merge",
+            "scope": "study",
+            "resources": {"cpus": 1, "memory_mb": 64, "time_limit_minutes": 1},
+            "escalation": {"max_escalations": 0, "factor": 2.0},
+            "inputs": [],
+            "outputs": [],
+            "script": "true\n",
+            **change,
+        }
+        document["steps"].append(study)
+        _pipeline_folder(tmp_path, "x", document)
+        with pytest.raises(PipelineSpecError, match=message):
+            load_catalogue([tmp_path])
+
+    def test_the_study_step_waits_until_every_run_of_its_pipeline_has_ended(self) -> None:
+        from prefect_utils.ledger import LedgerRecord
+        from prefect_utils.states import JobState
+        from workflows.orchestration.reconciler import _evaluate
+
+        def step(run: str, name: str, position: int, after: str | None = None) -> PlanStep:
+            return PlanStep(
+                run_accession=run, step=name, position=position, pipeline="amplicon",
+                depends_on=[after] if after else [], key=f"{run}-{name}", spec={}, inputs={}, policy={},
+            )  # fmt: skip
+
+        steps = [step("ERR1", "denoise", 0), step("ERR2", "denoise", 0), step("study", "study_asv_table", 1)]
+
+        def record(key: str, state: JobState) -> LedgerRecord:
+            spec = JobSpec(name=key, script="true", workdir="/tmp").canonical()
+            return LedgerRecord(key=key, attempt=1, spec=spec, job_id="1", state=state, exit_code=1)
+
+        running = {
+            "ERR1-denoise": [record("ERR1-denoise", JobState.COMPLETED)],
+            "ERR2-denoise": [record("ERR2-denoise", JobState.RUNNING)],
+        }
+        study = _evaluate(steps, running, {})[-1]
+        assert study.accession == "study" and study.to_submit == []
+        # A run that failed for good has ended too: the study step pools what the others left.
+        ended = {**running, "ERR2-denoise": [record("ERR2-denoise", JobState.FAILED)]}
+        study = _evaluate(steps, ended, {})[-1]
+        assert [s.key for s in study.to_submit] == ["study-study_asv_table"]

@@ -335,11 +335,15 @@ class AssemblyAnalysisRequestWorkAdmin(AssemblyAnalysisRequestAdmin):
         if not outcomes:
             return "— (no run finished yet)"
         return format_html(
-            "<table><tr><th>run</th><th>outcome</th><th>reason</th></tr>{}</table>",
+            '<table class="emgapi-run-outcomes"><tr><th>run</th><th>outcome</th><th>route</th>'
+            "<th>pipelines</th><th>reason</th></tr>{}</table>",
             format_html_join(
                 "",
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                ((outcome.run, outcome.outcome, outcome.reason) for outcome in outcomes),
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                (
+                    (outcome.run, outcome.outcome, outcome.route, outcome.pipelines, outcome.reason)
+                    for outcome in outcomes
+                ),
             ),
         )
 

@@ -23,7 +23,7 @@ from django.db.models import Max
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-from analyses.models import Analysis, AssemblyAnalysisRequest, ProcessingStatus, Study
+from analyses.models import Analysis, AssemblyAnalysisRequest, ProcessingStatus, Study, StudyResult
 from analyses.services import create_assembly_analysis_request
 from workflows.models import Plan, Trigger
 from workflows.operations.cases import (
@@ -192,6 +192,9 @@ class _StartedRequest:
             "rejected_runs": dict(newest_plan.rejected) if newest_plan is not None else {},
             "analyses": analyses.count(),
             "figures": figures,
+            "study_results": {
+                result.pipeline: dict(result.summary) for result in StudyResult.objects.filter(request=request)
+            },
             "outcomes": {
                 run: dict(outcome.get("pipelines", {}))
                 for run, outcome in metadata.get("outcomes", {}).items()

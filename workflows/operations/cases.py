@@ -30,6 +30,7 @@ EXPECTATIONS: dict[str, frozenset[str]] = {
             "rejected_runs",
             "analyses",
             "figures",
+            "study_results",
             "outcomes",
             "jobs",
             "log_errors",
@@ -207,6 +208,10 @@ def _check_shapes(where: str, expect: Mapping[str, Any]) -> None:
             lambda v: mapping_of(v, lambda x: mapping_of(x, is_range)),
             "a mapping of pipeline: {figure: [low, high]} (every analysis of that pipeline)",
         ),
+        "study_results": (
+            lambda v: mapping_of(v, lambda x: mapping_of(x, is_range)),
+            "a mapping of pipeline: {figure: [low, high]} (the request's study result of that pipeline)",
+        ),
         "outcomes": (
             lambda v: mapping_of(v, lambda x: mapping_of(x, lambda y: isinstance(y, str))),
             "a mapping of run: {pipeline: pattern}",
@@ -257,6 +262,18 @@ def compare(expect: Mapping[str, Any], observed: Mapping[str, Any]) -> list[str]
                             mismatches.append(
                                 f"{pipeline} of {run}: {figure} expected {low}..{high}, observed {value}"
                             )
+        elif key == "study_results":
+            for pipeline, ranges in wanted.items():
+                summary = (got or {}).get(pipeline)
+                if summary is None:
+                    mismatches.append(f"study_results: expected a {pipeline} result, observed none")
+                    continue
+                for figure, (low, high) in ranges.items():
+                    value = summary.get(figure)
+                    if value is None or not low <= value <= high:
+                        mismatches.append(
+                            f"study result of {pipeline}: {figure} expected {low}..{high}, observed {value}"
+                        )
         elif key == "outcomes":
             for run, pipelines in wanted.items():
                 observed_run = (got or {}).get(run, {})

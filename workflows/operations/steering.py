@@ -98,15 +98,25 @@ class RunOutcome:
     run: str
     outcome: str  # succeeded / failed / rejected by data QA
     reason: str = ""
+    route: str = ""  # the first pipeline of the run's route
+    pipelines: str = ""  # each pipeline of the route and what became of it
 
 
 def run_outcomes(
     request: AssemblyAnalysisRequest, rejected: dict[str, str] | None = None
 ) -> list[RunOutcome]:
-    """Per run, as the last finished pass recorded it, and the runs data QA turned away when planning."""
+    """Per run, as the last finished pass recorded it (with its route and what became of each pipeline of it),
+    and the runs data QA turned away when planning."""
     metadata = request.request_metadata or {}
-    outcomes = [RunOutcome(run, "succeeded") for run in metadata.get("succeeded_runs", [])]
-    outcomes += [RunOutcome(run, "failed", reason) for run, reason in metadata.get("failed_runs", {}).items()]
+    routes = metadata.get("outcomes", {})
+
+    def outcome(run: str, what: str, reason: str = "") -> RunOutcome:
+        route = routes.get(run, {})
+        pipelines = "; ".join(f"{name}: {done}" for name, done in route.get("pipelines", {}).items())
+        return RunOutcome(run, what, reason, route.get("route", ""), pipelines)
+
+    outcomes = [outcome(run, "succeeded") for run in metadata.get("succeeded_runs", [])]
+    outcomes += [outcome(run, "failed", reason) for run, reason in metadata.get("failed_runs", {}).items()]
     outcomes += [RunOutcome(run, "rejected by data QA", reason) for run, reason in (rejected or {}).items()]
     return outcomes
 

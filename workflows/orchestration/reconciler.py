@@ -34,6 +34,7 @@ from workflows.orchestration.capacity import claim_slots
 from workflows.orchestration.plans import Pipeline, PlanningFailed, freeze_plan
 from workflows.orchestration.request_lock import request_lock
 from workflows.pipelines.conditions import MissingMetric, parse_condition
+from workflows.pipelines.engine import STUDY_DIR
 from workflows.pipelines.metrics import MetricsError, MetricsSpec, read_metrics
 
 logger = logging.getLogger(__name__)
@@ -262,7 +263,8 @@ def _pass(
             logger.info("Run %s ingested (%s): %s", run.accession, pipeline_name or "pipeline", summary)
             ingested.append(run.accession)
 
-    succeeded = [run.accession for run in runs if run.completed]
+    # The study's steps (a group of their own) are no run: they decide nothing of the request's status.
+    succeeded = [run.accession for run in runs if run.completed and run.accession != STUDY_DIR]
     # Runs data QA turned away are the plan's `rejected`, shown as such; `failed` is what went wrong on Slurm.
     failed = {run.accession: run.failure for run in runs if run.failure and not run.active}
     waiting = any(run.active or run.to_submit for run in runs)
@@ -273,7 +275,7 @@ def _pass(
         skips = f" ({skipped} with a pipeline skipped)" if skipped else ""
         if succeeded:
             detail = f"{len(succeeded)} run(s) analysed{skips}; {len(failed)} failed{rejected}."
-        elif runs:
+        elif any(run.accession != STUDY_DIR for run in runs):
             detail = f"No run could be analysed ({len(failed)} failed{rejected})."
         else:
             detail = "No usable run in the study: " + "; ".join(plan.rejected.values())
@@ -402,43 +404,85 @@ def _evaluate(
     outcomes: Mapping[tuple[str, str], StepOutcome] | None = None,
     metric_failures: Mapping[str, str] | None = None,
 ) -> list[_RunState]:
+    """Where each run stands and what to submit for it; the steps of the study (`STUDY_DIR`) last, as a run of
+    their own whose first steps wait for every run of their pipeline to have ended."""
     outcomes = outcomes or {}
     metric_failures = metric_failures or {}
     by_run: dict[str, list[PlanStep]] = defaultdict(list)
     for step in steps:
         by_run[step.run_accession].append(step)
+    study_steps = by_run.pop(STUDY_DIR, [])
     runs = []
     ready: list[tuple[_RunState, PlanStep, list[LedgerRecord]]] = []
     for accession, run_steps in by_run.items():
-        run = _RunState(accession, run_steps, failure=metric_failures.get(accession))
-        histories = {step.step: _history(step, attempts) for step in run_steps}
-        completed = {
-            name for name, history in histories.items() if history and history[-1].state == JobState.COMPLETED
-        }
-        run.done = completed
-        for step in run_steps:
-            outcome = outcomes.get((accession, step.step))
-            if outcome is None:
-                continue
-            if outcome.skipped:
-                run.skipped[step.step] = outcome.skipped
-            run.metrics.update({f"{step.step}.{name}": value for name, value in outcome.metrics.items()})
-        if any(step.when for step in run_steps) or run.skipped:
-            _decide_skips(run, completed)
-        over = completed | set(run.skipped)
-        for step in run_steps:
-            if step.step in over:
-                continue
-            history = histories[step.step]
-            last = history[-1] if history else None
-            if last is not None and not last.is_terminal and not last.needs_submission:
-                run.active = True
-                continue
-            # A run whose metrics could not be read, or whose `when:` cannot be decided, goes no further.
-            if run.failure is None and set(step.depends_on) <= completed:
-                ready.append((run, step, history))
-        run.completed = run.failure is None and over == {step.step for step in run_steps}
-        runs.append(run)
+        runs.append(_evaluate_run(accession, run_steps, attempts, outcomes, metric_failures, ready))
+    _submissions(ready, labels)
+    if study_steps:
+        ended = _pipelines_ended(runs)
+        ready = []
+        study = _evaluate_run(
+            STUDY_DIR,
+            study_steps,
+            attempts,
+            outcomes,
+            metric_failures,
+            ready,
+            may_start=lambda step: step.pipeline in ended,
+        )
+        _submissions(ready, labels)
+        runs.append(study)
+    return runs
+
+
+def _pipelines_ended(runs: Sequence[_RunState]) -> set[str]:
+    """The pipelines none of whose runs has a job running or a step to submit."""
+    busy = {step.pipeline for run in runs if run.active or run.to_submit for step in run.steps}
+    return {step.pipeline for run in runs for step in run.steps} - busy
+
+
+def _evaluate_run(
+    accession: str,
+    run_steps: list[PlanStep],
+    attempts: dict[str, list[LedgerRecord]],
+    outcomes: Mapping[tuple[str, str], StepOutcome],
+    metric_failures: Mapping[str, str],
+    ready: list[tuple[_RunState, PlanStep, list[LedgerRecord]]],
+    may_start: Callable[[PlanStep], bool] = lambda step: True,
+) -> _RunState:
+    run = _RunState(accession, run_steps, failure=metric_failures.get(accession))
+    histories = {step.step: _history(step, attempts) for step in run_steps}
+    completed = {
+        name for name, history in histories.items() if history and history[-1].state == JobState.COMPLETED
+    }
+    run.done = completed
+    for step in run_steps:
+        outcome = outcomes.get((accession, step.step))
+        if outcome is None:
+            continue
+        if outcome.skipped:
+            run.skipped[step.step] = outcome.skipped
+        run.metrics.update({f"{step.step}.{name}": value for name, value in outcome.metrics.items()})
+    if any(step.when for step in run_steps) or run.skipped:
+        _decide_skips(run, completed)
+    over = completed | set(run.skipped)
+    for step in run_steps:
+        if step.step in over:
+            continue
+        history = histories[step.step]
+        last = history[-1] if history else None
+        if last is not None and not last.is_terminal and not last.needs_submission:
+            run.active = True
+            continue
+        # A run whose metrics could not be read, or whose `when:` cannot be decided, goes no further.
+        if run.failure is None and set(step.depends_on) <= completed and (step.depends_on or may_start(step)):
+            ready.append((run, step, history))
+    run.completed = run.failure is None and over == {step.step for step in run_steps}
+    return run
+
+
+def _submissions(ready: list[tuple[_RunState, PlanStep, list[LedgerRecord]]], labels: dict) -> None:
+    """What to submit for each ready step: its first attempt, an attempt the controller never took, or the
+    resubmit policy's next one; a failure the policy does not retry is the run's."""
     _read_submission_fields([step for _, step, _ in ready])
     for run, step, history in ready:
         last = history[-1] if history else None
@@ -457,7 +501,6 @@ def _evaluate(
                 step.key, last.attempt + 1, next_spec.canonical(), step.inputs, labels, last.attempt
             )
         )
-    return runs
 
 
 def _outcomes(runs: Sequence[_RunState]) -> dict[str, dict[str, Any]]:

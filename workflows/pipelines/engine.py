@@ -101,9 +101,13 @@ DATAMOVE_SCRIPT = _PRELUDE + _DATAMOVE + _FINISH
 DATAMOVE_RESOURCES = (1, 256, 60)  # cpus, memory_mb, time_limit_minutes: a copy
 
 
-def datamove_step(pipeline: str) -> str:
-    """The name of the step that moves the results of `pipeline`'s analysis of a run."""
-    return f"move_{pipeline}"
+def datamove_step(pipeline: str, *, study: bool = False) -> str:
+    """The name of the step that moves the results of `pipeline`'s analysis of a run (or of its study steps)."""
+    return f"move_{pipeline}_study" if study else f"move_{pipeline}"
+
+
+# The directory below a request's work directory where its study steps run: not a run accession.
+STUDY_DIR = "study"
 
 
 @dataclass(frozen=True)
@@ -234,6 +238,11 @@ class PipelineDefinition:
     def steps(self) -> tuple[str, ...]:
         return self.spec.step_names
 
+    @property
+    def run_steps(self) -> tuple[str, ...]:
+        """The steps of each run, in order (the others run once per request, for the study)."""
+        return tuple(step.name for step in self.spec.steps if not step.per_study)
+
     def config(self, settings: Mapping[str, Any] | None = None) -> PipelineConfig:
         """spec.yaml's resources and parameters, overridden by `settings` (see `PipelineConfig.with_settings`)."""
         defaults = PipelineConfig(
@@ -260,42 +269,57 @@ class PipelineDefinition:
             files=MappingProxyType({**self.consumed_files, **self.spec.files}),
         )
 
+    def study_results(self) -> tuple[str, ...]:
+        """The `results` written by study steps (moved once per request), not by a run's."""
+        written = {name for step in self.spec.steps if step.per_study for name in step.outputs}
+        return tuple(name for name in self.spec.results if name in written)
+
+    def run_results(self) -> tuple[str, ...]:
+        return tuple(name for name in self.spec.results if name not in self.study_results())
+
     def build_datamove_spec(
         self,
-        run: RunInputs,
+        run: RunInputs | None,
         workdir: Path,
         results_dir: Path,
         config: PipelineConfig,
         *,
         after: str,
         partition: str | None,
+        label: str = "",
     ) -> JobSpec:
-        """The job that moves this pipeline's declared `results` of one run into `results_dir` (see _DATAMOVE),
-        once the step `after` has completed, on the data movers' `partition`."""
-        layout = self.layout(Path(workdir), run)
-        environment = {
-            "RUN_ACCESSION": run.run_accession,
-            "RUN_DIR": str(workdir),
-            "LIBRARY_LAYOUT": run.library_layout,
-            "STEP_MARKER": str(layout.marker(datamove_step(self.name))),
-            "REQUIRED_MARKER": str(layout.marker(after)),
-            "RESULTS_DIR": str(results_dir),
-        }
-        paths = [
-            (path, name in self.spec.results_may_be_empty)
-            for name in self.spec.results
-            for path in layout.file(name)
-        ]
-        environment["RESULT_COUNT"] = str(len(paths))
-        for index, (path, may_be_empty) in enumerate(paths, 1):
+        """The job that moves this pipeline's declared `results` of one run (or, with `run` None, those of its study
+        steps, `workdir` then being the request's study directory and `label` the study) into `results_dir` (see
+        _DATAMOVE), once the step `after` has completed, on the data movers' `partition`."""
+        workdir = Path(workdir)
+        step = datamove_step(self.name, study=run is None)
+        if run is not None:
+            layout = self.layout(workdir, run)
+            paths = [(path, name) for name in self.run_results() for path in layout.file(name)]
+            environment = {"RUN_ACCESSION": run.run_accession, "LIBRARY_LAYOUT": run.library_layout}
+        else:
+            paths = [(workdir / self.spec.files[name].path, name) for name in self.study_results()]
+            environment = {"RUN_ACCESSION": label}
+        environment.update(
+            {
+                "RUN_DIR": str(workdir),
+                "STEP_MARKER": str(workdir / f"{step}.done"),
+                "REQUIRED_MARKER": str(workdir / f"{after}.done"),
+                "RESULTS_DIR": str(results_dir),
+                "RESULT_COUNT": str(len(paths)),
+            }
+        )
+        for index, (path, name) in enumerate(paths, 1):
             environment[f"RESULT_PATH_{index}"] = str(path)
             environment[f"RESULT_NAME_{index}"] = str(path.relative_to(workdir))
-            environment[f"RESULT_MAY_BE_EMPTY_{index}"] = "1" if may_be_empty else "0"
+            environment[f"RESULT_MAY_BE_EMPTY_{index}"] = (
+                "1" if name in self.spec.results_may_be_empty else "0"
+            )
         if config.job_path:
             environment["PATH"] = config.job_path
         cpus, memory_mb, minutes = DATAMOVE_RESOURCES
         return JobSpec(
-            name=f"emgapi-{datamove_step(self.name)}-{run.run_accession}",
+            name=f"emgapi-{step}-{run.run_accession if run else label}",
             script=DATAMOVE_SCRIPT,
             partition=partition,
             cpus=cpus,
@@ -303,7 +327,53 @@ class PipelineDefinition:
             time_limit_minutes=minutes,
             workdir=str(workdir),
             environment=environment,
-            output_path=str(layout.log(datamove_step(self.name))),
+            output_path=str(workdir / f"{step}.log"),
+            error_path=None,
+        )
+
+    def build_study_step_spec(
+        self, step: str, request_dir: Path, config: PipelineConfig, *, label: str
+    ) -> JobSpec:
+        """The job of a study step: it runs in `request_dir`/study, after every run of the pipeline has ended. An
+        input written by the runs' steps reaches it as `<NAME>_PATH`, its path below each run's directory (the
+        script looks in every run directory of `REQUEST_DIR`: a run that failed has none); a study file as `<NAME>`."""
+        step_spec = self.spec.step(step)
+        if not step_spec.per_study:
+            raise ValueError(f"{step!r} is a step of each run, not of the study")
+        request_dir = Path(request_dir)
+        study_dir = request_dir / STUDY_DIR
+        resources = config.resources(step)
+        study_outputs = {name for s in self.spec.steps if s.per_study for name in s.outputs}
+        environment = {
+            "RUN_ACCESSION": label,
+            "RUN_DIR": str(study_dir),
+            "REQUEST_DIR": str(request_dir),
+            "STEP_MARKER": str(study_dir / f"{step}.done"),
+            "REQUIRED_MARKER": str(study_dir / f"{step_spec.after}.done") if step_spec.after else "",
+            "THREADS": str(resources.cpus),
+        }
+        for name in step_spec.inputs:
+            file = self.spec.files[name]
+            if name in study_outputs:
+                environment[file.variable] = str(study_dir / file.path)
+            else:
+                environment[f"{file.variable}_PATH"] = file.path
+        for name in step_spec.outputs:
+            environment[self.spec.files[name].variable] = str(study_dir / self.spec.files[name].path)
+        for name in step_spec.parameters:
+            environment[name.upper()] = str(config.parameters[name])
+        if config.job_path:
+            environment["PATH"] = config.job_path
+        return JobSpec(
+            name=f"emgapi-{step}-{label}",
+            script=self.scripts[step],
+            partition=resources.partition or config.partition,
+            cpus=resources.cpus,
+            memory_mb=resources.memory_mb,
+            time_limit_minutes=resources.time_limit_minutes,
+            workdir=str(study_dir),
+            environment=environment,
+            output_path=str(study_dir / f"{step}.log"),
             error_path=None,
         )
 

@@ -42,6 +42,7 @@ from workflows.pipelines.conditions import Condition, ConditionError, parse_cond
 from workflows.pipelines.metrics import PARSERS, PARSERS_WITH_FIELDS, MetricsSpec
 
 ENA_FASTQ = "ena_fastq"
+STUDY_SCOPE = "study"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _FILE_PATH = re.compile(r"^[A-Za-z0-9_.{}-]+(/[A-Za-z0-9_.{}-]+)*$")
@@ -102,6 +103,11 @@ class StepSpec:
     partition: str | None = None
     metrics: tuple[MetricsSpec, ...] = ()
     when: Condition | None = None
+    scope: str = "run"  # "study": once per request, after every run of the pipeline has ended
+
+    @property
+    def per_study(self) -> bool:
+        return self.scope == STUDY_SCOPE
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -281,10 +287,13 @@ def _parse_chain(raw: Any, source: str, steps: list[StepSpec]) -> tuple[ChainLin
         where = f"chain #{index + 1}"
         fields = _Fields(item, source, where)
         pipeline = fields.string("pipeline")
-        after = fields.get("after", steps[-1].name)
-        if after not in [step.name for step in steps]:
-            raise PipelineSpecError(f"{source}: {where}: after: {after!r} is not a step of this pipeline")
-        earlier = steps[: [step.name for step in steps].index(after) + 1]
+        run_steps = [step.name for step in steps if not step.per_study]
+        after = fields.get("after", run_steps[-1] if run_steps else None)
+        if after not in run_steps:
+            raise PipelineSpecError(
+                f"{source}: {where}: after: {after!r} is not a step of each run of this pipeline"
+            )
+        earlier = [step for step in steps[: [s.name for s in steps].index(after) + 1] if not step.per_study]
         when = _parse_when(fields.get("when", None), source, where, earlier)
         fields.done()
         links.append(ChainLink(pipeline=pipeline, when=when, after=after))
@@ -452,6 +461,15 @@ def _parse_step(
             f"{source}: {where}: script: the body only; the step's prelude adds the #! line"
         )
     description = fields.get("description", "")
+    scope = fields.get("scope", "run")
+    if scope not in ("run", STUDY_SCOPE):
+        raise PipelineSpecError(f"{source}: {where}: scope: 'run' (the default) or 'study', got {scope!r}")
+    if scope == STUDY_SCOPE:
+        _check_study_step(source, where, files, after, earlier_steps, inputs, outputs)
+    elif after is not None and next(s for s in earlier_steps if s.name == after).per_study:
+        raise PipelineSpecError(
+            f"{source}: {where}: after: {after!r} is a study step; a run's step cannot wait for it"
+        )
     partition = fields.get("partition", None)
     if partition is not None and (
         not isinstance(partition, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", partition)
@@ -474,7 +492,38 @@ def _parse_step(
         partition=partition,
         metrics=metrics,
         when=when,
+        scope=scope,
     )
+
+
+def _check_study_step(
+    source: str,
+    where: str,
+    files: Mapping[str, FileSpec],
+    after: str | None,
+    earlier_steps: list[StepSpec],
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+) -> None:
+    """A study step reads one file of each run (found below each run's directory) and writes files of its own
+    below the request's `study` directory: none of them may depend on the run or the mate."""
+    if after is not None and not next(s for s in earlier_steps if s.name == after).per_study:
+        raise PipelineSpecError(
+            f"{source}: {where}: after: a study step waits for every run's steps; it can name only another study step"
+        )
+    for item in (*inputs, *outputs):
+        if item == ENA_FASTQ or "{" in files[item].path:
+            raise PipelineSpecError(
+                f"{source}: {where}: {item!r}: a study step reads and writes one file per run or study, "
+                "without {run} or {mate} in its path"
+            )
+    run_outputs = {name for step in earlier_steps if not step.per_study for name in step.outputs}
+    study_outputs = {name for step in earlier_steps if step.per_study for name in step.outputs}
+    for item in inputs:
+        if item not in run_outputs | study_outputs:
+            raise PipelineSpecError(
+                f"{source}: {where}: inputs: {item!r} is not written by a step of this pipeline"
+            )
 
 
 class _Fields:

@@ -17,7 +17,14 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from analyses.models import Analysis, AssemblyAnalysisRequest, ProcessingStatus, Run, allocate_accessions
+from analyses.models import (
+    Analysis,
+    AssemblyAnalysisRequest,
+    ProcessingStatus,
+    Run,
+    StudyResult,
+    allocate_accessions,
+)
 from prefect_utils.job_spec import JobSpec
 from prefect_utils.policy import ResubmitPolicy
 from workflows.ena.client import EnaClient, EnaReadRun, EnaStudyNotFound
@@ -26,7 +33,7 @@ from workflows.ena.study_sync import sync_study
 from workflows.models import PlanStep
 from workflows.orchestration.plans import PlannedStep, PlanningFailed, PlanProposal
 from workflows.pipelines.catalogue import Catalogue, load_catalogue
-from workflows.pipelines.engine import PipelineConfig, PipelineDefinition, datamove_step
+from workflows.pipelines.engine import STUDY_DIR, PipelineConfig, PipelineDefinition, datamove_step
 from workflows.pipelines.metrics import MetricValue
 from workflows.pipelines.spec import ENA_FASTQ
 
@@ -42,7 +49,14 @@ def catalogue() -> Catalogue:
 
 
 def all_step_names() -> set[str]:
-    return {step for pipeline in catalogue().pipelines.values() for step in pipeline.steps}
+    """Every step a plan can hold: the specs' steps and the datamove ending each pipeline (and its study steps)."""
+    names = set()
+    for pipeline in catalogue().pipelines.values():
+        names.update(pipeline.steps)
+        names.add(datamove_step(pipeline.name))
+        if pipeline.study_results():
+            names.add(datamove_step(pipeline.name, study=True))
+    return names
 
 
 def pipeline_config(
@@ -57,10 +71,11 @@ def pipeline_config(
             **settings.PIPELINE_CONFIG.get(pipeline.name, {}),
         }
     )
-    unknown = set(request_resources or {}) - all_step_names()
+    steps = {step for p in catalogue().pipelines.values() for step in p.steps}
+    unknown = set(request_resources or {}) - steps
     if unknown:
         raise ValueError(
-            f"a request's resources name pipeline steps ({', '.join(sorted(all_step_names()))}), "
+            f"a request's resources name pipeline steps ({', '.join(sorted(steps))}), "
             f"not {sorted(unknown)}"
         )
     own = {step: value for step, value in (request_resources or {}).items() if step in pipeline.steps}
@@ -102,6 +117,7 @@ class StudyAnalysis:
         except EnaStudyNotFound as exc:
             raise PlanningFailed(str(exc)) from exc
         AssemblyAnalysisRequest.objects.filter(pk=request.pk).update(study_id=sync.study_id)
+        request.study_id = sync.study_id
         pipelines = catalogue()
         resources = (request.request_metadata or {}).get("resources")
         try:
@@ -135,6 +151,8 @@ class StudyAnalysis:
             inputs = run_inputs(run)
             for pipeline, chained_after, chain_when in routes[run.pk]:
                 for step in pipeline.spec.steps:
+                    if step.per_study:
+                        continue
                     first_of_chain = chained_after is not None and step.after is None
                     after = chained_after if first_of_chain else step.after
                     steps.append(
@@ -174,10 +192,10 @@ class StudyAnalysis:
                             root / run.accession,
                             results_dir,
                             configs[pipeline.name],
-                            after=pipeline.steps[-1],
+                            after=pipeline.run_steps[-1],
                             partition=settings.SLURM_DATAMOVER_PARTITION,
                         ),
-                        depends_on=(pipeline.steps[-1],),
+                        depends_on=(pipeline.run_steps[-1],),
                         policy=ResubmitPolicy(
                             max_memory_mb=settings.SLURM_MAX_MEMORY_MB,
                             max_time_limit_minutes=settings.SLURM_MAX_TIME_MINUTES,
@@ -185,15 +203,72 @@ class StudyAnalysis:
                         pipeline=pipeline.name,
                     )
                 )
+        used = {p.name: p for route in routes.values() for p, _, _ in route}
+        for pipeline in sorted(used.values(), key=lambda p: p.name):
+            steps += self._study_steps(request, pipeline, root, configs[pipeline.name])
         return PlanProposal(steps=steps, rejected=rejected)
 
-    def ingested(self, request: AssemblyAnalysisRequest) -> set[tuple[str, str]]:
-        """(run accession, pipeline) of every analysis already recorded for this request."""
-        return set(
-            Analysis.objects.filter(request=request, status=ProcessingStatus.COMPLETED).values_list(
-                "run__accession", "pipeline"
+    def _study_steps(
+        self,
+        request: AssemblyAnalysisRequest,
+        pipeline: PipelineDefinition,
+        root: Path,
+        config: PipelineConfig,
+    ) -> list[PlannedStep]:
+        """The pipeline's steps of `scope: study` for this request (they wait for every run of the pipeline), and
+        the move of their results to RESULTS_ROOT/<MGYS>/requests/<request>/<pipeline>/."""
+        study_steps = [step for step in pipeline.spec.steps if step.per_study]
+        if not study_steps:
+            return []
+        study = request.study
+        assert study is not None  # set by the sync that precedes the plan
+        label = study.accession
+        planned = [
+            PlannedStep(
+                run_id=None,
+                run_accession=STUDY_DIR,
+                step=step.name,
+                spec=pipeline.build_study_step_spec(step.name, root, config, label=label),
+                depends_on=(step.after,) if step.after else (),
+                policy=step_policy(pipeline, step.name),
+                pipeline=pipeline.name,
+                when=step.when.text if step.when else "",
+                metrics=tuple(m.to_dict() for m in step.metrics),
             )
-        )
+            for step in study_steps
+        ]
+        if pipeline.study_results():
+            results_dir = Path(settings.RESULTS_ROOT) / label / "requests" / str(request.pk) / pipeline.name
+            planned.append(
+                PlannedStep(
+                    run_id=None,
+                    run_accession=STUDY_DIR,
+                    step=datamove_step(pipeline.name, study=True),
+                    spec=pipeline.build_datamove_spec(
+                        None,
+                        root / STUDY_DIR,
+                        results_dir,
+                        config,
+                        after=study_steps[-1].name,
+                        partition=settings.SLURM_DATAMOVER_PARTITION,
+                        label=label,
+                    ),
+                    depends_on=(study_steps[-1].name,),
+                    policy=ResubmitPolicy(
+                        max_memory_mb=settings.SLURM_MAX_MEMORY_MB,
+                        max_time_limit_minutes=settings.SLURM_MAX_TIME_MINUTES,
+                    ),
+                    pipeline=pipeline.name,
+                )
+            )
+        return planned
+
+    def ingested(self, request: AssemblyAnalysisRequest) -> set[tuple[str, str]]:
+        """(run accession, pipeline) of every analysis already recorded for this request, and (`STUDY_DIR`,
+        pipeline) of its study results."""
+        analyses = Analysis.objects.filter(request=request, status=ProcessingStatus.COMPLETED)
+        studies = StudyResult.objects.filter(request=request).values_list("pipeline", flat=True)
+        return {*analyses.values_list("run__accession", "pipeline"), *((STUDY_DIR, name) for name in studies)}
 
     def ingest(
         self,
@@ -202,8 +277,10 @@ class StudyAnalysis:
         steps: Sequence[PlanStep],
         metrics: Mapping[str, MetricValue],
     ) -> dict[str, Any]:
-        """The analysis of one run by one pipeline whose steps all completed or were skipped; unique per (request,
-        run, pipeline) in the database, so this is an upsert."""
+        """The analysis of one run by one pipeline whose steps all completed or were skipped (or the study result
+        of its study steps); unique per (request, run, pipeline) in the database, so this is an upsert."""
+        if steps[0].run_accession == STUDY_DIR:
+            return self._ingest_study(request, pipeline_name, steps, metrics)
         run_id = steps[0].run_id
         if run_id is None:  # the run was deleted since the plan was made (SET_NULL)
             raise Run.DoesNotExist(f"The run of plan step {steps[0].pk} no longer exists.")
@@ -238,6 +315,29 @@ class StudyAnalysis:
                     layout=pipeline.layout(results_dir, run_inputs(run)),
                 )
         return summary
+
+    def _ingest_study(
+        self,
+        request: AssemblyAnalysisRequest,
+        pipeline_name: str,
+        steps: Sequence[PlanStep],
+        metrics: Mapping[str, MetricValue],
+    ) -> dict[str, Any]:
+        move = next((s for s in steps if s.step == datamove_step(pipeline_name, study=True)), None)
+        results_dir = Path(JobSpec.from_canonical(move.spec).environment["RESULTS_DIR"]) if move else None
+        assert request.study_id is not None
+        StudyResult.objects.update_or_create(
+            request=request,
+            pipeline=pipeline_name,
+            defaults={
+                "study_id": request.study_id,
+                "pipeline_version": catalogue()[pipeline_name].version,
+                "results_directory": str(results_dir or ""),
+                "files": read_manifest(results_dir / "manifest.tsv") if results_dir else [],
+                "summary": dict(metrics),
+            },
+        )
+        return dict(metrics)
 
     def settle(self, request: AssemblyAnalysisRequest, outcomes: Mapping[str, Mapping[str, Any]]) -> None:
         """The analyses planned for pipelines that did not complete: a skipped one's is deleted (its MGYA is never
