@@ -193,7 +193,8 @@ class _StartedRequest:
             "analyses": analyses.count(),
             "figures": figures,
             "study_results": {
-                result.pipeline: dict(result.summary) for result in StudyResult.objects.filter(request=request)
+                result.pipeline: dict(result.summary)
+                for result in StudyResult.objects.filter(request=request)
             },
             "outcomes": {
                 run: dict(outcome.get("pipelines", {}))

@@ -75,8 +75,7 @@ def pipeline_config(
     unknown = set(request_resources or {}) - steps
     if unknown:
         raise ValueError(
-            f"a request's resources name pipeline steps ({', '.join(sorted(steps))}), "
-            f"not {sorted(unknown)}"
+            f"a request's resources name pipeline steps ({', '.join(sorted(steps))}), not {sorted(unknown)}"
         )
     own = {step: value for step, value in (request_resources or {}).items() if step in pipeline.steps}
     return site.with_settings(own)
