@@ -133,7 +133,7 @@ class StudyResultAdmin(admin.ModelAdmin):
     list_display = ["study", "pipeline", "pipeline_version", "request", "created"]
     list_filter = ["pipeline"]
     search_fields = ["study__accession", "study__ena_accession"]
-    list_select_related = ["study"]
+    list_select_related = ["study", "request"]
     raw_id_fields = ["study", "request"]
     readonly_fields = ["created", "updated"]
 

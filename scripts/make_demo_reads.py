@@ -18,7 +18,7 @@ import gzip
 import os
 import random
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -76,14 +76,35 @@ def make_reads(
     # Picking an organism in proportion to its length gives both the same depth of coverage.
     weights = [len(g) for g in genomes]
 
+    return _write_pairs(
+        out_dir,
+        run_accession,
+        rng,
+        lambda: _fragment(rng, rng.choices(genomes, weights=weights)[0], insert, read_len),
+        n_pairs=n_pairs,
+        read_len=read_len,
+        error_rate=error_rate,
+    )
+
+
+def _write_pairs(
+    out_dir: Path | str,
+    run_accession: str,
+    rng: random.Random,
+    next_fragment: Callable[[], str],
+    *,
+    n_pairs: int,
+    read_len: int,
+    error_rate: float,
+) -> list[Path]:
+    """`n_pairs` read pairs, each the two ends of `next_fragment()`, into ``<run_accession>_1/_2.fastq.gz``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{run_accession}_1.fastq.gz", out / f"{run_accession}_2.fastq.gz"]
     quality = _QUALITY_CHAR * read_len
     with _deterministic_gzip(paths[0]) as r1, _deterministic_gzip(paths[1]) as r2:
         for n in range(1, n_pairs + 1):
-            genome = rng.choices(genomes, weights=weights)[0]
-            fragment = _fragment(rng, genome, insert, read_len)
+            fragment = next_fragment()
             mate1 = _with_errors(rng, fragment[:read_len], error_rate)
             mate2 = _with_errors(rng, _reverse_complement(fragment)[:read_len], error_rate)
             r1.write(f"@{run_accession}.{n} {n}/1\n{mate1}\n+\n{quality}\n".encode())
@@ -118,18 +139,15 @@ def make_amplicon_reads(
         forward + _random_genome(rng, region_len) + _reverse_complement(reverse) for _ in range(variants)
     ]
     weights = [2.0**-i for i in range(variants)]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{run_accession}_1.fastq.gz", out / f"{run_accession}_2.fastq.gz"]
-    quality = _QUALITY_CHAR * read_len
-    with _deterministic_gzip(paths[0]) as r1, _deterministic_gzip(paths[1]) as r2:
-        for n in range(1, n_pairs + 1):
-            amplicon = rng.choices(amplicons, weights=weights)[0]
-            mate1 = _with_errors(rng, amplicon[:read_len], error_rate)
-            mate2 = _with_errors(rng, _reverse_complement(amplicon)[:read_len], error_rate)
-            r1.write(f"@{run_accession}.{n} {n}/1\n{mate1}\n+\n{quality}\n".encode())
-            r2.write(f"@{run_accession}.{n} {n}/2\n{mate2}\n+\n{quality}\n".encode())
-    return paths
+    return _write_pairs(
+        out_dir,
+        run_accession,
+        rng,
+        lambda: rng.choices(amplicons, weights=weights)[0],
+        n_pairs=n_pairs,
+        read_len=read_len,
+        error_rate=error_rate,
+    )
 
 
 # The demo runs whose reads are not the default two random genomes (make_reads' defaults), by accession.

@@ -5,7 +5,16 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from analyses.models import Analysis, Assembly, AssemblyAnalysisRequest, Biome, Run, Sample, Study
+from analyses.models import (
+    Analysis,
+    Assembly,
+    AssemblyAnalysisRequest,
+    Biome,
+    Run,
+    Sample,
+    Study,
+    StudyResult,
+)
 from workflows.models import ClusterJob, Plan, PlanStep
 
 
@@ -71,7 +80,8 @@ def failed_request(accession: str = "ERR9000001") -> AssemblyAnalysisRequest:
 
 
 def populate(count: int) -> None:
-    """`count` chains of biome, study, sample, run, assembly, analysis and request, each row with its relations."""
+    """`count` chains of biome, study, sample, run, assembly, analysis, request and study result, each row with its
+    relations."""
     start = Study.objects.count()
     for i in range(start, count):
         biome = Biome.objects.create(lineage=f"root:Environmental:Aquatic:{i}")
@@ -81,4 +91,7 @@ def populate(count: int) -> None:
         assembly = Assembly.objects.create(study=study)
         assembly.runs.add(run)
         Analysis.objects.create(study=study, assembly=assembly, run=run)
-        AssemblyAnalysisRequest.objects.create(study_accession=study.ena_accession, study=study)
+        request = AssemblyAnalysisRequest.objects.create(study_accession=study.ena_accession, study=study)
+        StudyResult.objects.create(
+            study=study, request=request, pipeline="amplicon", pipeline_version="1.0", results_directory="/r"
+        )

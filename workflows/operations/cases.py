@@ -256,24 +256,14 @@ def compare(expect: Mapping[str, Any], observed: Mapping[str, Any]) -> list[str]
                         f"figures: expected {pipeline} figures, observed no {pipeline} analysis"
                     )
                 for run, summary in sorted(summaries.items()):
-                    for figure, (low, high) in ranges.items():
-                        value = summary.get(figure)
-                        if value is None or not low <= value <= high:
-                            mismatches.append(
-                                f"{pipeline} of {run}: {figure} expected {low}..{high}, observed {value}"
-                            )
+                    mismatches += _compare_ranges(f"{pipeline} of {run}", ranges, summary)
         elif key == "study_results":
             for pipeline, ranges in wanted.items():
                 summary = (got or {}).get(pipeline)
                 if summary is None:
                     mismatches.append(f"study_results: expected a {pipeline} result, observed none")
-                    continue
-                for figure, (low, high) in ranges.items():
-                    value = summary.get(figure)
-                    if value is None or not low <= value <= high:
-                        mismatches.append(
-                            f"study result of {pipeline}: {figure} expected {low}..{high}, observed {value}"
-                        )
+                else:
+                    mismatches += _compare_ranges(f"study result of {pipeline}", ranges, summary)
         elif key == "outcomes":
             for run, pipelines in wanted.items():
                 observed_run = (got or {}).get(run, {})
@@ -293,6 +283,17 @@ def compare(expect: Mapping[str, Any], observed: Mapping[str, Any]) -> list[str]
             mismatches.append(f"{key}: expected {wanted!r}, observed {got!r}")
     mismatches += _compare_log_errors(expect.get("log_errors") or [], observed.get("log_errors") or [])
     return mismatches
+
+
+def _compare_ranges(
+    what: str, ranges: Mapping[str, Sequence[float]], summary: Mapping[str, Any]
+) -> list[str]:
+    lines = []
+    for figure, (low, high) in ranges.items():
+        value = summary.get(figure)
+        if value is None or not low <= value <= high:
+            lines.append(f"{what}: {figure} expected {low}..{high}, observed {value}")
+    return lines
 
 
 def _compare_patterns(key: str, wanted: Mapping[str, str], got: Mapping[str, str]) -> list[str]:

@@ -360,22 +360,7 @@ class PipelineDefinition:
                 environment[f"{file.variable}_PATH"] = file.path
         for name in step_spec.outputs:
             environment[self.spec.files[name].variable] = str(study_dir / self.spec.files[name].path)
-        for name in step_spec.parameters:
-            environment[name.upper()] = str(config.parameters[name])
-        if config.job_path:
-            environment["PATH"] = config.job_path
-        return JobSpec(
-            name=f"emgapi-{step}-{label}",
-            script=self.scripts[step],
-            partition=resources.partition or config.partition,
-            cpus=resources.cpus,
-            memory_mb=resources.memory_mb,
-            time_limit_minutes=resources.time_limit_minutes,
-            workdir=str(study_dir),
-            environment=environment,
-            output_path=str(study_dir / f"{step}.log"),
-            error_path=None,
-        )
+        return self._job(step, label, study_dir, environment, config)
 
     def build_step_spec(
         self, step: str, run: RunInputs, workdir: Path, config: PipelineConfig, *, after: str | None = None
@@ -417,6 +402,15 @@ class PipelineDefinition:
                 )
             else:
                 environment[file.variable] = str(paths[0])
+        return self._job(step, run.run_accession, workdir, environment, config)
+
+    def _job(
+        self, step: str, label: str, workdir: Path, environment: dict[str, str], config: PipelineConfig
+    ) -> JobSpec:
+        """The step's job in `workdir` (its log there too), with the step's parameters and memory figures added to
+        `environment`, on the step's partition or the pipeline's."""
+        step_spec = self.spec.step(step)
+        resources = config.resources(step)
         for name in step_spec.parameters:
             environment[name.upper()] = str(config.parameters[name])
         for name, fraction in step_spec.memory_environment.items():
@@ -424,7 +418,7 @@ class PipelineDefinition:
         if config.job_path:
             environment["PATH"] = config.job_path
         return JobSpec(
-            name=f"emgapi-{step}-{run.run_accession}",
+            name=f"emgapi-{step}-{label}",
             script=self.scripts[step],
             partition=resources.partition or config.partition,
             cpus=resources.cpus,
@@ -432,6 +426,6 @@ class PipelineDefinition:
             time_limit_minutes=resources.time_limit_minutes,
             workdir=str(workdir),
             environment=environment,
-            output_path=str(layout.log(step)),
+            output_path=str(workdir / f"{step}.log"),
             error_path=None,
         )

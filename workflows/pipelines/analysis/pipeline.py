@@ -50,7 +50,7 @@ def catalogue() -> Catalogue:
 
 def all_step_names() -> set[str]:
     """Every step a plan can hold: the specs' steps and the datamove ending each pipeline (and its study steps)."""
-    names = set()
+    names: set[str] = set()
     for pipeline in catalogue().pipelines.values():
         names.update(pipeline.steps)
         names.add(datamove_step(pipeline.name))
@@ -91,6 +91,13 @@ def step_policy(pipeline: PipelineDefinition, step: str) -> ResubmitPolicy:
         max_time_limit_minutes=settings.SLURM_MAX_TIME_MINUTES,
         # A tool that sizes itself from a variable (MEGAHIT's --memory) must grow with the job's limit.
         memory_environment=dict(spec.memory_environment),
+    )
+
+
+def datamove_policy() -> ResubmitPolicy:
+    """A copy is not escalated: a node failure is retried as it was, under the site's ceilings."""
+    return ResubmitPolicy(
+        max_memory_mb=settings.SLURM_MAX_MEMORY_MB, max_time_limit_minutes=settings.SLURM_MAX_TIME_MINUTES
     )
 
 
@@ -195,10 +202,7 @@ class StudyAnalysis:
                             partition=settings.SLURM_DATAMOVER_PARTITION,
                         ),
                         depends_on=(pipeline.run_steps[-1],),
-                        policy=ResubmitPolicy(
-                            max_memory_mb=settings.SLURM_MAX_MEMORY_MB,
-                            max_time_limit_minutes=settings.SLURM_MAX_TIME_MINUTES,
-                        ),
+                        policy=datamove_policy(),
                         pipeline=pipeline.name,
                     )
                 )
@@ -253,10 +257,7 @@ class StudyAnalysis:
                         label=label,
                     ),
                     depends_on=(study_steps[-1].name,),
-                    policy=ResubmitPolicy(
-                        max_memory_mb=settings.SLURM_MAX_MEMORY_MB,
-                        max_time_limit_minutes=settings.SLURM_MAX_TIME_MINUTES,
-                    ),
+                    policy=datamove_policy(),
                     pipeline=pipeline.name,
                 )
             )
