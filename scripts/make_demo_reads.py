@@ -150,6 +150,60 @@ def make_amplicon_reads(
     )
 
 
+# A real bacterial chromosome (174 kb; its genes and its 16S rRNA are real), as Debian's prodigal ships it for its
+# tests, and a real protein, the sevenless receptor tyrosine kinase of Drosophila (2,554 aa, with Pkinase and fn3
+# domains), as Debian's hmmer-examples ships it for its tutorial. Both packages are `make install`'s.
+REAL_GENOME = Path("/usr/share/doc/prodigal/test-data/genome.fna.gz")
+REAL_PROTEIN = Path("/usr/share/doc/hmmer/examples/tutorial/7LESS_DROME")
+# One codon per amino acid: the protein back-translated is an open reading frame prodigal calls as a gene.
+_CODON = dict(
+    zip(
+        "ARNDCQEGHILKMFPSTWYV",
+        "GCT CGT AAC GAT TGC CAG GAA GGT CAT ATT CTG AAA ATG TTT CCG TCT ACC TGG TAT GTT".split(),
+        strict=True,
+    )
+)
+
+
+def real_genome_with_a_kinase(at: int = 60000) -> str:
+    """REAL_GENOME with REAL_PROTEIN's coding sequence inserted at `at`: prodigal finds the chromosome's genes and
+    that one, hmmsearch the kinase's domains in the demo library, barrnap the chromosome's 16S."""
+    with gzip.open(REAL_GENOME, "rt") as fasta:
+        chromosome = "".join(line.strip() for line in fasta if not line.startswith(">"))
+    entry = REAL_PROTEIN.read_text()
+    residues = "".join(
+        "".join(ch for ch in line if ch.isalpha())
+        for line in entry.split("\nSQ ", 1)[1].splitlines()[1:]
+        if not line.startswith("//")
+    )
+    gene = "ATG" + "".join(_CODON[residue] for residue in residues[1:]) + "TAA"
+    return chromosome[:at] + gene + chromosome[at:]
+
+
+def make_genome_reads(
+    out_dir: Path | str,
+    *,
+    run_accession: str,
+    seed: int = 1,
+    n_pairs: int = 23000,
+    read_len: int = 100,
+    insert: int = 300,
+    error_rate: float = 0.002,
+) -> list[Path]:
+    """Paired reads sampled from real_genome_with_a_kinase() at about 25x: MEGAHIT assembles them in seconds."""
+    rng = random.Random(seed)
+    genome = real_genome_with_a_kinase()
+    return _write_pairs(
+        out_dir,
+        run_accession,
+        rng,
+        lambda: _fragment(rng, genome, insert, read_len),
+        n_pairs=n_pairs,
+        read_len=read_len,
+        error_rate=error_rate,
+    )
+
+
 # The demo runs whose reads are not the default two random genomes (make_reads' defaults), by accession.
 DEMO_RUNS: dict[str, dict[str, Any]] = {
     # An assembly of about 12 kb: below the assembly analysis's threshold (20 kb), so the analysis is skipped.
@@ -157,12 +211,16 @@ DEMO_RUNS: dict[str, dict[str, Any]] = {
     # Amplicon runs: the amplicon pipeline's route.
     "ERR9000009": {"amplicon": True},
     "ERR9000010": {"amplicon": True, "variants": 4},
+    # A real genome: genes, protein domains and a 16S that the assembly analysis finds.
+    "ERR9000013": {"real_genome": True},
 }
 
 
 def make_demo_run(out_dir: Path | str, run_accession: str, *, seed: int) -> list[Path]:
     """The FASTQ files of one demo run: its recipe of DEMO_RUNS, or make_reads' defaults."""
     recipe = dict(DEMO_RUNS.get(run_accession, {}))
+    if recipe.pop("real_genome", False):
+        return make_genome_reads(out_dir, run_accession=run_accession, seed=seed, **recipe)
     if recipe.pop("amplicon", False):
         return make_amplicon_reads(out_dir, run_accession=run_accession, seed=seed, **recipe)
     return make_reads(out_dir, run_accession=run_accession, seed=seed, **recipe)
