@@ -58,6 +58,12 @@ def reconciler_passes(n: int, workdir: Path, new_jobs, restart, settle, tag: str
         def settle(self, request, outcomes) -> None:
             pass
 
+        def step_metrics(self, step) -> dict:
+            return {}
+
+        def unmet(self, when, metrics) -> None:
+            return None
+
     pipeline = BenchPipeline()
     request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB00001")
     passes = []

@@ -13,6 +13,7 @@ from tests.workflows.pipeline_inputs import ASSEMBLY, PAIRED_RUN
 from workflows.ena.client import EnaReadRun
 from workflows.models import PlanStep
 from workflows.orchestration.reconciler import _decide_skips, _outcomes, _RunState
+from workflows.pipelines.analysis.pipeline import STUDY_ANALYSIS
 from workflows.pipelines.catalogue import BUILT_IN, load_catalogue
 from workflows.pipelines.conditions import ConditionError, MissingMetric, parse_condition
 from workflows.pipelines.metrics import MetricsError, MetricsSpec, read_metrics
@@ -279,7 +280,7 @@ class TestSkips:
 
     def test_below_the_threshold_the_chain_is_skipped_with_why(self) -> None:
         run = self.run({"assembly_stats.total_length": 12345})
-        _decide_skips(run, {"assembly_stats"})
+        _decide_skips(run, {"assembly_stats"}, STUDY_ANALYSIS.unmet)
         why = "skipped: assembly_stats.total_length 12,345 < 20,000"
         assert run.skipped == {"gene_calling": why, "domain_search": why} and run.failure is None
         run.done = {"assembly_stats"}
@@ -289,12 +290,12 @@ class TestSkips:
 
     def test_above_it_nothing_is_skipped(self) -> None:
         run = self.run({"assembly_stats.total_length": 29000})
-        _decide_skips(run, {"assembly_stats"})
+        _decide_skips(run, {"assembly_stats"}, STUDY_ANALYSIS.unmet)
         assert run.skipped == {} and run.failure is None
 
     def test_a_metric_never_recorded_fails_the_run_rather_than_guess(self) -> None:
         run = self.run({})
-        _decide_skips(run, {"assembly_stats"})
+        _decide_skips(run, {"assembly_stats"}, STUDY_ANALYSIS.unmet)
         assert run.skipped == {}
         assert run.failure == (
             "gene_calling: cannot decide `when: assembly_stats.total_length >= 20000`: "
@@ -303,7 +304,7 @@ class TestSkips:
 
     def test_nothing_is_decided_before_the_step_it_waits_for_completed(self) -> None:
         run = self.run({})
-        _decide_skips(run, set())
+        _decide_skips(run, set(), STUDY_ANALYSIS.unmet)
         assert run.skipped == {} and run.failure is None
 
 

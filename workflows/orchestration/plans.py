@@ -19,6 +19,10 @@ from workflows.models import Plan, PlanStep
 from workflows.pg import is_postgres
 from workflows.selectors import current_plan
 
+# The run accession of a plan's steps that run once per request, for the study, after every run of their
+# pipeline has ended: the reconciler evaluates them as a run of their own, last.
+STUDY_RUN = "study"
+
 
 class PlanningFailed(Unprocessable):
     """The request cannot be planned (no such study, no usable run): the request is failed, not retried."""
@@ -60,6 +64,14 @@ class Pipeline(Protocol):
 
     def propose_plan(self, request: AssemblyAnalysisRequest, plan_uid: str) -> PlanProposal:
         """Everything that reads the world (ENA, settings, code): called once per request, then frozen."""
+
+    def step_metrics(self, step: PlanStep) -> dict[str, Any]:
+        """The figures the outputs of a completed step record (its frozen `metrics`); raises ValueError naming the
+        file that cannot be read."""
+
+    def unmet(self, when: str, metrics: Mapping[str, Any]) -> str | None:
+        """None if the condition `when` holds on a run's recorded metrics, otherwise why not (with the figures);
+        raises LookupError naming a metric that was never recorded."""
 
     def ingested(self, request: AssemblyAnalysisRequest) -> set[tuple[str, str]]:
         """(run accession, pipeline) of the analyses already in the archive for this request."""

@@ -16,7 +16,6 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from django.db.models import Exists, F, OuterRef, Q
@@ -24,18 +23,14 @@ from django.utils import timezone
 
 from analyses.models import AssemblyAnalysisRequest
 from analyses.services import record_request_state
-from prefect_utils.job_spec import JobSpec
 from prefect_utils.ledger import JobSubmission, LedgerRecord
 from prefect_utils.policy import ResubmitPolicy, describe_failure
 from prefect_utils.states import TERMINAL_STATES, JobState
 from prefect_utils.submission import SlurmJobs
 from workflows.models import ClusterJob, Plan, PlanStep, RequestProgress, StepOutcome
 from workflows.orchestration.capacity import claim_slots
-from workflows.orchestration.plans import Pipeline, PlanningFailed, freeze_plan
+from workflows.orchestration.plans import STUDY_RUN, Pipeline, PlanningFailed, freeze_plan
 from workflows.orchestration.request_lock import request_lock
-from workflows.pipelines.conditions import MissingMetric, parse_condition
-from workflows.pipelines.engine import STUDY_DIR
-from workflows.pipelines.metrics import MetricsError, MetricsSpec, read_metrics
 
 logger = logging.getLogger(__name__)
 Status = AssemblyAnalysisRequest.Status
@@ -230,11 +225,11 @@ def _pass(
     steps = plan_steps(plan)
     submitted: list[str] = []
     attempts = jobs.ledger.attempts({step.key for step in steps})
-    recorded, metric_failures = _record_metrics(request_id, steps, attempts)
+    recorded, metric_failures = _record_metrics(request_id, steps, attempts, pipeline)
     # Submitting can end attempts at once (sbatch refusing a spec), which the next evaluation must see: only the
     # keys submitted are read again (anything else that changed since `read_at` is the next pass's news).
     for _ in range(3):
-        runs = _evaluate(steps, attempts, labels, recorded, metric_failures)
+        runs = _evaluate(steps, attempts, labels, recorded, metric_failures, unmet=pipeline.unmet)
         _record_skips(request_id, runs, recorded)
         wanted = [s for run in runs for s in run.to_submit]
         if not wanted:
@@ -264,7 +259,7 @@ def _pass(
             ingested.append(run.accession)
 
     # The study's steps (a group of their own) are no run: they decide nothing of the request's status.
-    succeeded = [run.accession for run in runs if run.completed and run.accession != STUDY_DIR]
+    succeeded = [run.accession for run in runs if run.completed and run.accession != STUDY_RUN]
     # Runs data QA turned away are the plan's `rejected`, shown as such; `failed` is what went wrong on Slurm.
     failed = {run.accession: run.failure for run in runs if run.failure and not run.active}
     waiting = any(run.active or run.to_submit for run in runs)
@@ -275,7 +270,7 @@ def _pass(
         skips = f" ({skipped} with a pipeline skipped)" if skipped else ""
         if succeeded:
             detail = f"{len(succeeded)} run(s) analysed{skips}; {len(failed)} failed{rejected}."
-        elif any(run.accession != STUDY_DIR for run in runs):
+        elif any(run.accession != STUDY_RUN for run in runs):
             detail = f"No run could be analysed ({len(failed)} failed{rejected})."
         else:
             detail = "No usable run in the study: " + "; ".join(plan.rejected.values())
@@ -313,7 +308,7 @@ def _history(step: PlanStep, attempts: dict[str, list[LedgerRecord]]) -> list[Le
 
 
 def _record_metrics(
-    request_id: int, steps: Sequence[PlanStep], attempts: dict[str, list[LedgerRecord]]
+    request_id: int, steps: Sequence[PlanStep], attempts: dict[str, list[LedgerRecord]], pipeline: Pipeline
 ) -> tuple[dict[tuple[str, str], StepOutcome], dict[str, str]]:
     """The request's recorded outcomes, after recording the metrics of every step that completed since (read
     from its outputs, once), and the runs whose outputs could not be read, with why."""
@@ -330,12 +325,9 @@ def _record_metrics(
     failures: dict[str, str] = {}
     new = []
     for step in due:
-        environment = JobSpec.from_canonical(step.spec).environment
-        values: dict[str, Any] = {}
         try:
-            for declared in map(MetricsSpec.from_dict, step.metrics):
-                values.update(read_metrics(declared, Path(environment[declared.file.upper()])))
-        except MetricsError as exc:
+            values = pipeline.step_metrics(step)
+        except ValueError as exc:
             failures.setdefault(step.run_accession, f"{step.step}: its metrics could not be read: {exc}")
             continue
         new.append(
@@ -372,7 +364,15 @@ def _record_skips(
         run.newly_skipped = {}
 
 
-def _decide_skips(run: _RunState, completed: set[str]) -> None:
+# Why a condition does not hold on a run's metrics, or None (Pipeline.unmet).
+Unmet = Callable[[str, Mapping[str, Any]], str | None]
+
+
+def _no_conditions(when: str, metrics: Mapping[str, Any]) -> str | None:
+    raise ValueError(f"a step has `when: {when}`, but nothing was given to decide it")
+
+
+def _decide_skips(run: _RunState, completed: set[str], unmet: Unmet) -> None:
     """Steps whose `when:` does not hold on the run's recorded metrics are skipped, and so is every step that
     depends on a skipped one: the decision reads recorded figures only, so a later pass decides the same."""
     for step in sorted(run.steps, key=lambda s: s.position):
@@ -384,17 +384,15 @@ def _decide_skips(run: _RunState, completed: set[str]) -> None:
             continue
         if not step.when or not set(step.depends_on) <= completed:
             continue
-        condition = parse_condition(step.when)
         try:
-            holds = condition.holds(run.metrics)
-        except MissingMetric as exc:
+            why = unmet(step.when, run.metrics)
+        except LookupError as exc:
             run.failure = (
                 run.failure or f"{step.step}: cannot decide `when: {step.when}`: {exc} was not recorded"
             )
             continue
-        if not holds:
-            why = f"skipped: {condition.why_false(run.metrics)}"
-            run.skipped[step.step] = run.newly_skipped[step.step] = why
+        if why is not None:
+            run.skipped[step.step] = run.newly_skipped[step.step] = f"skipped: {why}"
 
 
 def _evaluate(
@@ -403,30 +401,34 @@ def _evaluate(
     labels: dict,
     outcomes: Mapping[tuple[str, str], StepOutcome] | None = None,
     metric_failures: Mapping[str, str] | None = None,
+    *,
+    unmet: Unmet | None = None,
 ) -> list[_RunState]:
-    """Where each run stands and what to submit for it; the steps of the study (`STUDY_DIR`) last, as a run of
+    """Where each run stands and what to submit for it; the steps of the study (`STUDY_RUN`) last, as a run of
     their own whose first steps wait for every run of their pipeline to have ended."""
     outcomes = outcomes or {}
     metric_failures = metric_failures or {}
+    unmet = unmet or _no_conditions
     by_run: dict[str, list[PlanStep]] = defaultdict(list)
     for step in steps:
         by_run[step.run_accession].append(step)
-    study_steps = by_run.pop(STUDY_DIR, [])
+    study_steps = by_run.pop(STUDY_RUN, [])
     runs = []
     ready: list[tuple[_RunState, PlanStep, list[LedgerRecord]]] = []
     for accession, run_steps in by_run.items():
-        runs.append(_evaluate_run(accession, run_steps, attempts, outcomes, metric_failures, ready))
+        runs.append(_evaluate_run(accession, run_steps, attempts, outcomes, metric_failures, ready, unmet))
     _submissions(ready, labels)
     if study_steps:
         ended = _pipelines_ended(runs)
         ready = []
         study = _evaluate_run(
-            STUDY_DIR,
+            STUDY_RUN,
             study_steps,
             attempts,
             outcomes,
             metric_failures,
             ready,
+            unmet,
             may_start=lambda step: step.pipeline in ended,
         )
         _submissions(ready, labels)
@@ -447,6 +449,7 @@ def _evaluate_run(
     outcomes: Mapping[tuple[str, str], StepOutcome],
     metric_failures: Mapping[str, str],
     ready: list[tuple[_RunState, PlanStep, list[LedgerRecord]]],
+    unmet: Unmet,
     may_start: Callable[[PlanStep], bool] = lambda step: True,
 ) -> _RunState:
     run = _RunState(accession, run_steps, failure=metric_failures.get(accession))
@@ -463,7 +466,7 @@ def _evaluate_run(
             run.skipped[step.step] = outcome.skipped
         run.metrics.update({f"{step.step}.{name}": value for name, value in outcome.metrics.items()})
     if any(step.when for step in run_steps) or run.skipped:
-        _decide_skips(run, completed)
+        _decide_skips(run, completed, unmet)
     over = completed | set(run.skipped)
     for step in run_steps:
         if step.step in over:

@@ -31,11 +31,16 @@ from workflows.ena.client import EnaClient, EnaReadRun, EnaStudyNotFound
 from workflows.ena.runs import run_inputs
 from workflows.ena.study_sync import sync_study
 from workflows.models import PlanStep
-from workflows.orchestration.plans import PlannedStep, PlanningFailed, PlanProposal
+from workflows.orchestration.plans import STUDY_RUN, PlannedStep, PlanningFailed, PlanProposal
 from workflows.pipelines.catalogue import Catalogue, load_catalogue
+from workflows.pipelines.conditions import parse_condition
 from workflows.pipelines.engine import STUDY_DIR, PipelineConfig, PipelineDefinition, datamove_step
-from workflows.pipelines.metrics import MetricValue
+from workflows.pipelines.metrics import MetricsSpec, MetricValue, read_metrics
 from workflows.pipelines.spec import ENA_FASTQ
+
+# One pipeline of a run's route: the pipeline, the step of its parent it waits for (None for the first) and the
+# `when` of the chain that leads to it.
+RouteLeg = tuple[PipelineDefinition, str | None, str]
 
 
 @functools.cache
@@ -115,6 +120,17 @@ class StudyAnalysis:
     def check_run(self, run: EnaReadRun) -> str | None:
         return catalogue().check_run(run)
 
+    def step_metrics(self, step: PlanStep) -> dict[str, Any]:
+        environment = JobSpec.from_canonical(step.spec).environment
+        values: dict[str, Any] = {}
+        for declared in map(MetricsSpec.from_dict, step.metrics):
+            values.update(read_metrics(declared, Path(environment[declared.file.upper()])))
+        return values
+
+    def unmet(self, when: str, metrics: Mapping[str, Any]) -> str | None:
+        condition = parse_condition(when)
+        return None if condition.holds(metrics) else condition.why_false(metrics)
+
     def propose_plan(self, request: AssemblyAnalysisRequest, plan_uid: str) -> PlanProposal:
         try:
             sync = sync_study(
@@ -133,7 +149,7 @@ class StudyAnalysis:
         root = Path(settings.JOBS_ROOT) / f"request-{request.pk}-{plan_uid[:8]}"
         steps: list[PlannedStep] = []
         rejected = dict(sync.rejected)
-        routes: dict[int, list[tuple[PipelineDefinition, str | None, str]]] = {}
+        routes: dict[int, list[RouteLeg]] = {}
         runs = list(
             Run.objects.filter(pk__in=sync.usable_run_ids).select_related("study").order_by("accession")
         )
@@ -152,64 +168,77 @@ class StudyAnalysis:
             request, [(run, p.name) for run in runs if run.pk in routes for p, _, _ in routes[run.pk]]
         )
         for run in runs:
-            if run.pk not in routes:
-                continue
-            inputs = run_inputs(run)
-            for pipeline, chained_after, chain_when in routes[run.pk]:
-                for step in pipeline.spec.steps:
-                    if step.per_study:
-                        continue
-                    first_of_chain = chained_after is not None and step.after is None
-                    after = chained_after if first_of_chain else step.after
-                    steps.append(
-                        PlannedStep(
-                            run_id=run.pk,
-                            run_accession=run.accession,
-                            step=step.name,
-                            spec=pipeline.build_step_spec(
-                                step.name,
-                                inputs,
-                                root / run.accession,
-                                configs[pipeline.name],
-                                after=chained_after if first_of_chain else None,
-                            ),
-                            # Later steps read what earlier ones wrote: their identity is their spec and its place.
-                            inputs=dict(zip(inputs.fastq_urls, inputs.fastq_md5, strict=True))
-                            if ENA_FASTQ in step.inputs
-                            else {},
-                            depends_on=(after,) if after else (),
-                            policy=step_policy(pipeline, step.name),
-                            pipeline=pipeline.name,
-                            when=chain_when if first_of_chain else (step.when.text if step.when else ""),
-                            metrics=tuple(m.to_dict() for m in step.metrics),
-                        )
-                    )
-                # Every analysis ends by moving its results to the archive's store; skipped with its pipeline.
-                results_dir = (
-                    Path(settings.RESULTS_ROOT) / run.study.accession / accessions[(run.pk, pipeline.name)]
-                )
-                steps.append(
-                    PlannedStep(
-                        run_id=run.pk,
-                        run_accession=run.accession,
-                        step=datamove_step(pipeline.name),
-                        spec=pipeline.build_datamove_spec(
-                            inputs,
-                            root / run.accession,
-                            results_dir,
-                            configs[pipeline.name],
-                            after=pipeline.run_steps[-1],
-                            partition=settings.SLURM_DATAMOVER_PARTITION,
-                        ),
-                        depends_on=(pipeline.run_steps[-1],),
-                        policy=datamove_policy(),
-                        pipeline=pipeline.name,
-                    )
-                )
+            if run.pk in routes:
+                steps += self._run_steps(run, routes[run.pk], root / run.accession, configs, accessions)
         used = {p.name: p for route in routes.values() for p, _, _ in route}
         for pipeline in sorted(used.values(), key=lambda p: p.name):
             steps += self._study_steps(request, pipeline, root, configs[pipeline.name])
         return PlanProposal(steps=steps, rejected=rejected)
+
+    def _run_steps(
+        self,
+        run: Run,
+        route: list[RouteLeg],
+        workdir: Path,
+        configs: Mapping[str, PipelineConfig],
+        accessions: Mapping[tuple[int, str], str],
+    ) -> list[PlannedStep]:
+        """Every step of the run's route (each pipeline with the step of its parent it waits for and its `when`),
+        each pipeline ended by the move of its results to RESULTS_ROOT/<MGYS>/<MGYA>/."""
+        inputs = run_inputs(run)
+        steps: list[PlannedStep] = []
+        for pipeline, chained_after, chain_when in route:
+            for step in pipeline.spec.steps:
+                if step.per_study:
+                    continue
+                first_of_chain = chained_after is not None and step.after is None
+                after = chained_after if first_of_chain else step.after
+                steps.append(
+                    PlannedStep(
+                        run_id=run.pk,
+                        run_accession=run.accession,
+                        step=step.name,
+                        spec=pipeline.build_step_spec(
+                            step.name,
+                            inputs,
+                            workdir,
+                            configs[pipeline.name],
+                            after=chained_after if first_of_chain else None,
+                        ),
+                        # Later steps read what earlier ones wrote: their identity is their spec and its place.
+                        inputs=dict(zip(inputs.fastq_urls, inputs.fastq_md5, strict=True))
+                        if ENA_FASTQ in step.inputs
+                        else {},
+                        depends_on=(after,) if after else (),
+                        policy=step_policy(pipeline, step.name),
+                        pipeline=pipeline.name,
+                        when=chain_when if first_of_chain else (step.when.text if step.when else ""),
+                        metrics=tuple(m.to_dict() for m in step.metrics),
+                    )
+                )
+            # Skipped with its pipeline, as it depends on the pipeline's last step.
+            results_dir = (
+                Path(settings.RESULTS_ROOT) / run.study.accession / accessions[(run.pk, pipeline.name)]
+            )
+            steps.append(
+                PlannedStep(
+                    run_id=run.pk,
+                    run_accession=run.accession,
+                    step=datamove_step(pipeline.name),
+                    spec=pipeline.build_datamove_spec(
+                        inputs,
+                        workdir,
+                        results_dir,
+                        configs[pipeline.name],
+                        after=pipeline.run_steps[-1],
+                        partition=settings.SLURM_DATAMOVER_PARTITION,
+                    ),
+                    depends_on=(pipeline.run_steps[-1],),
+                    policy=datamove_policy(),
+                    pipeline=pipeline.name,
+                )
+            )
+        return steps
 
     def _study_steps(
         self,
@@ -229,7 +258,7 @@ class StudyAnalysis:
         planned = [
             PlannedStep(
                 run_id=None,
-                run_accession=STUDY_DIR,
+                run_accession=STUDY_RUN,
                 step=step.name,
                 spec=pipeline.build_study_step_spec(step.name, root, config, label=label),
                 depends_on=(step.after,) if step.after else (),
@@ -245,7 +274,7 @@ class StudyAnalysis:
             planned.append(
                 PlannedStep(
                     run_id=None,
-                    run_accession=STUDY_DIR,
+                    run_accession=STUDY_RUN,
                     step=datamove_step(pipeline.name, study=True),
                     spec=pipeline.build_datamove_spec(
                         None,
@@ -264,11 +293,11 @@ class StudyAnalysis:
         return planned
 
     def ingested(self, request: AssemblyAnalysisRequest) -> set[tuple[str, str]]:
-        """(run accession, pipeline) of every analysis already recorded for this request, and (`STUDY_DIR`,
+        """(run accession, pipeline) of every analysis already recorded for this request, and (`STUDY_RUN`,
         pipeline) of its study results."""
         analyses = Analysis.objects.filter(request=request, status=ProcessingStatus.COMPLETED)
         studies = StudyResult.objects.filter(request=request).values_list("pipeline", flat=True)
-        return {*analyses.values_list("run__accession", "pipeline"), *((STUDY_DIR, name) for name in studies)}
+        return {*analyses.values_list("run__accession", "pipeline"), *((STUDY_RUN, name) for name in studies)}
 
     def ingest(
         self,
@@ -279,7 +308,7 @@ class StudyAnalysis:
     ) -> dict[str, Any]:
         """The analysis of one run by one pipeline whose steps all completed or were skipped (or the study result
         of its study steps); unique per (request, run, pipeline) in the database, so this is an upsert."""
-        if steps[0].run_accession == STUDY_DIR:
+        if steps[0].run_accession == STUDY_RUN:
             return self._ingest_study(request, pipeline_name, steps, metrics)
         run_id = steps[0].run_id
         if run_id is None:  # the run was deleted since the plan was made (SET_NULL)
