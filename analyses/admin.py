@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from analyses.models import (
@@ -20,7 +20,7 @@ from analyses.models import (
     Study,
     StudyResult,
 )
-from analyses.selectors import active_request
+from analyses.selectors import active_request, analyses_by_pipeline
 from analyses.services import (
     RequestAlreadyFinished,
     cancel_assembly_analysis_request,
@@ -42,7 +42,15 @@ class StudyAdmin(admin.ModelAdmin):
     list_display = ["accession", "ena_accession", "title", "biome", "last_synced_with_ena", "created"]
     list_filter = ["biome", "created"]
     search_fields = ["accession", "ena_accession", "secondary_ena_accession", "title"]
-    readonly_fields = ["accession", "at_ena", "runs", "last_synced_with_ena", "created", "updated"]
+    readonly_fields = [
+        "accession",
+        "at_ena",
+        "runs",
+        "analyses_by_pipeline",
+        "last_synced_with_ena",
+        "created",
+        "updated",
+    ]
     autocomplete_fields = ["biome"]
     list_select_related = ["biome"]
 
@@ -54,6 +62,19 @@ class StudyAdmin(admin.ModelAdmin):
             return "—"
         url = reverse("admin:analyses_run_changelist") + f"?study__id__exact={study.pk}"
         return format_html('<a href="{}">{} run(s)</a>', url, study.runs.count())
+
+    @admin.display(description="analyses by pipeline")
+    def analyses_by_pipeline(self, study: Study) -> SafeString | str:
+        """Each pipeline's analyses of the study, a link to their filtered list."""
+        groups = analyses_by_pipeline(study) if study.pk is not None else []
+        if not groups:
+            return "—"
+        url = reverse("admin:analyses_analysis_changelist")
+        return format_html_join(
+            ", ",
+            '<a href="{}?study__id__exact={}&amp;pipeline={}">{}: {}</a>',
+            ((url, study.pk, pipeline, pipeline, count) for pipeline, count in groups),
+        )
 
     @admin.display(description="at ENA")
     def at_ena(self, study: Study) -> SafeString | str:

@@ -91,3 +91,19 @@ def test_adding_a_second_active_request_in_the_admin_says_why(admin_client_logge
     first = AssemblyAnalysisRequest.objects.get()
     assert f"Request {first.pk} for this study is already pending" in again.content.decode()
     assert first.requester == superuser
+
+
+def test_a_study_page_counts_its_analyses_by_pipeline_with_links(admin_client_logged_in, populated):
+    study = Study.objects.first()
+    assert study is not None
+    run = study.runs.first()
+    Analysis.objects.create(study=study, run=run, pipeline="assembly_analysis")
+    page = admin_client_logged_in.get(
+        reverse("admin:analyses_study_change", args=[study.pk])
+    ).content.decode()
+    listed = reverse("admin:analyses_analysis_changelist")
+    assert f'<a href="{listed}?study__id__exact={study.pk}&amp;pipeline=assembly">assembly: 1</a>' in page
+    assert (
+        f'<a href="{listed}?study__id__exact={study.pk}&amp;pipeline=assembly_analysis">assembly_analysis: 1</a>'
+        in page
+    )
