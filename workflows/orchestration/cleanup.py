@@ -18,6 +18,7 @@ from django.db.models.fields.json import KT
 
 from analyses.models import AssemblyAnalysisRequest
 from workflows.models import PlanStep, RequestProgress
+from workflows.orchestration.plans import is_over
 from workflows.selectors import current_plan
 
 logger = logging.getLogger(__name__)
@@ -56,8 +57,7 @@ def _clean(request: AssemblyAnalysisRequest) -> int:
     over = {
         run
         for run, outcome in outcomes.items()
-        if outcome.get("pipelines")
-        and all(what == "completed" or what.startswith("skipped") for what in outcome["pipelines"].values())
+        if outcome.get("pipelines") and all(is_over(what) for what in outcome["pipelines"].values())
     }
     # Each run's directory as its jobs were given it (frozen in the plan: JOBS_ROOT may have moved since).
     workdirs = dict(

@@ -23,6 +23,16 @@ from workflows.selectors import current_plan
 # pipeline has ended: the reconciler evaluates them as a run of their own, last.
 STUDY_RUN = "study"
 
+# What became of one pipeline of a run's route, in a finished request's `outcomes`: COMPLETED, "skipped: <why>",
+# "failed: <why>" or "not run" (reconciler._outcomes).
+COMPLETED = "completed"
+SKIPPED = "skipped"
+
+
+def is_over(outcome: str) -> bool:
+    """Whether nothing of the pipeline is left to do or redo: it completed, or its condition skipped it."""
+    return outcome == COMPLETED or outcome.startswith(SKIPPED)
+
 
 class PlanningFailed(Unprocessable):
     """The request cannot be planned (no such study, no usable run): the request is failed, not retried."""

@@ -29,7 +29,7 @@ from prefect_utils.states import TERMINAL_STATES, JobState
 from prefect_utils.submission import SlurmJobs
 from workflows.models import ClusterJob, Plan, PlanStep, RequestProgress, StepOutcome
 from workflows.orchestration.capacity import claim_slots
-from workflows.orchestration.plans import STUDY_RUN, Pipeline, PlanningFailed, freeze_plan
+from workflows.orchestration.plans import COMPLETED, SKIPPED, STUDY_RUN, Pipeline, PlanningFailed, freeze_plan
 from workflows.orchestration.request_lock import request_lock
 
 logger = logging.getLogger(__name__)
@@ -72,14 +72,18 @@ class _RunState:
     newly_skipped: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)  # `<step>.<metric>` -> value, as recorded
 
+    def by_pipeline(self) -> dict[str, list[PlanStep]]:
+        """The run's steps by pipeline, in the order of its route."""
+        grouped: dict[str, list[PlanStep]] = defaultdict(list)
+        for step in sorted(self.steps, key=lambda s: s.position):
+            grouped[step.pipeline].append(step)
+        return grouped
+
     def pipelines_over(self) -> dict[str, list[PlanStep]]:
         """The pipelines of this run whose steps all completed or were skipped, and at least one completed."""
-        by_pipeline: dict[str, list[PlanStep]] = defaultdict(list)
-        for step in self.steps:
-            by_pipeline[step.pipeline].append(step)
         return {
             name: steps
-            for name, steps in by_pipeline.items()
+            for name, steps in self.by_pipeline().items()
             if all(s.step in self.done or s.step in self.skipped for s in steps)
             and any(s.step in self.done for s in steps)
         }
@@ -392,7 +396,7 @@ def _decide_skips(run: _RunState, completed: set[str], unmet: Unmet) -> None:
             )
             continue
         if why is not None:
-            run.skipped[step.step] = run.newly_skipped[step.step] = f"skipped: {why}"
+            run.skipped[step.step] = run.newly_skipped[step.step] = f"{SKIPPED}: {why}"
 
 
 def _evaluate(
@@ -510,14 +514,12 @@ def _outcomes(runs: Sequence[_RunState]) -> dict[str, dict[str, Any]]:
     """Per run: its route (the first pipeline) and what became of each pipeline of it."""
     outcomes = {}
     for run in runs:
-        by_pipeline: dict[str, list[PlanStep]] = defaultdict(list)
-        for step in sorted(run.steps, key=lambda s: s.position):
-            by_pipeline[step.pipeline].append(step)
+        by_pipeline = run.by_pipeline()
         pipelines: dict[str, str] = {}
         for name, steps in by_pipeline.items():
             skipped = [run.skipped[s.step] for s in steps if s.step in run.skipped]
             if all(s.step in run.done for s in steps):
-                pipelines[name] = "completed"
+                pipelines[name] = COMPLETED
             elif skipped and all(s.step in run.done or s.step in run.skipped for s in steps):
                 pipelines[name] = skipped[0]
             elif run.failure:

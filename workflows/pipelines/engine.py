@@ -208,9 +208,6 @@ class RunLayout:
     def marker(self, step: str) -> Path:
         return self.run_dir / f"{step}.done"
 
-    def log(self, step: str) -> Path:
-        return self.run_dir / f"{step}.log"
-
 
 @dataclass(frozen=True)
 class PipelineDefinition:

@@ -31,7 +31,14 @@ from workflows.ena.client import EnaClient, EnaReadRun, EnaStudyNotFound
 from workflows.ena.runs import run_inputs
 from workflows.ena.study_sync import sync_study
 from workflows.models import PlanStep
-from workflows.orchestration.plans import STUDY_RUN, PlannedStep, PlanningFailed, PlanProposal
+from workflows.orchestration.plans import (
+    COMPLETED,
+    SKIPPED,
+    STUDY_RUN,
+    PlannedStep,
+    PlanningFailed,
+    PlanProposal,
+)
 from workflows.pipelines.catalogue import Catalogue, load_catalogue
 from workflows.pipelines.conditions import parse_condition
 from workflows.pipelines.engine import STUDY_DIR, PipelineConfig, PipelineDefinition, datamove_step
@@ -375,9 +382,9 @@ class StudyAnalysis:
         skipped, failed = [], []
         for pk, run, pipeline_name in pending.values_list("pk", "run__accession", "pipeline"):
             what = outcomes.get(run, {}).get("pipelines", {}).get(pipeline_name, "")
-            if what.startswith("skipped"):
+            if what.startswith(SKIPPED):
                 skipped.append(pk)
-            elif what != "completed":
+            elif what != COMPLETED:
                 failed.append(pk)
         Analysis.objects.filter(pk__in=skipped).delete()
         Analysis.objects.filter(pk__in=failed).update(status=ProcessingStatus.FAILED)
