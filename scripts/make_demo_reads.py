@@ -129,12 +129,14 @@ def make_amplicon_reads(
     region_len: int = 253,
     read_len: int = 200,
     error_rate: float = 0.001,
+    primers: bool = True,
 ) -> list[Path]:
     """Paired reads of synthetic 16S V4 amplicons: `variants` sequences (515F, a random region, 806R's reverse
-    complement) at geometric abundances, so that denoising finds about `variants` ASVs."""
+    complement) at geometric abundances, so that denoising finds about `variants` ASVs. Without `primers`, the
+    amplicons are the regions alone: no pair starts with a primer the amplicon pipeline trims."""
     rng = random.Random(seed)
-    forward = PRIMER_515F.translate(_IUPAC_READING)
-    reverse = PRIMER_806R.translate(_IUPAC_READING)
+    forward = PRIMER_515F.translate(_IUPAC_READING) if primers else ""
+    reverse = PRIMER_806R.translate(_IUPAC_READING) if primers else ""
     amplicons = [
         forward + _random_genome(rng, region_len) + _reverse_complement(reverse) for _ in range(variants)
     ]
@@ -213,6 +215,10 @@ DEMO_RUNS: dict[str, dict[str, Any]] = {
     "ERR9000010": {"amplicon": True, "variants": 4},
     # A real genome: genes, protein domains and a 16S that the assembly analysis finds.
     "ERR9000013": {"real_genome": True},
+    # PRJEB00008: three amplicon runs trimmed, merged and denoised in batches; the third has no primer to trim.
+    "ERR9000014": {"amplicon": True, "variants": 5},
+    "ERR9000015": {"amplicon": True, "variants": 3},
+    "ERR9000016": {"amplicon": True, "primers": False},
 }
 
 

@@ -69,7 +69,7 @@ if [ -z "${ENA_PORTAL_API_URL:-}" ]; then
   [ -s var/ena_stub.port ] || { echo "ENA stub did not start; see var/log/ena_stub.log" >&2; exit 1; }
   ENA_PORTAL_API_URL="http://127.0.0.1:$(cat var/ena_stub.port)/ena/portal/api"
   export ENA_PORTAL_API_URL
-  demo_note="ENA stub (demo data, studies PRJEB00001 to PRJEB00007): $ENA_PORTAL_API_URL"
+  demo_note="ENA stub (demo data, studies PRJEB00001 to PRJEB00008): $ENA_PORTAL_API_URL"
 fi
 
 .venv/bin/python manage.py migrate --noinput >/dev/null

@@ -209,6 +209,10 @@ class PlanStep(models.Model):
     first_attempt = models.PositiveSmallIntegerField(
         default=1, help_text="Attempts before this one belong to an earlier generation of the plan (a retry)."
     )
+    batch_max_runs = models.PositiveIntegerField(
+        default=0,
+        help_text="Up to this many runs' step in one Slurm job (a StepBatch); 0: a job of its own.",
+    )
 
     class Meta:
         ordering = ["plan", "run_accession", "position"]
@@ -221,6 +225,40 @@ class PlanStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.step} of {self.run_accession} (plan {self.plan_id})"
+
+
+class StepBatch(models.Model):
+    """One job for one step of several runs of a request: the runs that were ready together, frozen when the
+    batch was formed, so a rerun submits (or reattaches to) the same job. Its key covers its members."""
+
+    request = models.ForeignKey(
+        AssemblyAnalysisRequest, on_delete=models.CASCADE, related_name="step_batches"
+    )
+    pipeline = models.CharField(max_length=50, blank=True)
+    step = models.CharField(max_length=50)
+    members = models.JSONField(
+        help_text="Run accession -> the first attempt of its step when it joined (a retry starts a new one)."
+    )
+    label = models.CharField(max_length=100, help_text="Its runs, as the jobs table shows them.")
+    spec = models.JSONField(help_text="The canonical job spec of the batch (prefect_utils.batch).")
+    policy = models.JSONField(
+        default=dict, blank=True, help_text="The step's resubmit policy, for the batch."
+    )
+    key = models.CharField(max_length=64, unique=True, help_text="The ledger's key of the batch's job.")
+    statuses = models.JSONField(
+        default=dict, blank=True, help_text="Run accession -> what the job's status file says of it."
+    )
+    statuses_attempt = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="The attempt whose status file `statuses` was read from."
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["request", "created", "id"]
+        indexes = [models.Index(fields=["request", "step"], name="step_batch_request_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.step} of {len(self.members)} run(s) (request {self.request_id})"
 
 
 class StepOutcome(models.Model):

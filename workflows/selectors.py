@@ -10,10 +10,11 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, TypedDict
 
 from django.db.models import Count, Model, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from analyses.models import AssemblyAnalysisRequest
-from workflows.models import ClusterJob, Plan, PlanStep, Trigger
+from workflows.models import ClusterJob, Plan, PlanStep, StepBatch, Trigger
 
 if TYPE_CHECKING:  # django-stubs' helper, installed with the type checker only
     from django_stubs_ext import WithAnnotations
@@ -44,8 +45,11 @@ def jobs_with_step_and_run() -> QuerySet[WithAnnotations[ClusterJob, StepAndRun]
     step = PlanStep.objects.filter(plan__request=OuterRef("request_id"), key=OuterRef("key")).order_by(
         "-plan__generation"
     )
+    # A batch's job is no plan step's: its step and its runs are the batch's.
+    batch = StepBatch.objects.filter(key=OuterRef("key"))
     return ClusterJob.objects.annotate(
-        step=Subquery(step.values("step")[:1]), run=Subquery(step.values("run_accession")[:1])
+        step=Coalesce(Subquery(step.values("step")[:1]), Subquery(batch.values("step")[:1])),
+        run=Coalesce(Subquery(step.values("run_accession")[:1]), Subquery(batch.values("label")[:1])),
     ).order_by("created", "attempt", "id")
 
 

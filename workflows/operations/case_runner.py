@@ -25,7 +25,7 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
 from analyses.models import Analysis, AssemblyAnalysisRequest, ProcessingStatus, Study, StudyResult
 from analyses.services import create_assembly_analysis_request
-from workflows.models import Plan, Trigger
+from workflows.models import Plan, StepBatch, Trigger
 from workflows.operations.cases import (
     EXPECTATIONS,
     Case,
@@ -172,9 +172,13 @@ class _StartedRequest:
         request = self._request()
         metadata = request.request_metadata or {}
         newest_plan = Plan.objects.filter(request=request).order_by("-generation").first()
+        batches = {batch.key: batch for batch in StepBatch.objects.filter(request=request)}
         jobs: dict[str, dict[str, list[str]]] = {}
         for row in job_rows(request):
-            jobs.setdefault(row.run, {}).setdefault(row.step, []).append(row.job.state)
+            # A batch's job is each of its runs' job for the step.
+            batch = batches.get(row.job.key)
+            for run in sorted(batch.members) if batch else [row.run]:
+                jobs.setdefault(run, {}).setdefault(row.step, []).append(row.job.state)
         # Completed ones: a run that failed leaves its planned analyses failed, a skipped pipeline none.
         analyses = Analysis.objects.filter(request=request, status=ProcessingStatus.COMPLETED).select_related(
             "run"
@@ -201,6 +205,10 @@ class _StartedRequest:
                 for run, outcome in metadata.get("outcomes", {}).items()
             },
             "jobs": jobs,
+            "batches": {
+                step: [sorted(b.members) for b in batches.values() if b.step == step]
+                for step in sorted({b.step for b in batches.values()})
+            },
         }
 
 

@@ -33,6 +33,7 @@ EXPECTATIONS: dict[str, frozenset[str]] = {
             "study_results",
             "outcomes",
             "jobs",
+            "batches",
             "log_errors",
         }
     ),
@@ -223,7 +224,17 @@ def _check_shapes(where: str, expect: Mapping[str, Any]) -> None:
                     steps, lambda s: isinstance(s, list) and all(isinstance(x, str) for x in s)
                 ),
             ),
-            "a mapping of run: {step: [state of each attempt]}",
+            "a mapping of run: {step: [state of each attempt]} (a batch's job under each of its runs)",
+        ),
+        "batches": (
+            lambda v: mapping_of(
+                v,
+                lambda groups: (
+                    isinstance(groups, list)
+                    and all(isinstance(g, list) and all(isinstance(r, str) for r in g) for g in groups)
+                ),
+            ),
+            "a mapping of step: [[the runs of each batch], ...]",
         ),
     }
     for key, value in expect.items():
@@ -276,6 +287,12 @@ def compare(expect: Mapping[str, Any], observed: Mapping[str, Any]) -> list[str]
                 observed_steps = (got or {}).get(run, {})
                 if observed_steps != steps:
                     mismatches.append(f"jobs of {run}: expected {steps}, observed {observed_steps}")
+        elif key == "batches":
+            for step, groups in wanted.items():
+                expected = sorted(sorted(group) for group in groups)
+                observed_groups = sorted(sorted(group) for group in (got or {}).get(step, []))
+                if expected != observed_groups:
+                    mismatches.append(f"batches of {step}: expected {expected}, observed {observed_groups}")
         elif key == "succeeded_runs":
             if sorted(wanted) != sorted(got or []):
                 mismatches.append(f"succeeded_runs: expected {sorted(wanted)}, observed {sorted(got or [])}")

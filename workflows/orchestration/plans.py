@@ -52,6 +52,7 @@ class PlannedStep:
     pipeline: str = ""
     when: str = ""  # a condition on the run's recorded metrics (workflows/pipelines/conditions.py)
     metrics: tuple[dict[str, Any], ...] = ()  # what its outputs record (workflows/pipelines/metrics.py)
+    batch_max_runs: int = 0  # up to this many runs' step in one job (workflows/orchestration/batches.py)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ def freeze_plan(request: AssemblyAnalysisRequest, pipeline: Pipeline) -> Plan:
                     inputs=step.inputs,
                     policy=step.policy.to_dict(),
                     key=job_key(step.spec, step.inputs),
+                    batch_max_runs=step.batch_max_runs,
                 )
                 for position, step in enumerate(proposal.steps)
             )
@@ -189,6 +191,7 @@ def supersede_for_retry(plan: Plan, attempts: dict[str, list[LedgerRecord]]) -> 
                 policy=step.policy,
                 key=step.key,
                 first_attempt=history[-1].attempt + 1 if failed else step.first_attempt,
+                batch_max_runs=step.batch_max_runs,
             )
             steps.append(copy)
             if failed:

@@ -28,6 +28,7 @@ from prefect_utils.policy import ResubmitPolicy, describe_failure
 from prefect_utils.states import TERMINAL_STATES, JobState
 from prefect_utils.submission import SlurmJobs
 from workflows.models import ClusterJob, Plan, PlanStep, RequestProgress, StepOutcome
+from workflows.orchestration.batches import RequestBatches, with_member_histories
 from workflows.orchestration.capacity import claim_slots
 from workflows.orchestration.plans import COMPLETED, SKIPPED, STUDY_RUN, Pipeline, PlanningFailed, freeze_plan
 from workflows.orchestration.request_lock import request_lock
@@ -71,6 +72,8 @@ class _RunState:
     skipped: dict[str, str] = field(default_factory=dict)  # step -> why (recorded, or decided by this pass)
     newly_skipped: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)  # `<step>.<metric>` -> value, as recorded
+    upcoming: list[PlanStep] = field(default_factory=list)  # batched steps it has yet to become ready for
+    held: bool = False  # a step ready, waiting for more runs to fill its batch
 
     def by_pipeline(self) -> dict[str, list[PlanStep]]:
         """The run's steps by pipeline, in the order of its route."""
@@ -229,13 +232,17 @@ def _pass(
     steps = plan_steps(plan)
     submitted: list[str] = []
     attempts = jobs.ledger.attempts({step.key for step in steps})
+    batches = with_member_histories(request_id, steps, attempts, jobs.ledger.attempts)
     recorded, metric_failures = _record_metrics(request_id, steps, attempts, pipeline)
     # Submitting can end attempts at once (sbatch refusing a spec), which the next evaluation must see: only the
     # keys submitted are read again (anything else that changed since `read_at` is the next pass's news).
     for _ in range(3):
-        runs = _evaluate(steps, attempts, labels, recorded, metric_failures, unmet=pipeline.unmet)
+        runs = _evaluate(
+            steps, attempts, labels, recorded, metric_failures, unmet=pipeline.unmet, batches=batches
+        )
         _record_skips(request_id, runs, recorded)
-        wanted = [s for run in runs for s in run.to_submit]
+        # The runs of a batch share its submission.
+        wanted = list({s.submission_key: s for run in runs for s in run.to_submit}.values())
         if not wanted:
             break
         # Slots are claimed under the capacity lock (their rows inserted), so concurrent passes never exceed the
@@ -246,6 +253,7 @@ def _pass(
             break
         records = jobs.submit(batch, claim=claim)
         attempts.update(jobs.ledger.attempts({submission.key for submission in batch}))
+        batches.member_histories(steps, attempts)
         submitted += [r.submission_key for r in records if r.job_id]
         if any(r.needs_submission for r in records):
             break  # the controller stopped answering mid-batch: the next pass goes on
@@ -266,7 +274,7 @@ def _pass(
     succeeded = [run.accession for run in runs if run.completed and run.accession != STUDY_RUN]
     # Runs data QA turned away are the plan's `rejected`, shown as such; `failed` is what went wrong on Slurm.
     failed = {run.accession: run.failure for run in runs if run.failure and not run.active}
-    waiting = any(run.active or run.to_submit for run in runs)
+    waiting = any(run.active or run.to_submit or run.held for run in runs)
     result = PassResult(request_id, Status.RUNNING, waiting, read_at, submitted, ingested, succeeded, failed)
     if not waiting:
         rejected = f"; {len(plan.rejected)} rejected by data QA" if plan.rejected else ""
@@ -407,6 +415,7 @@ def _evaluate(
     metric_failures: Mapping[str, str] | None = None,
     *,
     unmet: Unmet | None = None,
+    batches: RequestBatches | None = None,
 ) -> list[_RunState]:
     """Where each run stands and what to submit for it; the steps of the study (`STUDY_RUN`) last, as a run of
     their own whose first steps wait for every run of their pipeline to have ended."""
@@ -422,6 +431,7 @@ def _evaluate(
     for accession, run_steps in by_run.items():
         runs.append(_evaluate_run(accession, run_steps, attempts, outcomes, metric_failures, ready, unmet))
     _submissions(ready, labels)
+    _batch_submissions(ready, runs, attempts, labels, batches)
     if study_steps:
         ended = _pipelines_ended(runs)
         ready = []
@@ -442,7 +452,7 @@ def _evaluate(
 
 def _pipelines_ended(runs: Sequence[_RunState]) -> set[str]:
     """The pipelines none of whose runs has a job running or a step to submit."""
-    busy = {step.pipeline for run in runs if run.active or run.to_submit for step in run.steps}
+    busy = {step.pipeline for run in runs if run.active or run.to_submit or run.held for step in run.steps}
     return {step.pipeline for run in runs for step in run.steps} - busy
 
 
@@ -483,15 +493,19 @@ def _evaluate_run(
         # A run whose metrics could not be read, or whose `when:` cannot be decided, goes no further.
         if run.failure is None and set(step.depends_on) <= completed and (step.depends_on or may_start(step)):
             ready.append((run, step, history))
+        elif step.batch_max_runs:
+            run.upcoming.append(step)
     run.completed = run.failure is None and over == {step.step for step in run_steps}
     return run
 
 
 def _submissions(ready: list[tuple[_RunState, PlanStep, list[LedgerRecord]]], labels: dict) -> None:
-    """What to submit for each ready step: its first attempt, an attempt the controller never took, or the
-    resubmit policy's next one; a failure the policy does not retry is the run's."""
+    """What to submit for each ready step that is not batched: its first attempt, an attempt the controller never
+    took, or the resubmit policy's next one; a failure the policy does not retry is the run's."""
     _read_submission_fields([step for _, step, _ in ready])
     for run, step, history in ready:
+        if step.batch_max_runs:
+            continue
         last = history[-1] if history else None
         if last is None or last.needs_submission:
             attempt = last.attempt if last else step.first_attempt
@@ -508,6 +522,38 @@ def _submissions(ready: list[tuple[_RunState, PlanStep, list[LedgerRecord]]], la
                 step.key, last.attempt + 1, next_spec.canonical(), step.inputs, labels, last.attempt
             )
         )
+
+
+def _batch_submissions(
+    ready: list[tuple[_RunState, PlanStep, list[LedgerRecord]]],
+    runs: Sequence[_RunState],
+    attempts: Mapping[str, list[LedgerRecord]],
+    labels: dict,
+    batches: RequestBatches | None,
+) -> None:
+    """What the ready batched steps need (see batches.py), once the other steps' failures are known: a run that
+    failed will never join a batch, so it does not hold one back."""
+    batched = [(run, step) for run, step, _ in ready if step.batch_max_runs]
+    if not batched:
+        return
+    if batches is None:
+        raise ValueError("batched steps are ready, but the request's batches were not read")
+    decisions, unbatched = batches.decide([step for _, step in batched], attempts, labels)
+    failed = {run for run, _ in decisions.failures}
+    may_still_come: dict[tuple[str, str], int] = defaultdict(int)
+    for run in runs:
+        if run.failure is None and run.accession not in failed:
+            for step in run.upcoming:
+                may_still_come[(step.pipeline, step.step)] += 1
+    batches.form(unbatched, may_still_come, labels, decisions)
+    for run, step in batched:
+        member = (run.accession, step.step)
+        if member in decisions.submissions:
+            run.to_submit.append(decisions.submissions[member])
+        elif member in decisions.failures:
+            run.failure = run.failure or decisions.failures[member]
+        elif member in decisions.held:
+            run.held = True
 
 
 def _outcomes(runs: Sequence[_RunState]) -> dict[str, dict[str, Any]]:

@@ -27,6 +27,7 @@ from prefect_utils.errors import SchedulerError
 from prefect_utils.flow_processes import flow_runs_with_local_process
 from prefect_utils.states import TERMINAL_STATES
 from workflows.models import ClusterJob, RequestProgress, Trigger
+from workflows.orchestration.batches import with_member_histories
 from workflows.orchestration.capacity import (
     grant_free_slots,
     holds_untaken_grant,
@@ -424,7 +425,11 @@ def retry_failed_runs(request_id: int) -> list[str]:
         plan = current_plan(request)
         if plan is None:
             raise NothingToRetry(f"Request {request_id} has no plan: nothing of it ever ran.")
-        attempts = build_jobs_service().ledger.attempts(plan.steps.values_list("key", flat=True))
+        ledger = build_jobs_service().ledger
+        steps = list(plan.steps.all())
+        attempts = ledger.attempts({step.key for step in steps})
+        # A run that failed inside a batch is retried as any failed step: its history is its batch's.
+        with_member_histories(request_id, steps, attempts, ledger.attempts)
         _, retried = supersede_for_retry(plan, attempts)
         if not retried:
             raise NothingToRetry(f"No step of request {request_id} failed.")

@@ -15,7 +15,9 @@ parameters (``min_contig_len`` as ``MIN_CONTIG_LEN``); a parameter is a positive
 A step may also say on which Slurm ``partition`` it runs, which figures of its outputs are recorded when it has
 completed (``metrics``: named parsers, see `metrics.py`), and ``when`` it runs at all (a condition on recorded
 metrics, see `conditions.py`): a step whose condition is false is skipped, with the steps after it, and that is
-an outcome, not a failure.
+an outcome, not a failure. A run step may say ``batch: {max_runs: N}``: the runs ready for it go into one Slurm job
+of up to N runs, each run's script in its own environment one after the other, with a status per run (see
+`prefect_utils.batch`); its resources are one run's, the time limit N times one run's.
 
 At the top level: ``route`` says which runs the pipeline takes as their first pipeline (library strategy and
 source, platforms it refuses); ``chain`` names pipelines that run on its outputs, each ``when`` a condition holds;
@@ -104,6 +106,7 @@ class StepSpec:
     metrics: tuple[MetricsSpec, ...] = ()
     when: Condition | None = None
     scope: str = "run"  # "study": once per request, after every run of the pipeline has ended
+    batch_max_runs: int = 0  # `batch: {max_runs: N}`: up to N runs in one job; 0: a job per run
 
     @property
     def per_study(self) -> bool:
@@ -477,6 +480,7 @@ def _parse_step(
         raise PipelineSpecError(f"{source}: {where}: partition: a Slurm partition name, got {partition!r}")
     metrics = _parse_metrics(fields.get("metrics", []), source, where, files, outputs)
     when = _parse_when(fields.get("when", None), source, where, earlier_steps)
+    batch_max_runs = _parse_batch(fields.get("batch", None), source, where, scope)
     fields.done()
     return StepSpec(
         name=name,
@@ -493,7 +497,29 @@ def _parse_step(
         metrics=metrics,
         when=when,
         scope=scope,
+        batch_max_runs=batch_max_runs,
     )
+
+
+# A batch job runs its runs one after another: its time limit is max_runs times one run's.
+MAX_BATCH_RUNS = 500
+
+
+def _parse_batch(raw: Any, source: str, where: str, scope: str) -> int:
+    if raw is None:
+        return 0
+    if scope == STUDY_SCOPE:
+        raise PipelineSpecError(
+            f"{source}: {where}: batch: a study step runs once; only a run's step is batched"
+        )
+    fields = _Fields(raw, source, f"{where}: batch")
+    max_runs = fields.get("max_runs")
+    if isinstance(max_runs, bool) or not isinstance(max_runs, int) or not 2 <= max_runs <= MAX_BATCH_RUNS:
+        raise PipelineSpecError(
+            f"{source}: {where}: batch.max_runs: an integer from 2 to {MAX_BATCH_RUNS}, got {max_runs!r}"
+        )
+    fields.done()
+    return max_runs
 
 
 def _check_study_step(

@@ -221,6 +221,7 @@ class StudyAnalysis:
                         pipeline=pipeline.name,
                         when=chain_when if first_of_chain else (step.when.text if step.when else ""),
                         metrics=tuple(m.to_dict() for m in step.metrics),
+                        batch_max_runs=step.batch_max_runs,
                     )
                 )
             # Skipped with its pipeline, as it depends on the pipeline's last step.
