@@ -100,12 +100,12 @@ def batch_spec(
     )
 
 
-# A member's fate, as its batch's status file says: COMPLETED, or why it failed.
+# A member's fate, as its batch's status file says: COMPLETED, or why it failed ("exit code 1: <last line>").
 MemberStatus = str
 
 
 def read_statuses(spec: JobSpec) -> dict[str, MemberStatus]:
-    """Each member's line of the batch's status file: COMPLETED or "failed: <why>"; a member without a line (the job
+    """Each member's line of the batch's status file: COMPLETED or why it failed; a member without a line (the job
     stopped before it, or the file is gone) is absent."""
     path = Path(spec.environment["BATCH_STATUS"])
     try:
@@ -119,5 +119,5 @@ def read_statuses(spec: JobSpec) -> dict[str, MemberStatus]:
         if status == COMPLETED:
             statuses[label] = COMPLETED
         elif status == FAILED:
-            statuses[label] = f"{FAILED}: {reason or 'no reason given'}"
+            statuses[label] = reason or "it failed, with no reason given"
     return statuses

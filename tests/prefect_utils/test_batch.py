@@ -50,7 +50,7 @@ def test_one_failing_member_fails_alone_with_its_reason(tmp_path: Path) -> None:
     assert info.state is JobState.COMPLETED, info
     statuses = read_statuses(spec)
     assert statuses["ERR1"] == statuses["ERR3"] == COMPLETED
-    assert statuses["ERR2"].startswith("failed: exit code 3: ERR2: the reads carry no primer (log ")
+    assert statuses["ERR2"].startswith("exit code 3: ERR2: the reads carry no primer (log ")
     # Each member ran in its own directory, with its own environment, its output in its own log.
     assert (tmp_path / "ERR3" / "out.txt").read_text() == f"ERR3 in {tmp_path / 'ERR3'}\n"
     assert not (tmp_path / "ERR2" / "out.txt").exists()

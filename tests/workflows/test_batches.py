@@ -105,7 +105,7 @@ def test_a_batch_holding_one_failing_run_fails_that_run_alone_and_a_retry_regrou
     assert metadata["succeeded_runs"] == ["ERR9000014", "ERR9000015"]
     assert set(metadata["failed_runs"]) == {"ERR9000016"}
     assert re.fullmatch(
-        r"trim_primers \(batch job \d+ of 3 runs\): failed: exit code 1: ERR9000016: no read pair starts with the "
+        r"trim_primers \(batch job \d+ of 3 runs\): exit code 1: ERR9000016: no read pair starts with the "
         r"primers GTGYCAGCMGCCGCGGTAA / GGACTACNVGGGTWTCTAAT \(log .*/ERR9000016/trim_primers\.log\)",
         metadata["failed_runs"]["ERR9000016"],
     ), metadata["failed_runs"]
