@@ -134,6 +134,11 @@ class Trigger(models.Model):
     last_error = models.TextField(blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     flow_run_id = models.CharField(max_length=64, blank=True, db_index=True)
+    flow_run_name = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="What the Prefect UI calls its flow run, e.g. request-5-PRJEB00001.",
+    )
     source = models.CharField(max_length=100, help_text="model label and primary key, e.g. analyses.study:4")
     created = models.DateTimeField(auto_now_add=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)

@@ -23,7 +23,7 @@ def test_every_case_of_every_deployment_passes(flows_server) -> None:
 
     requests = AssemblyAnalysisRequest.objects.all()
     assert requests.count() == sum(case.deployment == deployments.ASSEMBLY_ANALYSIS for case in cases)
-    for request in requests:
+    for request in requests.exclude(status="failed"):  # a failed request (an unknown study) never had a job
         assert_one_slurm_job_per_key(request)
     # Each ran on this environment's deployment, and the project's own log lines reached its flow run's log in
     # the Prefect UI, each naming its request.

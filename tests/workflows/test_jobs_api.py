@@ -73,3 +73,19 @@ def test_cancel_takes_a_reason(user_client, user):
     assert unknown.status_code == 400 and "why" in unknown.json()
     done = user_client.post(f"{REQUESTS_URL}{request.pk}/cancel/", {"reason": "wrong study"}, format="json")
     assert done.status_code == 200 and done.json()["status_detail"] == "wrong study"
+
+
+def test_a_retry_while_another_request_for_the_study_is_active_is_a_409_naming_it(user_client, user):
+    request = mine(user)
+    active = AssemblyAnalysisRequest.objects.create(study_accession=request.study_accession, requester=user)
+
+    response = user_client.post(f"{REQUESTS_URL}{request.pk}/retry/")
+
+    # The POST's shape: the conflict, and a link to the request in the way.
+    posted = user_client.post(REQUESTS_URL, {"study_accession": request.study_accession}, format="json")
+    assert response.status_code == posted.status_code == 409
+    assert response.json().keys() == posted.json().keys() == {"detail", "existing"}
+    assert response.json() == posted.json()
+    assert response.json()["existing"] == f"http://testserver{REQUESTS_URL}{active.pk}/"
+    request.refresh_from_db()
+    assert request.status == "failed" and request.plans.count() == 1  # nothing was superseded

@@ -37,7 +37,8 @@ class World:
         self.passes.append(self.now)
         read_at = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=self.now)
         self.now += self.pass_seconds
-        return PassResult(1, "running", self.now < self.waiting_until, read_at)
+        submitted = [f"key-{len(self.passes)}-1"]  # each pass submits one job
+        return PassResult(1, "running", self.now < self.waiting_until, read_at, submitted=submitted)
 
     def news_since(self, read_at: datetime) -> bool:
         since = (read_at - datetime(2026, 1, 1, tzinfo=UTC)).total_seconds()
@@ -62,6 +63,9 @@ def test_a_steady_stream_of_job_ends_keeps_one_process_until_it_stops():
     assert result.waiting
     assert world.passes[-1] >= 100
     assert 115 <= world.now < 117
+    # What it did is what all its passes did ("waiting: submitted 1" after three submissions misled).
+    assert len(result.submitted) == len(world.passes) > 1
+    assert result.summary.startswith(f"waiting: submitted {len(world.passes)},")
 
 
 def test_passes_are_paced_by_their_own_cost():

@@ -67,6 +67,7 @@ def test_created_study_writes_a_sync_trigger(django_capture_on_commit_callbacks)
         study = Study.objects.create(ena_accession="PRJEB40002")
     trigger = Trigger.objects.get()
     assert trigger.deployment_name == deployments.STUDY_SYNC and trigger.parameters == {"study_id": study.pk}
+    assert trigger.flow_run_name == "study-PRJEB40002"
 
 
 @pytest.mark.django_db
@@ -244,5 +245,7 @@ def test_a_dispatched_flow_run_carries_its_environment(route_to_test_deployment)
         deployment = client.read_deployment(flow_run.deployment_id)
     assert deployment.name == f"unit-tests@{deployments.environment()}"
     assert flow_run.parameters["environment"] == deployments.environment()
+    # Named after whose it is, not "aggressive-quokka".
+    assert flow_run.name == trigger.flow_run_name == f"request-{trigger.parameters['request_id']}-PRJEB40007"
     assert deployments.environment_tag() in flow_run.tags
     assert trigger.idempotency_key.startswith(f"{deployments.environment()}:")

@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from analyses.models import AssemblyAnalysisRequest, Study
+from analyses.services import ActiveRequestExists
 from prefect_utils.states import TERMINAL_STATES, JobState
 from workflows.models import ClusterJob, Trigger
 from workflows.orchestration.recovery import NothingToRetry, retry_failed_runs
@@ -189,6 +190,8 @@ def retry(requests: Iterable[AssemblyAnalysisRequest]) -> list[tuple[bool, str]]
             runs = retry_failed_runs(request.pk)
         except NothingToRetry as exc:
             results.append((False, f"Nothing to retry: {exc}"))
+        except ActiveRequestExists as exc:
+            results.append((False, f"Not retried: {exc}"))
         else:
             results.append((True, f"Request {request.pk}: retrying the failed steps of {', '.join(runs)}."))
     return results

@@ -81,7 +81,10 @@ class RequestJobsView(generics.ListAPIView):
         401: UNAUTHENTICATED,
         403: OpenApiResponse(description="Neither the requester nor a holder of the change permission."),
         404: REQUEST_NOT_FOUND,
-        409: OpenApiResponse(description="Nothing to retry: the request is not finished, or no step failed."),
+        409: OpenApiResponse(
+            description="Nothing to retry (the request is not finished, or no step failed), or the requester has "
+            "another active request for the study (`existing` links it)."
+        ),
     },
 )
 class RetryRequestView(APIView):

@@ -1,5 +1,6 @@
 """A request's plan: proposed once by its pipeline, frozen in the database, read by every later pass."""
 
+import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from workflows.ena.client import EnaReadRun
 from workflows.models import Plan, PlanStep
 from workflows.pg import is_postgres
 from workflows.selectors import current_plan
+
+logger = logging.getLogger(__name__)
 
 # The run accession of a plan's steps that run once per request, for the study, after every run of their
 # pipeline has ended: the reconciler evaluates them as a run of their own, last.
@@ -148,6 +151,7 @@ def freeze_plan(request: AssemblyAnalysisRequest, pipeline: Pipeline) -> Plan:
         if theirs is None:
             raise
         return theirs
+    _log_rejected(request.pk, proposal.rejected)
     if len(proposal.steps) >= ANALYZE_AFTER_STEPS and is_postgres():
         # Until autovacuum gets to it, the planner knows nothing of these rows, and the job pages of this request
         # joined each job to its step through two index scans intersected: the API jobs page at 20,000 jobs had a
@@ -155,6 +159,21 @@ def freeze_plan(request: AssemblyAnalysisRequest, pipeline: Pipeline) -> Plan:
         with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {PlanStep._meta.db_table}")
     return plan
+
+
+# Rejected runs logged one by one when a plan is frozen, at most (the plan lists them all).
+_REJECTED_LOGGED = 20
+
+
+def _log_rejected(request_id: int, rejected: Mapping[str, str]) -> None:
+    for accession in sorted(rejected)[:_REJECTED_LOGGED]:
+        logger.info("Request %s: data QA rejected run %s: %s", request_id, accession, rejected[accession])
+    if len(rejected) > _REJECTED_LOGGED:
+        logger.info(
+            "Request %s: ... and %d more runs rejected by data QA",
+            request_id,
+            len(rejected) - _REJECTED_LOGGED,
+        )
 
 
 def supersede_for_retry(plan: Plan, attempts: dict[str, list[LedgerRecord]]) -> tuple[Plan, list[PlanStep]]:

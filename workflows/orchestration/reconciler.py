@@ -166,7 +166,11 @@ def linger(
         if (wait := min(next_pass_at, started + linger_max_seconds) - clock()) > 0:
             sleep(wait)
         pass_started = clock()
+        earlier = result
         result = pass_once()
+        # The summary of a lingering run counts what all its passes did, not the last one's alone.
+        result.submitted = earlier.submitted + result.submitted
+        result.ingested = earlier.ingested + result.ingested
         last_pass_ended = clock()
         next_pass_at = last_pass_ended + PASS_PACING * (last_pass_ended - pass_started)
     return result

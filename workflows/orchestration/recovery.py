@@ -15,14 +15,20 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Max, Q
 from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from analyses.errors import Conflict
 from analyses.models import AssemblyAnalysisRequest
-from analyses.services import RequestAlreadyFinished, cancel_assembly_analysis_request, record_request_state
+from analyses.selectors import active_request
+from analyses.services import (
+    ActiveRequestExists,
+    RequestAlreadyFinished,
+    cancel_assembly_analysis_request,
+    record_request_state,
+)
 from prefect_utils.errors import SchedulerError
 from prefect_utils.flow_processes import flow_runs_with_local_process
 from prefect_utils.states import TERMINAL_STATES
@@ -425,6 +431,9 @@ def retry_failed_runs(request_id: int) -> list[str]:
         plan = current_plan(request)
         if plan is None:
             raise NothingToRetry(f"Request {request_id} has no plan: nothing of it ever ran.")
+        # One active request per study and requester (the POST's rule, and the database's constraint).
+        if not request.forced and (other := active_request(request.study_accession, request.requester)):
+            raise ActiveRequestExists(other)
         ledger = build_jobs_service().ledger
         steps = list(plan.steps.all())
         attempts = ledger.attempts({step.key for step in steps})
@@ -434,9 +443,19 @@ def retry_failed_runs(request_id: int) -> list[str]:
         if not retried:
             raise NothingToRetry(f"No step of request {request_id} failed.")
         runs = sorted({step.run_accession for step in retried})
-        record_request_state(
-            request_id, status=Status.PENDING, detail=f"Retrying the failed steps of {', '.join(runs)}."
-        )
+        try:
+            with transaction.atomic():
+                record_request_state(
+                    request_id,
+                    status=Status.PENDING,
+                    detail=f"Retrying the failed steps of {', '.join(runs)}.",
+                )
+        except IntegrityError:
+            # A request for the study was created since the check above.
+            other = active_request(request.study_accession, request.requester)
+            if other is None:
+                raise
+            raise ActiveRequestExists(other) from None
         progress, _ = RequestProgress.objects.get_or_create(request_id=request_id)
         progress.flow_run_generation += 1
         # Finished again, its runs' directories are looked at again (those retried are kept until they succeed).

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.db import models, transaction
 from django.utils import timezone
 
-from analyses.models import AssemblyAnalysisRequest
+from analyses.models import AssemblyAnalysisRequest, Study
 from analyses.services import record_request_state
 from workflows.models import Trigger
 from workflows.outbox import deployments, prefect_api
@@ -37,10 +37,26 @@ def enqueue_trigger(
     """
     key = f"{deployments.environment()}:{source_label(obj)}:{deployment}:gen{generation}:{uuid.uuid4().hex}"
     trigger = Trigger.objects.create(
-        idempotency_key=key, deployment_name=deployment, parameters=parameters, source=source_label(obj)
+        idempotency_key=key,
+        deployment_name=deployment,
+        parameters=parameters,
+        source=source_label(obj),
+        flow_run_name=flow_run_name(obj, generation),
     )
     wake_service_loops()
     return trigger
+
+
+def flow_run_name(obj: models.Model, generation: int = 1) -> str:
+    """What the Prefect UI calls the flow run of `obj`: `request-5-PRJEB00001` (`-2` for its second flow run),
+    `study-PRJEB00001`; Prefect's random names ("aggressive-quokka") say nothing of whose run it is."""
+    if isinstance(obj, AssemblyAnalysisRequest):
+        name = f"request-{obj.pk}-{obj.study_accession}"
+    elif isinstance(obj, Study):
+        name = f"study-{obj.ena_accession or obj.accession}"
+    else:
+        name = f"{obj._meta.model_name}-{obj.pk}"
+    return (name if generation == 1 else f"{name}-{generation}")[:100]
 
 
 def backoff(attempts: int) -> timedelta:
@@ -65,6 +81,7 @@ def dispatch_trigger(trigger_id: int) -> Trigger | None:
                 deployments.in_this_environment(trigger.deployment_name),
                 {**trigger.parameters, "environment": deployments.environment()},
                 idempotency_key=trigger.idempotency_key,
+                name=trigger.flow_run_name or None,
                 tags=[trigger.source, deployments.environment_tag()],
             )
         except Exception as exc:  # Prefect down, slow, or not serving the deployment yet: all retried later

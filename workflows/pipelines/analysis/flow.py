@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.runtime import flow_run as current_flow_run
-from prefect.states import Cancelled
+from prefect.states import Cancelled, Failed
 
 from analyses.models import AssemblyAnalysisRequest
 from emgapi.log_format import request_context
@@ -139,6 +139,10 @@ def _percent_done(request_id: int, result: PassResult) -> float:
     return 100.0 * (len(result.succeeded) + len(result.failed)) / runs if runs else 0.0
 
 
+# The name of the state a failed request's flow run ends in (a Failed state: the UI shows it red, with why).
+REQUEST_FAILED = "Request failed"
+
+
 @flow(
     name=deployments.ASSEMBLY_ANALYSIS_FLOW,
     description="Fetch an ENA study, check its runs, then run each run's route of pipelines as Slurm jobs.",
@@ -194,6 +198,15 @@ def _one_pass(request_id: int) -> dict[str, Any] | State:
         # The run ends as its request did. A cancellation carried out under a pass's lock (here, or by the pass
         # itself) leaves the run to its pass: only the service loop's cancels the flow run in Prefect.
         return Cancelled(message=f"Request {request_id} was cancelled.")
+    if result.status == AssemblyAnalysisRequest.Status.FAILED:
+        # The dashboard shows the outcome: a failed request's run is Failed, and says why. The request is final by
+        # now, so recovery, which looks after unfinished requests only, does not take the state for a crash.
+        status, detail = AssemblyAnalysisRequest.objects.values_list("status", "status_detail").get(
+            pk=request_id
+        )
+        if status == AssemblyAnalysisRequest.Status.FAILED:
+            logger.warning("Request %s failed: %s", request_id, detail)
+            return Failed(name=REQUEST_FAILED, message=f"Request {request_id} failed: {detail}")
     return {"status": result.status, "succeeded": result.succeeded, "failed": result.failed}
 
 
