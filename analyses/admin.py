@@ -5,7 +5,8 @@ from django.contrib.admin.utils import flatten
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms import ModelForm
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -22,6 +23,7 @@ from analyses.models import (
 )
 from analyses.selectors import active_request, analyses_by_pipeline
 from analyses.services import (
+    MAX_CANCEL_REASON,
     RequestAlreadyFinished,
     cancel_assembly_analysis_request,
     create_assembly_analysis_request,
@@ -53,6 +55,14 @@ class StudyAdmin(admin.ModelAdmin):
     ]
     autocomplete_fields = ["biome"]
     list_select_related = ["biome"]
+    # What a sync writes from ENA: once synced, ENA is where they change (a hand edit would be overwritten).
+    SYNCED_FROM_ENA = ["ena_accession", "secondary_ena_accession", "title", "description"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Study | None = None) -> list[str]:
+        readonly = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.last_synced_with_ena is not None:
+            readonly += [name for name in self.SYNCED_FROM_ENA if name not in readonly]
+        return readonly
 
     # Runs are a link to their filtered list, not an inline: a study with hundreds of runs would make a form too
     # large to save, and a page too long to read.
@@ -192,6 +202,17 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
         # A saved request is driven by its workflow; editing it by hand would desynchronise the two.
         return flatten(self.get_fields(request, obj))
 
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # Every field of a saved request is read-only: the page shows it, it does not change it.
+        context = {"title": f"View {self.opts.verbose_name}", **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
     @admin.display(description="Flow run")
     def flow_run_id(self, obj: AssemblyAnalysisRequest) -> str:
         return obj.flow_run_id or "—"
@@ -232,14 +253,38 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
         obj.pk = created.pk
         obj.refresh_from_db()
 
-    @admin.action(description="Cancel selected requests", permissions=["change"])
-    def cancel_requests(self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest]) -> None:
+    @admin.action(description="Cancel selected requests…", permissions=["change"])
+    def cancel_requests(
+        self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest]
+    ) -> TemplateResponse | None:
+        """Asks first, with a reason to give (a page, as Django's own delete action does); then cancels."""
+        reason = request.POST.get("reason", "").strip()
+        error = ""
+        if len(reason) > MAX_CANCEL_REASON:
+            error = f"The reason has {len(reason)} characters; at most {MAX_CANCEL_REASON} are kept."
+        if request.POST.get("confirmed") != "yes" or error:
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Cancel these requests?",
+                "opts": self.model._meta,
+                "targets": list(queryset),
+                "from_change_page": request.POST.get("_from_change_page", ""),
+                "max_reason": MAX_CANCEL_REASON,
+                "reason": reason,
+                "error": error,
+            }
+            return TemplateResponse(
+                request, "admin/analyses/assemblyanalysisrequest/cancel_confirmation.html", context
+            )
         cancelled = 0
         for obj in queryset:
             try:
-                cancel_assembly_analysis_request(obj, by=request.user, reason="Cancelled from the admin.")
+                cancel_assembly_analysis_request(
+                    obj, by=request.user, reason=reason or f"Cancelled from the admin by {request.user}."
+                )
                 cancelled += 1
             except RequestAlreadyFinished as exc:
                 self.message_user(request, str(exc), messages.WARNING)
         if cancelled:
             self.message_user(request, f"Cancelled {cancelled} request(s).", messages.SUCCESS)
+        return None

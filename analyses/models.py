@@ -343,7 +343,10 @@ class AssemblyAnalysisRequest(TimestampedModel):
         Study, null=True, blank=True, on_delete=models.SET_NULL, related_name="assembly_analysis_requests"
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
-    status_detail = models.TextField(blank=True, help_text="Why the request failed or was cancelled.")
+    status_detail = models.TextField(
+        blank=True,
+        help_text="What its last change of status said: why it failed or was cancelled, or what came of it.",
+    )
     request_metadata = models.JSONField(default=dict, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
     cancelled_by = models.ForeignKey(

@@ -17,6 +17,7 @@ from rest_framework.reverse import reverse
 
 from analyses.models import Analysis, AssemblyAnalysisRequest, Run, Study, StudyResult
 from analyses.selectors import analyses_by_pipeline
+from analyses.services import MAX_CANCEL_REASON
 
 
 class DefaultZoneDateTimeField(serializers.DateTimeField):
@@ -339,7 +340,7 @@ class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, ApiModelSerial
 
 class CancelSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     reason = StrictCharField(
-        max_length=500,
+        max_length=MAX_CANCEL_REASON,
         required=False,
         allow_blank=True,
         help_text="Why; shown as the request's status detail.",

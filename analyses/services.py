@@ -186,6 +186,10 @@ def record_request_state(
         return bool(changed)
 
 
+# The longest reason a cancellation takes (the API's and the admin's form say so).
+MAX_CANCEL_REASON = 500
+
+
 def cancel_assembly_analysis_request(
     request: AssemblyAnalysisRequest, *, by: User | AnonymousUser | None, reason: str = ""
 ) -> AssemblyAnalysisRequest:

@@ -13,6 +13,10 @@ from analyses.views import (
 from emgapi.health import healthz, readyz
 from workflows.operations.views import ClusterJobViewSet, RequestJobsView, RetryRequestView
 
+# The admin's "View site" link: this service's site is its API (the root has no page).
+admin.site.site_url = "/api/"
+admin.site.site_header = "emgapi administration"
+
 router = DefaultRouter()
 router.register("studies", StudyViewSet, basename="study")
 router.register("analyses", AnalysisViewSet, basename="analysis")

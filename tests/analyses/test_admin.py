@@ -72,15 +72,28 @@ def test_admin_creates_request_through_validation(admin_client_logged_in, superu
     assert request.requester == superuser and request.status == "pending"
 
 
-def test_admin_cancel_action(admin_client_logged_in, populated):
+def test_admin_cancel_action_asks_first_and_takes_a_reason(admin_client_logged_in, populated):
     request = AssemblyAnalysisRequest.objects.get()
+    changelist = reverse("admin:analyses_assemblyanalysisrequest_changelist")
+    chosen = {"action": "cancel_requests", "_selected_action": [request.pk]}
+
+    asked = admin_client_logged_in.post(changelist, chosen)
+    assert asked.status_code == 200 and b"Cancel these requests?" in asked.content
+    assert f"Request {request.pk} for {request.study_accession}".encode() in asked.content
+    request.refresh_from_db()
+    assert request.status == "pending"  # nothing happens at one click
+
+    too_long = admin_client_logged_in.post(changelist, {**chosen, "confirmed": "yes", "reason": "x" * 501})
+    assert too_long.status_code == 200 and b"at most 500 are kept" in too_long.content
+    request.refresh_from_db()
+    assert request.status == "pending"
+
     response = admin_client_logged_in.post(
-        reverse("admin:analyses_assemblyanalysisrequest_changelist"),
-        {"action": "cancel_requests", "_selected_action": [request.pk]},
+        changelist, {**chosen, "confirmed": "yes", "reason": "wrong study"}
     )
     assert response.status_code == 302
     request.refresh_from_db()
-    assert request.status == "cancelled"
+    assert (request.status, request.status_detail) == ("cancelled", "wrong study")
 
 
 def test_adding_a_second_active_request_in_the_admin_says_why(admin_client_logged_in, superuser):
@@ -107,3 +120,26 @@ def test_a_study_page_counts_its_analyses_by_pipeline_with_links(admin_client_lo
         f'<a href="{listed}?study__id__exact={study.pk}&amp;pipeline=assembly_analysis">assembly_analysis: 1</a>'
         in page
     )
+
+
+def test_a_requests_page_is_titled_view_and_says_what_its_status_detail_is(admin_client_logged_in, populated):
+    request = AssemblyAnalysisRequest.objects.get()
+    page = admin_client_logged_in.get(
+        reverse("admin:analyses_assemblyanalysisrequest_change", args=[request.pk])
+    )
+    content = page.content.decode()
+    assert "View assembly analysis request</h1>" in content and "Change assembly" not in content
+    assert "Why the request failed" not in content
+    # "View site" leads to the API, not to a 404 at the root.
+    assert 'href="/api/"' in content
+
+
+def test_a_synced_studys_ena_fields_are_read_only(admin_client_logged_in, populated):
+    study = Study.objects.get()
+    url = reverse("admin:analyses_study_change", args=[study.pk])
+    assert 'name="title"' in admin_client_logged_in.get(url).content.decode()  # never synced: a curator's
+
+    Study.objects.filter(pk=study.pk).update(last_synced_with_ena="2026-01-01T00:00:00Z")
+    content = admin_client_logged_in.get(url).content.decode()
+    for name in ("title", "description", "ena_accession", "secondary_ena_accession"):
+        assert f'name="{name}"' not in content, name

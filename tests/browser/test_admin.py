@@ -119,12 +119,17 @@ def test_a_running_request_is_cancelled_from_the_admin_and_only_then_deleted(pag
     expect(page.get_by_role("button", name="Cancel")).to_be_visible()  # on its page; here the list's action
 
     run_action(page, "cancel_requests", request.pk)
+    # Nothing happens at one click: the page asks, with a reason to give.
+    expect(page.locator("h1")).to_have_text("Cancel these requests?")
+    page.fill("textarea[name=reason]", "started on the wrong study")
+    page.get_by_role("button", name="Yes, cancel 1 request").click()
     expect(page.locator(".messagelist .success")).to_have_text("Cancelled 1 request(s).")
     expect(page.locator(f"#result_list tr:has(input[value='{request.pk}']) .field-status")).to_have_text(
         "Cancelled"
     )
     request.refresh_from_db()
     assert request.status == "cancelled" and request.cancelled_by == superuser
+    assert request.status_detail == "started on the wrong study"
 
     page.goto(f"{REQUESTS}{request.pk}/delete/")
     page.click("input[type=submit]")

@@ -123,6 +123,8 @@ def test_a_running_request_is_cancelled_from_the_admin(page: Page, superuser, fl
     )
 
     page.get_by_role("button", name="Cancel").click()
+    page.get_by_role("button", name="Yes, cancel 1 request").click()
+    # Back on the request's page.
     expect(page.locator(".messagelist .success")).to_have_text("Cancelled 1 request(s).")
     expect(field(page, "status")).to_have_text("Cancelled")
     reload_until(

@@ -38,7 +38,7 @@ def cancel_through(channel: str, request_id: int, user_client, superuser) -> Non
         admin.force_login(superuser)
         response = admin.post(
             reverse("admin:analyses_assemblyanalysisrequest_changelist"),
-            {"action": "cancel_requests", "_selected_action": [request_id]},
+            {"action": "cancel_requests", "_selected_action": [request_id], "confirmed": "yes"},
         )
         assert response.status_code == 302
 

@@ -261,6 +261,7 @@ def test_a_request_page_offers_the_actions_that_apply_and_comes_back_to_itself(a
         "/admin/analyses/assemblyanalysisrequest/",
         {
             "action": "cancel_requests",
+            "confirmed": "yes",
             "index": 0,
             "_selected_action": running.pk,
             "_from_change_page": running.pk,

@@ -159,7 +159,9 @@ def test_every_action_needs_the_change_permission(case: Case, role: str):
         assert (case.action in buttons) is allowed, buttons
 
     before = case.state(obj)
-    response = client.post(changelist, {"action": case.action, "_selected_action": [obj.pk]}, follow=True)  # type: ignore[attr-defined]
+    # "confirmed": the cancel action's second step (the first asks); the other actions ignore it.
+    chosen = {"action": case.action, "_selected_action": [obj.pk], "confirmed": "yes"}  # type: ignore[attr-defined]
+    response = client.post(changelist, chosen, follow=True)
     assert response.status_code == 200
     after = case.state(obj)
     if allowed:
