@@ -49,6 +49,7 @@ class StudyAdmin(admin.ModelAdmin):
         "at_ena",
         "runs",
         "analyses_by_pipeline",
+        "requests",
         "last_synced_with_ena",
         "created",
         "updated",
@@ -72,6 +73,15 @@ class StudyAdmin(admin.ModelAdmin):
             return "—"
         url = reverse("admin:analyses_run_changelist") + f"?study__id__exact={study.pk}"
         return format_html('<a href="{}">{} run(s)</a>', url, study.runs.count())
+
+    @admin.display(description="requests")
+    def requests(self, study: Study) -> SafeString | str:
+        """The assembly-analysis requests of the study, a link to their list."""
+        count = study.assembly_analysis_requests.count() if study.pk is not None else 0
+        if not count:
+            return "—"
+        url = reverse("admin:analyses_assemblyanalysisrequest_changelist") + f"?study__id__exact={study.pk}"
+        return format_html('<a href="{}">{} request(s)</a>', url, count)
 
     @admin.display(description="analyses by pipeline")
     def analyses_by_pipeline(self, study: Study) -> SafeString | str:
@@ -186,6 +196,7 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
             "requester",
             "status",
             "status_detail",
+            "analyses",
             "flow_run_id",
             "request_metadata",
             "cancelled_at",
@@ -212,6 +223,15 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
         # Every field of a saved request is read-only: the page shows it, it does not change it.
         context = {"title": f"View {self.opts.verbose_name}", **(extra_context or {})}
         return super().change_view(request, object_id, form_url, extra_context=context)
+
+    @admin.display(description="analyses")
+    def analyses(self, obj: AssemblyAnalysisRequest) -> SafeString | str:
+        """What the request made: a link to its analyses (their figures are on each one's page)."""
+        count = Analysis.objects.filter(request=obj).count()
+        if not count:
+            return "—"
+        url = reverse("admin:analyses_analysis_changelist") + f"?request__id__exact={obj.pk}"
+        return format_html('<a href="{}">{} analysis(es)</a>', url, count)
 
     @admin.display(description="Flow run")
     def flow_run_id(self, obj: AssemblyAnalysisRequest) -> str:

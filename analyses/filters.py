@@ -91,7 +91,10 @@ class AnalysisFilter(django_filters.FilterSet):
     )
     status = django_filters.ChoiceFilter(choices=ProcessingStatus.choices)
     pipeline = django_filters.CharFilter(help_text="The pipeline that made it (amplicon, assembly, ...).")
+    request = django_filters.NumberFilter(
+        field_name="request_id", help_text="The assembly-analysis request that made it (its id)."
+    )
 
     class Meta:
         model = Analysis
-        fields = ["study", "status", "pipeline"]
+        fields = ["study", "status", "pipeline", "request"]

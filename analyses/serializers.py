@@ -268,6 +268,7 @@ class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, ApiModelSerial
     failed_runs = serializers.SerializerMethodField()
     rejected_runs = serializers.SerializerMethodField()
     outcomes = serializers.SerializerMethodField()
+    analyses = serializers.SerializerMethodField()
     jobs = serializers.SerializerMethodField()
 
     class Meta:
@@ -284,6 +285,7 @@ class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, ApiModelSerial
             "failed_runs",
             "rejected_runs",
             "outcomes",
+            "analyses",
             "jobs",
             "force",
             "forced",
@@ -301,6 +303,15 @@ class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, ApiModelSerial
     def get_jobs(self, obj: AssemblyAnalysisRequest) -> str:
         """Its Slurm jobs (step, run, attempt, job id, state, exit code, times)."""
         return self._jobs_url.replace(str(URL_ID_MARKER), str(obj.pk))
+
+    @extend_schema_field(serializers.URLField())
+    def get_analyses(self, obj: AssemblyAnalysisRequest) -> str:
+        """Its analyses and their figures (contigs, N50, ASVs, ...): the analyses list filtered to this request."""
+        return f"{self._analyses_url}?request={obj.pk}"
+
+    @cached_property
+    def _analyses_url(self) -> str:
+        return reverse("analysis-list", request=self.context.get("request"))
 
     @cached_property
     def _jobs_url(self) -> str:

@@ -143,3 +143,21 @@ def test_a_synced_studys_ena_fields_are_read_only(admin_client_logged_in, popula
     content = admin_client_logged_in.get(url).content.decode()
     for name in ("title", "description", "ena_accession", "secondary_ena_accession"):
         assert f'name="{name}"' not in content, name
+
+
+def test_a_request_links_its_analyses_and_a_study_its_requests(admin_client_logged_in, populated):
+    request = AssemblyAnalysisRequest.objects.get()
+    Analysis.objects.filter(study=request.study).update(request=request)
+    page = admin_client_logged_in.get(
+        reverse("admin:analyses_assemblyanalysisrequest_change", args=[request.pk])
+    )
+    url = reverse("admin:analyses_analysis_changelist") + f"?request__id__exact={request.pk}"
+    assert f'<a href="{url}">1 analysis(es)</a>' in page.content.decode()
+    assert admin_client_logged_in.get(url).context["cl"].result_count == 1
+
+    page = admin_client_logged_in.get(reverse("admin:analyses_study_change", args=[request.study_id]))
+    url = (
+        reverse("admin:analyses_assemblyanalysisrequest_changelist") + f"?study__id__exact={request.study_id}"
+    )
+    assert f'<a href="{url}">1 request(s)</a>' in page.content.decode()
+    assert admin_client_logged_in.get(url).context["cl"].result_count == 1

@@ -109,6 +109,21 @@ def test_a_request_added_in_the_admin_runs_and_its_failed_run_is_retried(
     expect(job_rows(page).filter(has_text="ERR9000001")).to_have_count(9)
     expect(job_rows(page).filter(has_text="ERR9000002").filter(has_text="COMPLETED")).to_have_count(9)
 
+    # The curator reaches what the request made: its analyses, then one analysis's figures.
+    field(page, "analyses").get_by_role("link").click()
+    analyses = page.locator("#result_list tbody tr")
+    expect(analyses).to_have_count(4)  # each run by the assembly and by the analysis chained after it
+    assembly_of_the_first = analyses.filter(has_text="ERR9000001").filter(
+        has=page.locator("td.field-pipeline", has_text=re.compile(r"^assembly$"))
+    )
+    assembly_of_the_first.locator("th a").click()
+    expect(page.locator(".field-summary")).to_contain_text("n50")
+    # And from the study, its requests.
+    request.refresh_from_db()  # its study was set by its first pass
+    page.goto(f"/admin/analyses/study/{request.study_id}/change/")
+    field(page, "requests").get_by_role("link").click()
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)
+
 
 def test_a_running_request_is_cancelled_from_the_admin(page: Page, superuser, flows_server, gated_stub):
     stub, _ = gated_stub

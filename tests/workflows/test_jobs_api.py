@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from analyses.models import AssemblyAnalysisRequest
+from analyses.models import Analysis, AssemblyAnalysisRequest, Run, Study
 from tests.builders import failed_request
 from workflows.models import Trigger
 
@@ -89,3 +89,18 @@ def test_a_retry_while_another_request_for_the_study_is_active_is_a_409_naming_i
     assert response.json()["existing"] == f"http://testserver{REQUESTS_URL}{active.pk}/"
     request.refresh_from_db()
     assert request.status == "failed" and request.plans.count() == 1  # nothing was superseded
+
+
+def test_a_request_links_its_analyses(user_client, user):
+    request = mine(user)
+    other = failed_request()
+    study = Study.objects.create(ena_accession="PRJEB00001")
+    for made_by, run in ((request, "ERR1"), (other, "ERR2")):
+        run_row = Run.objects.create(accession=run, study=study)
+        Analysis.objects.create(study=study, run=run_row, request=made_by, pipeline="assembly")
+    detail = user_client.get(f"{REQUESTS_URL}{request.pk}/").json()
+    assert detail["analyses"] == f"http://testserver/api/analyses/?request={request.pk}"
+    listed = user_client.get(detail["analyses"]).json()["results"]
+    assert len(listed) == 1
+    bad = user_client.get("/api/analyses/?request=five")
+    assert bad.status_code == 400 and "request" in bad.json()
