@@ -80,14 +80,22 @@ class FlowsServer:
         pids = [int(pid) for pid in children.read_text().split()] if children.exists() else []
         return [pid for pid in pids if _alive(pid)]
 
-    def stop(self) -> None:
-        if self.process is not None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-            self.process = None
+    def stop(self) -> int | None:
+        """SIGTERM, as `make down` sends it; the exit status (None: it had to be killed, or was not running)."""
+        if self.process is None:
+            return None
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            status: int | None = self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            status = None
+        self.process = None
+        return status
+
+    def log(self) -> str:
+        """What its latest start wrote."""
+        return (self.log_dir / f"{self.name}.{self.starts}.log").read_text(errors="replace")
 
 
 def _alive(pid: int) -> bool:

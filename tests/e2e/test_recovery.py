@@ -73,7 +73,9 @@ def test_two_flow_servers_on_one_database_do_every_request_once(
             what="every request to finish",
         )
     finally:
-        second.stop()
+        stopped = second.stop()
+    # A SIGTERM (make down's) ends it at once and quietly: no "coroutine 'Runner.astop' was never awaited".
+    assert stopped == 0 and "never awaited" not in second.log(), second.log()[-2000:]
     for request in requests:
         assert request.status == "completed", request.status_detail
         assert_one_slurm_job_per_key(request)

@@ -24,8 +24,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, no_service_loop: bool = False, limit: int | None = None, **options) -> None:
-        from prefect import serve
-
+        from prefect_utils.serving import serve_deployments
         from workflows.pipelines.registry import FLOWS, runner_deployments
 
         served = runner_deployments()
@@ -38,7 +37,7 @@ class Command(BaseCommand):
             f"(environment {deployments.environment()!r})"
         )
         try:
-            serve(*served, limit=limit or settings.WORKFLOWS_MAX_FLOW_PROCESSES)
+            serve_deployments(served, limit=limit or settings.WORKFLOWS_MAX_FLOW_PROCESSES)
         finally:
             # A graceful stop hands the poller lease on at once instead of leaving it to expire.
             stop.set()
