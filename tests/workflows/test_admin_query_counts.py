@@ -9,8 +9,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
+from analyses.models import AssemblyAnalysisRequest
 from tests.builders import failed_request, populate
-from workflows.models import ClusterJob, PollerLease
+from workflows.models import ClusterJob, PollerLease, StepBatch
 
 pytestmark = pytest.mark.django_db
 
@@ -23,6 +24,16 @@ def make_rows(count: int) -> None:
     populate(count)
     while ClusterJob.objects.count() < count:
         failed_request()  # a request with its trigger, a plan and three jobs (one escalated)
+    for i in range(StepBatch.objects.count(), count):
+        request = AssemblyAnalysisRequest.objects.order_by("pk")[i % AssemblyAnalysisRequest.objects.count()]
+        StepBatch.objects.create(
+            request=request,
+            step="denoise",
+            members={"ERR1": 1},
+            label="1 run: ERR1",
+            spec={},
+            key=f"batch-{i}",
+        )
     for i in range(PollerLease.objects.count(), count):
         PollerLease.objects.create(name=f"lease-{i}", holder=f"host-{i}")
     permissions = list(Permission.objects.all()[:3])

@@ -19,7 +19,7 @@ from django.utils.safestring import SafeString
 from analyses.admin import AssemblyAnalysisRequestAdmin, FieldNames, StudyAdmin
 from analyses.models import AssemblyAnalysisRequest, Study
 from analyses.pagination import BoundedCountPaginator
-from workflows.models import ClusterJob, PollerLease, Trigger
+from workflows.models import ClusterJob, PollerLease, StepBatch, Trigger
 from workflows.operations import steering
 from workflows.pipelines.analysis.pipeline import all_step_names
 from workflows.selectors import current_plan, latest_trigger
@@ -237,6 +237,28 @@ class TriggerAdmin(ReadOnlyAdmin):
 @admin.register(PollerLease)
 class PollerLeaseAdmin(ReadOnlyAdmin):
     list_display = ["name", "holder", "expires_at", "last_poll_at", "last_success_at", "polls", "last_error"]
+
+
+@admin.register(StepBatch)
+class StepBatchAdmin(ReadOnlyAdmin):
+    """The runs of a request that shared one job for a step, and what its status file said of each."""
+
+    list_display = ["id", "request", "step", "label", "statuses_attempt", "created"]
+    list_filter = ["step", "pipeline"]
+    search_fields = ["key", "label"]
+    raw_id_fields = ["request"]
+    list_select_related = ["request"]
+    fields = [
+        "request",
+        "pipeline",
+        "step",
+        "label",
+        "members",
+        "key",
+        "statuses",
+        "statuses_attempt",
+        "created",
+    ]
 
 
 admin.site.unregister(Study)
