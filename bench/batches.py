@@ -53,7 +53,11 @@ def main() -> None:
                 cpus=1,
                 memory_mb=1024,
                 time_limit_minutes=120,
-                environment={"RUN_ACCESSION": run, "RUN_DIR": workdir, "ASV_TABLE": f"{workdir}/asv/asv_table.tsv"},
+                environment={
+                    "RUN_ACCESSION": run,
+                    "RUN_DIR": workdir,
+                    "ASV_TABLE": f"{workdir}/asv/asv_table.tsv",
+                },
                 output_path=f"{workdir}/denoise.log",
             )
             steps.append(
