@@ -16,6 +16,7 @@ from analyses.models import (
     Assembly,
     AssemblyAnalysisRequest,
     Biome,
+    Notification,
     Run,
     Sample,
     Study,
@@ -308,3 +309,20 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
         if cancelled:
             self.message_user(request, f"Cancelled {cancelled} request(s).", messages.SUCCESS)
         return None
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    """What each requester was told, and whether the mail went out (sent by the service loop, never edited)."""
+
+    list_display = ["id", "request", "event", "round", "email", "attempts", "sent_at", "created"]
+    list_filter = ["event", "email"]
+    search_fields = ["request__study_accession", "request__requester__username"]
+    list_select_related = ["request"]
+    raw_id_fields = ["request"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Notification | None = None) -> bool:
+        return False

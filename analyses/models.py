@@ -411,3 +411,45 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} → request {self.request_id}"
+
+
+class Notification(models.Model):
+    """What a request's requester is told, once: written in the transaction that records the event (a request that
+    ends twice, in a sweep's race, writes one), and sent by the service loop, never in the web request."""
+
+    class Event(models.TextChoices):
+        # A request's terminal statuses (RequestStatus), and stuck (recovered 3 times in a row).
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        STUCK = "stuck"
+
+    class Delivery(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        SKIPPED = "skipped", "Skipped (the requester has no email address)"
+
+    request = models.ForeignKey(
+        AssemblyAnalysisRequest, on_delete=models.CASCADE, related_name="notifications"
+    )
+    event = models.CharField(max_length=20, choices=Event.choices)
+    round = models.PositiveSmallIntegerField(
+        default=0, help_text="The request's retries before the event: a retried request is told again."
+    )
+    detail = models.TextField(blank=True, help_text="What it says: the request's status detail at the event.")
+    email = models.CharField(max_length=10, choices=Delivery.choices, default=Delivery.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "event", "round"], name="one_notification_per_event")
+        ]
+        indexes = [models.Index(fields=["email", "next_attempt_at"], name="notification_due_idx")]
+
+    def __str__(self) -> str:
+        return f"Request {self.request_id} {self.event} ({self.email})"

@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from analyses.errors import Conflict, ExistingRequestError, Unprocessable
-from analyses.models import AssemblyAnalysisRequest, IdempotencyKey
+from analyses.models import AssemblyAnalysisRequest, IdempotencyKey, Notification
 from analyses.selectors import CHANGE_PERMISSION, active_request
 from analyses.signals import request_cancelled
 
@@ -183,7 +183,27 @@ def record_request_state(
             changed.append("request_metadata")
         if changed:
             request.save(update_fields=[*changed, "updated"])
+        if "status" in changed and request.is_terminal:
+            _notify(request, request.status)
         return bool(changed)
+
+
+def notify_requester(request_id: int, event: str) -> None:
+    """Tell the request's requester of `event` (see `Notification`), once per event and round of the request."""
+    with transaction.atomic():
+        request = AssemblyAnalysisRequest.objects.select_for_update().filter(pk=request_id).first()
+        if request is not None:
+            _notify(request, event)
+
+
+def _notify(request: AssemblyAnalysisRequest, event: str) -> None:
+    """In the caller's transaction, so the event and what is told of it commit together."""
+    Notification.objects.get_or_create(
+        request=request,
+        event=event,
+        round=int((request.request_metadata or {}).get("retries", 0)),
+        defaults={"detail": request.status_detail},
+    )
 
 
 # The longest reason a cancellation takes (the API's and the admin's form say so).
@@ -203,5 +223,6 @@ def cancel_assembly_analysis_request(
         locked.cancelled_by = by if by is not None and by.is_authenticated else None
         locked.status_detail = reason or "Cancelled by user."
         locked.save(update_fields=["status", "cancelled_at", "cancelled_by", "status_detail", "updated"])
+        _notify(locked, Notification.Event.CANCELLED)
         request_cancelled.send(sender=AssemblyAnalysisRequest, request=locked)
     return locked

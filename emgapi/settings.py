@@ -187,6 +187,19 @@ HEALTH_CACHE_SECONDS = float(os.environ.get("HEALTH_CACHE_SECONDS", "10"))
 PREFECT_API_URL = os.environ.get("PREFECT_API_URL", "")
 # Where the admin links a request's flow run; by default the UI beside the API (.../api → ...).
 PREFECT_UI_URL = os.environ.get("PREFECT_UI_URL", PREFECT_API_URL.removesuffix("/").removesuffix("/api"))
+
+# Where people reach this service (the links in notifications).
+SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:8000")
+# Notifications are mailed through Django's mail framework (the service loop sends them, never a web request).
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+# A mail server that does not answer holds a notification's row lock no longer than this.
+EMAIL_TIMEOUT = int(os.environ.get("EMAIL_TIMEOUT", "10"))
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "emgapi <noreply@localhost>")
 # Scopes the deployments, flow runs and keys this service makes on a Prefect server that other environments may
 # share; empty means "the database's name" (workflows.outbox.deployments.environment).
 EMGAPI_ENVIRONMENT = os.environ.get("EMGAPI_ENVIRONMENT", "")

@@ -25,6 +25,7 @@ export PIPELINE_JOB_PATH=${PIPELINE_JOB_PATH:-$PWD/demo/bin:/usr/local/bin:/usr/
 export PIPELINE_CONFIG=${PIPELINE_CONFIG:-'{"assembly": {"assembly": {"time_limit_minutes": 2}}}'}
 WEB_PORT=${WEB_PORT:-8000}
 ENA_STUB_PORT=${ENA_STUB_PORT:-8081}
+SMTP_SINK_PORT=${SMTP_SINK_PORT:-8025}
 mkdir -p var/log "$JOBS_ROOT"
 
 # One `make run` per clone: a second one must change nothing (not the live stub's port file, not the password).
@@ -75,6 +76,17 @@ if [ -z "${ENA_PORTAL_API_URL:-}" ]; then
   export ENA_PORTAL_API_URL
   demo_note="ENA stub (demo data, studies PRJEB00001 to PRJEB00008): $ENA_PORTAL_API_URL"
 fi
+
+# Notifications are mailed to a local SMTP sink (nothing leaves the machine), unless a site's EMAIL_HOST is set.
+if [ -z "${EMAIL_HOST:-}" ]; then
+  mkdir -p var/mail
+  setsid .venv/bin/python scripts/smtp_sink.py --port "$SMTP_SINK_PORT" --mbox var/mail/inbox.mbox \
+    >var/log/smtp_sink.log 2>&1 7>&- &
+  started+=($!); echo $! >>var/run.pids
+  export EMAIL_HOST=127.0.0.1 EMAIL_PORT=$SMTP_SINK_PORT
+  mail_note="Mail           var/mail/inbox.mbox (notifications, via the SMTP sink on 127.0.0.1:$SMTP_SINK_PORT)"
+fi
+export SITE_URL=${SITE_URL:-http://127.0.0.1:$WEB_PORT}
 
 .venv/bin/python manage.py migrate --noinput >/dev/null
 .venv/bin/python manage.py collectstatic --noinput >/dev/null
@@ -127,6 +139,7 @@ cat <<EOM
     Prefect UI     ${PREFECT_API_URL%/api}/
     ${demo_note:-ENA: $ENA_PORTAL_API_URL}
     Logs           var/log/ (flows.log, ena_stub.log), var/prefect/server.log, Slurm: scripts/slurm.sh status
+    ${mail_note:-Mail           sent through $EMAIL_HOST:${EMAIL_PORT:-25}}
     Flows          $flows_note
 
   Try:  curl -s -X POST http://127.0.0.1:$WEB_PORT/api/assembly-analysis-requests/ \\

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
-from analyses.models import AssemblyAnalysisRequest
+from analyses.models import AssemblyAnalysisRequest, Notification
 from tests.builders import failed_request, populate
 from workflows.models import ClusterJob, PollerLease, StepBatch
 
@@ -34,6 +34,8 @@ def make_rows(count: int) -> None:
             spec={},
             key=f"batch-{i}",
         )
+    for request in AssemblyAnalysisRequest.objects.all()[: max(0, count - Notification.objects.count())]:
+        Notification.objects.create(request=request, event="failed")
     for i in range(PollerLease.objects.count(), count):
         PollerLease.objects.create(name=f"lease-{i}", holder=f"host-{i}")
     permissions = list(Permission.objects.all()[:3])

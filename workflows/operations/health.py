@@ -11,10 +11,8 @@ from prefect_utils.poller import POLLER_LEASE
 from prefect_utils.slurm_client import SlurmClient
 from workflows.models import PollerLease, RequestProgress, Trigger
 from workflows.orchestration.ledger import DjangoJobLedger
+from workflows.orchestration.recovery import STUCK_AFTER_RECOVERIES
 from workflows.outbox import prefect_api
-
-# Consecutive recoveries of one request after which an operator should look: a flow run that keeps dying.
-RECOVERIES_WORTH_A_LOOK = 3
 
 
 def check_prefect() -> dict[str, Any]:
@@ -64,7 +62,7 @@ def check_recovery() -> dict[str, Any]:
     """Requests whose flow run keeps being put back: each is a request that makes no progress on its own."""
     troubled = (
         RequestProgress.objects.filter(
-            recoveries__gte=RECOVERIES_WORTH_A_LOOK,
+            recoveries__gte=STUCK_AFTER_RECOVERIES,
             request__status__in=AssemblyAnalysisRequest.ACTIVE_STATUSES,
         )
         .order_by("-recoveries")

@@ -21,12 +21,13 @@ from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from analyses.errors import Conflict
-from analyses.models import AssemblyAnalysisRequest
+from analyses.models import AssemblyAnalysisRequest, Notification
 from analyses.selectors import active_request
 from analyses.services import (
     ActiveRequestExists,
     RequestAlreadyFinished,
     cancel_assembly_analysis_request,
+    notify_requester,
     record_request_state,
 )
 from prefect_utils.errors import SchedulerError
@@ -400,6 +401,10 @@ def _start_new_flow_run(request_id: int, reason: str) -> None:
     logger.warning("Request %s: new flow run (generation %d): %s", request.pk, generation, reason)
 
 
+# Recovered this many times in a row, a request is stuck: /readyz names it, and its requester is told.
+STUCK_AFTER_RECOVERIES = 3
+
+
 def _record_recovery(request_id: int, reason: str) -> None:
     RequestProgress.objects.get_or_create(request_id=request_id)
     RequestProgress.objects.filter(pk=request_id).update(
@@ -408,6 +413,8 @@ def _record_recovery(request_id: int, reason: str) -> None:
         last_recovery_at=timezone.now(),
         last_recovery=reason[:2000],
     )
+    if RequestProgress.objects.filter(pk=request_id, recoveries__gte=STUCK_AFTER_RECOVERIES).exists():
+        notify_requester(request_id, Notification.Event.STUCK)
 
 
 class NothingToRetry(Conflict):
@@ -449,6 +456,8 @@ def retry_failed_runs(request_id: int) -> list[str]:
                     request_id,
                     status=Status.PENDING,
                     detail=f"Retrying the failed steps of {', '.join(runs)}.",
+                    # A new round: its end is told to the requester again (analyses.models.Notification).
+                    metadata={"retries": int((request.request_metadata or {}).get("retries", 0)) + 1},
                 )
         except IntegrityError:
             # A request for the study was created since the check above.

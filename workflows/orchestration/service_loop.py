@@ -1,4 +1,5 @@
-"""What `serve_flows` runs beside the served deployments: the trigger dispatcher; the poller and the sweep."""
+"""What `serve_flows` runs beside the served deployments: the trigger dispatcher and the notifications; the poller
+and the sweep."""
 
 import logging
 import threading
@@ -11,6 +12,7 @@ from prefect_utils.poller import Poller
 from workflows.orchestration.cluster import build_jobs_service
 from workflows.orchestration.recovery import carry_out_pending_cancellations, sweep, wake_requests
 from workflows.outbox.dispatch import dispatch_pending_triggers
+from workflows.outbox.notify import send_due_notifications
 from workflows.outbox.wakeup import WakeUps
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ def _dispatch_loop(stop: threading.Event) -> None:
     while not stop.is_set():
         close_old_connections()  # a restarted PostgreSQL leaves broken connections: drop them each round
         _guarded(dispatch_pending_triggers)
+        _guarded(send_due_notifications)
         wakeups.wait(settings.WORKFLOWS_DISPATCH_INTERVAL_SECONDS)
 
 
