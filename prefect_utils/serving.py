@@ -27,7 +27,8 @@ class _Runner(Runner):
 
 def serve_deployments(deployments: Sequence[Any], *, limit: int) -> None:
     """Serve `deployments` (RunnerDeployments) with at most `limit` flow-run processes, until SIGTERM or Ctrl-C."""
-    runner = _Runner(limit=limit)
+    # Not paused on the way out: another runner may serve the same deployments, and a paused one takes no runs.
+    runner = _Runner(limit=limit, pause_on_shutdown=False)
     for deployment in deployments:
         runner.add_deployment(deployment)
     try:
