@@ -47,6 +47,9 @@ def other_environment(flows_server_env, tmp_path) -> Iterator[tuple[str, dict[st
         **flows_server_env,
         "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{name}",
         "JOBS_ROOT": str(tmp_path / "other-jobs"),
+        # Its own archive store too: both databases number their first study MGYS00000001 and its analyses
+        # alike, and two moves of MGYA00000002 into one store collide (as two sites' would).
+        "RESULTS_ROOT": str(tmp_path / "other-results"),
     }
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True)
     try:
