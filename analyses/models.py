@@ -388,6 +388,11 @@ class AssemblyAnalysisRequest(TimestampedModel):
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL_STATUSES
 
+    @property
+    def retries(self) -> int:
+        """How often its failed runs were retried (`retry_failed_runs` counts them in its metadata)."""
+        return int((self.request_metadata or {}).get("retries", 0))
+
 
 class IdempotencyKey(models.Model):
     """An `Idempotency-Key` header a requester sent with a request's creation, and what it created.

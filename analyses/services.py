@@ -201,7 +201,7 @@ def _notify(request: AssemblyAnalysisRequest, event: str) -> None:
     Notification.objects.get_or_create(
         request=request,
         event=event,
-        round=int((request.request_metadata or {}).get("retries", 0)),
+        round=request.retries,
         defaults={"detail": request.status_detail},
     )
 

@@ -203,7 +203,7 @@ def _member_history(step: PlanStep, batch: StepBatch, records: Sequence[LedgerRe
     if not history or not history[-1].is_terminal:
         return history
     last = history[-1]
-    status = batch.statuses.get(step.run_accession) if batch.statuses_attempt == records[-1].attempt else None
+    status = _status_of(step, batch, records[-1])
     if status == COMPLETED:
         history[-1] = replace(last, state=JobState.COMPLETED)
     elif last.state == JobState.COMPLETED:
@@ -213,10 +213,15 @@ def _member_history(step: PlanStep, batch: StepBatch, records: Sequence[LedgerRe
     return history
 
 
+def _status_of(step: PlanStep, batch: StepBatch, attempt: LedgerRecord) -> str | None:
+    """The member's line of the status file that `attempt` of its batch wrote, if it was read and has one."""
+    return batch.statuses.get(step.run_accession) if batch.statuses_attempt == attempt.attempt else None
+
+
 def _member_failure(step: PlanStep, batch: StepBatch, last: LedgerRecord) -> str:
     """Why a run failed inside its batch: its own line of the status file, or else why the batch job failed."""
     where = f"{step.step} (batch job {last.job_id or 'never submitted'} of {len(batch.members)} runs)"
-    status = batch.statuses.get(step.run_accession) if batch.statuses_attempt == last.attempt else None
+    status = _status_of(step, batch, last)
     if status and status != COMPLETED:
         return f"{where}: {status}"
     if last.state == JobState.COMPLETED:
@@ -232,6 +237,8 @@ def with_member_histories(
 ) -> RequestBatches:
     """`attempts` completed with the request's batches: their own records (read with `read_attempts`, the
     ledger's `attempts`) and their members' histories."""
+    if not any(step.batch_max_runs for step in steps):
+        return RequestBatches(request_id, [])  # no batched step: no query on every pass
     batches = RequestBatches.load(request_id)
     attempts.update(read_attempts(batches.keys()))
     batches.member_histories(steps, attempts)

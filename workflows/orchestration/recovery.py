@@ -457,7 +457,7 @@ def retry_failed_runs(request_id: int) -> list[str]:
                     status=Status.PENDING,
                     detail=f"Retrying the failed steps of {', '.join(runs)}.",
                     # A new round: its end is told to the requester again (analyses.models.Notification).
-                    metadata={"retries": int((request.request_metadata or {}).get("retries", 0)) + 1},
+                    metadata={"retries": request.retries + 1},
                 )
         except IntegrityError:
             # A request for the study was created since the check above.

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import transaction
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from analyses.models import Notification
@@ -93,6 +94,9 @@ def message(row: Notification) -> EmailMessage:
     """The email of a notification: what happened to which request, why, and where to read more."""
     request = row.request
     site = settings.SITE_URL.rstrip("/")
+    detail = reverse("assembly-analysis-request-detail", args=[request.pk])
+    jobs = reverse("assembly-analysis-request-jobs", args=[request.pk])
+    analyses = reverse("analysis-list")
     subject = f"emgapi: request {request.pk} for {request.study_accession} {_SUBJECTS[row.event]}"
     body = "\n".join(
         [
@@ -100,9 +104,9 @@ def message(row: Notification) -> EmailMessage:
             "",
             _WHY_STUCK if row.event == Notification.Event.STUCK else row.detail or "(no detail)",
             "",
-            f"The request:   {site}/api/assembly-analysis-requests/{request.pk}/",
-            f"Its analyses:  {site}/api/analyses/?request={request.pk}",
-            f"Its jobs:      {site}/api/assembly-analysis-requests/{request.pk}/jobs/",
+            f"The request:   {site}{detail}",
+            f"Its analyses:  {site}{analyses}?request={request.pk}",
+            f"Its jobs:      {site}{jobs}",
         ]
     )
     return EmailMessage(subject, body, to=[request.requester.email] if request.requester else [])
