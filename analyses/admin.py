@@ -21,6 +21,8 @@ from analyses.models import (
     Sample,
     Study,
     StudyResult,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 from analyses.selectors import active_request, analyses_by_pipeline
 from analyses.services import (
@@ -325,4 +327,63 @@ class NotificationAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: Notification | None = None) -> bool:
+        return False
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    """Users' webhooks: an operator may stop one (active) or read its deliveries; its secret is never shown.
+    Users register theirs through the API (/api/webhooks/), which checks the URL."""
+
+    list_display = ["id", "owner", "url", "events", "active", "disabled_reason", "created"]
+    list_filter = ["active"]
+    search_fields = ["url", "owner__username"]
+    list_select_related = ["owner"]
+    fields = ["owner", "url", "events", "active", "disabled_reason", "deliveries", "created", "updated"]
+    readonly_fields = ["owner", "url", "events", "disabled_reason", "deliveries", "created", "updated"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="Deliveries")
+    def deliveries(self, obj: WebhookEndpoint) -> SafeString:
+        url = reverse("admin:analyses_webhookdelivery_changelist") + f"?endpoint__id__exact={obj.pk}"
+        return format_html('<a href="{}">{} deliveries</a>', url, obj.deliveries.count())
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """The delivery log: each notification to each endpoint, its attempts and the last answer (sent by the service
+    loop, never edited)."""
+
+    list_display = [
+        "delivery_id",
+        "endpoint",
+        "event",
+        "request",
+        "status",
+        "attempts",
+        "response_status",
+        "last_error",
+        "delivered_at",
+        "created",
+    ]
+    list_filter = ["status", "notification__event"]
+    search_fields = ["=delivery_id", "endpoint__url", "notification__request__study_accession"]
+    list_select_related = ["endpoint__owner", "notification"]
+    raw_id_fields = ["endpoint", "notification"]
+
+    @admin.display(description="Event", ordering="notification__event")
+    def event(self, obj: WebhookDelivery) -> str:
+        return obj.notification.event
+
+    @admin.display(description="Request", ordering="notification__request")
+    def request(self, obj: WebhookDelivery) -> SafeString:
+        url = reverse("admin:analyses_assemblyanalysisrequest_change", args=[obj.notification.request_id])
+        return format_html('<a href="{}">{}</a>', url, obj.notification.request_id)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: WebhookDelivery | None = None) -> bool:
         return False

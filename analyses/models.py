@@ -1,9 +1,12 @@
+import uuid
+
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models, transaction
 from django.db.models import Q
 from django.db.models.functions import Upper
 
+from analyses import webhooks
 from analyses.accessions import (
     format_accession,
     validate_ena_analysis_accession,
@@ -458,3 +461,66 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"Request {self.request_id} {self.event} ({self.email})"
+
+
+class WebhookEndpoint(models.Model):
+    """Where a program is told of its own requests' events: an HTTP POST, signed with the endpoint's secret.
+
+    The secret is shown once, when the endpoint is registered (or its secret rotated); it is kept to sign with.
+    """
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_endpoints"
+    )
+    url = models.URLField(max_length=2000, help_text="Checked when registered and before each delivery.")
+    events = models.JSONField(
+        default=list, help_text="The notification events sent here (Notification.Event)."
+    )
+    secret = models.CharField(max_length=100, default=webhooks.new_secret, editable=False)
+    active = models.BooleanField(default=True)
+    disabled_reason = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Why it stopped (an answer 410 Gone): set active again to resume.",
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"Webhook {self.pk} of {self.owner} → {self.url}"
+
+
+class WebhookDelivery(models.Model):
+    """One notification to one endpoint: sent by the service loop at least once, under one delivery id."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed", "Failed (given up)"
+
+    delivery_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="webhook_deliveries"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="The last answer's.")
+    last_error = models.TextField(blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "notification"], name="one_delivery_per_endpoint")
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="webhook_delivery_due_idx")]
+
+    def __str__(self) -> str:
+        return f"Delivery {self.delivery_id} ({self.status})"

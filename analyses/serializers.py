@@ -15,7 +15,17 @@ from rest_framework.fields import SkipField
 from rest_framework.relations import PKOnlyObject
 from rest_framework.reverse import reverse
 
-from analyses.models import Analysis, AssemblyAnalysisRequest, Run, Study, StudyResult
+from analyses import webhooks
+from analyses.models import (
+    Analysis,
+    AssemblyAnalysisRequest,
+    Notification,
+    Run,
+    Study,
+    StudyResult,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from analyses.selectors import analyses_by_pipeline
 from analyses.services import MAX_CANCEL_REASON
 
@@ -356,3 +366,71 @@ class CancelSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         allow_blank=True,
         help_text="Why; shown as the request's status detail.",
     )
+
+
+class WebhookEndpointSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
+    url = serializers.URLField(
+        max_length=2000,
+        help_text="http or https; a host resolving to a private, loopback or link-local address is refused.",
+    )
+    events = serializers.ListField(
+        child=serializers.ChoiceField(choices=Notification.Event.choices),
+        allow_empty=False,
+        required=False,
+        help_text="The events sent here; all of them if not given.",
+    )
+    deliveries = serializers.HyperlinkedIdentityField(view_name="webhook-deliveries", read_only=True)
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["id", "url", "events", "active", "disabled_reason", "created", "updated", "deliveries"]
+        read_only_fields = ["disabled_reason", "created", "updated"]
+
+    def validate_url(self, value: str) -> str:
+        try:
+            webhooks.check_url(value)
+        except webhooks.WebhookUrlRefused as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return value
+
+    def validate_events(self, value: list[str]) -> list[str]:
+        return sorted(set(value))
+
+    def create(self, validated_data: dict[str, Any]) -> WebhookEndpoint:
+        validated_data.setdefault("events", sorted(Notification.Event.values))
+        return super().create(validated_data)
+
+    def update(self, instance: WebhookEndpoint, validated_data: dict[str, Any]) -> WebhookEndpoint:
+        if validated_data.get("active"):
+            instance.disabled_reason = ""  # set active again by its owner: the old reason no longer holds
+        return super().update(instance, validated_data)
+
+
+class WebhookSecretSerializer(WebhookEndpointSerializer):
+    """An endpoint with its secret: answered once, to the POST that registers it or rotates its secret."""
+
+    secret = serializers.CharField(read_only=True, help_text="Shown this once: keep it to verify signatures.")
+
+    class Meta(WebhookEndpointSerializer.Meta):
+        fields = [*WebhookEndpointSerializer.Meta.fields, "secret"]
+
+
+class WebhookDeliverySerializer(serializers.ModelSerializer):
+    event = serializers.CharField(source="notification.event", read_only=True)
+    request = serializers.IntegerField(source="notification.request_id", read_only=True)
+
+    class Meta:
+        model = WebhookDelivery
+        fields = [
+            "delivery_id",
+            "event",
+            "request",
+            "status",
+            "attempts",
+            "response_status",
+            "last_error",
+            "next_attempt_at",
+            "delivered_at",
+            "created",
+        ]
+        read_only_fields = fields

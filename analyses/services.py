@@ -10,8 +10,15 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from analyses import webhooks
 from analyses.errors import Conflict, ExistingRequestError, Unprocessable
-from analyses.models import AssemblyAnalysisRequest, IdempotencyKey, Notification
+from analyses.models import (
+    AssemblyAnalysisRequest,
+    IdempotencyKey,
+    Notification,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from analyses.selectors import CHANGE_PERMISSION, active_request
 from analyses.signals import request_cancelled
 
@@ -197,13 +204,21 @@ def notify_requester(request_id: int, event: str) -> None:
 
 
 def _notify(request: AssemblyAnalysisRequest, event: str) -> None:
-    """In the caller's transaction, so the event and what is told of it commit together."""
-    Notification.objects.get_or_create(
+    """In the caller's transaction, so the event and what is told of it commit together: the email, and a
+    delivery for each of the requester's webhooks that asked for this event."""
+    notification, created = Notification.objects.get_or_create(
         request=request,
         event=event,
         round=request.retries,
         defaults={"detail": request.status_detail},
     )
+    if created and request.requester_id is not None:
+        endpoints = WebhookEndpoint.objects.filter(owner_id=request.requester_id, active=True)
+        WebhookDelivery.objects.bulk_create(
+            WebhookDelivery(endpoint=endpoint, notification=notification)
+            for endpoint in endpoints
+            if event in endpoint.events
+        )
 
 
 # The longest reason a cancellation takes (the API's and the admin's form say so).
@@ -226,3 +241,10 @@ def cancel_assembly_analysis_request(
         _notify(locked, Notification.Event.CANCELLED)
         request_cancelled.send(sender=AssemblyAnalysisRequest, request=locked)
     return locked
+
+
+def rotate_webhook_secret(endpoint: WebhookEndpoint) -> WebhookEndpoint:
+    """A new secret for `endpoint`; deliveries not yet sent are signed with it."""
+    endpoint.secret = webhooks.new_secret()
+    endpoint.save(update_fields=["secret", "updated"])
+    return endpoint

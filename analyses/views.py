@@ -20,7 +20,7 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 
 from analyses.filters import AnalysisFilter, RejectUnknownQueryParameters, StudyFilter
-from analyses.models import Analysis, AssemblyAnalysisRequest, Run, Study
+from analyses.models import Analysis, AssemblyAnalysisRequest, Run, Study, WebhookEndpoint
 from analyses.pagination import AnalysesByAccession, RunsByAccession
 from analyses.selectors import CHANGE_PERMISSION, requests_visible_to
 from analyses.serializers import (
@@ -31,10 +31,14 @@ from analyses.serializers import (
     RunSummarySerializer,
     StudyDetailSerializer,
     StudySerializer,
+    WebhookDeliverySerializer,
+    WebhookEndpointSerializer,
+    WebhookSecretSerializer,
 )
 from analyses.services import (
     cancel_assembly_analysis_request,
     may_change_request,
+    rotate_webhook_secret,
     submit_assembly_analysis_request,
 )
 
@@ -277,3 +281,47 @@ class AssemblyAnalysisRequestViewSet(
             instance, by=request.user, reason=body.validated_data.get("reason", "")
         )
         return Response(self.get_serializer(instance).data)
+
+
+@extend_schema_view(
+    create=extend_schema(
+        summary="Register a webhook",
+        responses={201: WebhookSecretSerializer},
+        description="The answer holds the endpoint's `secret`, shown this once: keep it to verify signatures.",
+    ),
+)
+class WebhookEndpointViewSet(viewsets.ModelViewSet):
+    """The caller's own webhook endpoints (a staff user's too: another's URL and secret are theirs)."""
+
+    permission_classes = [IsAuthenticated]
+    ordering_fields = ["created"]
+
+    def get_queryset(self) -> QuerySet[WebhookEndpoint]:
+        if getattr(self, "swagger_fake_view", False):
+            return WebhookEndpoint.objects.none()
+        return WebhookEndpoint.objects.filter(owner_id=self.request.user.pk).order_by("-created", "-id")
+
+    def get_serializer_class(self):
+        if self.action in ("create", "rotate_secret"):
+            return WebhookSecretSerializer
+        if self.action == "deliveries":
+            return WebhookDeliverySerializer
+        return WebhookEndpointSerializer
+
+    def perform_create(self, serializer) -> None:
+        serializer.save(owner=self.request.user)
+
+    @extend_schema(
+        summary="Replace the endpoint's secret", request=None, responses={200: WebhookSecretSerializer}
+    )
+    @action(detail=True, methods=["post"], url_path="rotate-secret")
+    def rotate_secret(self, request: Request, pk: str | None = None) -> Response:
+        endpoint = rotate_webhook_secret(self.get_object())
+        return Response(self.get_serializer(endpoint).data)
+
+    @extend_schema(summary="The endpoint's deliveries, newest first")
+    @action(detail=True, methods=["get"])
+    def deliveries(self, request: Request, pk: str | None = None) -> Response:
+        deliveries = self.get_object().deliveries.select_related("notification").order_by("-created", "-id")
+        page = self.paginate_queryset(deliveries)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)

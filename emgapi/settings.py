@@ -200,6 +200,11 @@ EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
 # A mail server that does not answer holds a notification's row lock no longer than this.
 EMAIL_TIMEOUT = int(os.environ.get("EMAIL_TIMEOUT", "10"))
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "emgapi <noreply@localhost>")
+# Webhooks (analyses.webhooks) may not point at private, loopback, link-local or metadata addresses unless listed
+# here: host names, addresses or networks (CIDR). Development allows loopback.
+WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS", "127.0.0.0/8,::1,localhost" if DEBUG else "")
+# A receiver that does not answer holds a delivery's row lock, and the service loop's round, no longer than this.
+WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS", "5"))
 # Scopes the deployments, flow runs and keys this service makes on a Prefect server that other environments may
 # share; empty means "the database's name" (workflows.outbox.deployments.environment).
 EMGAPI_ENVIRONMENT = os.environ.get("EMGAPI_ENVIRONMENT", "")

@@ -9,6 +9,7 @@ from analyses.views import (
     StudyAnalysesView,
     StudyRunsView,
     StudyViewSet,
+    WebhookEndpointViewSet,
 )
 from emgapi.health import healthz, readyz
 from workflows.operations.views import ClusterJobViewSet, RequestJobsView, RetryRequestView
@@ -24,6 +25,7 @@ router.register(
     "assembly-analysis-requests", AssemblyAnalysisRequestViewSet, basename="assembly-analysis-request"
 )
 router.register("jobs", ClusterJobViewSet, basename="cluster-job")
+router.register("webhooks", WebhookEndpointViewSet, basename="webhook")
 
 urlpatterns = [
     path("admin/", admin.site.urls),

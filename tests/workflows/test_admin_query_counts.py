@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
-from analyses.models import AssemblyAnalysisRequest, Notification
+from analyses.models import AssemblyAnalysisRequest, Notification, WebhookDelivery, WebhookEndpoint
 from tests.builders import failed_request, populate
 from workflows.models import ClusterJob, PollerLease, StepBatch
 
@@ -36,6 +36,15 @@ def make_rows(count: int) -> None:
         )
     for request in AssemblyAnalysisRequest.objects.all()[: max(0, count - Notification.objects.count())]:
         Notification.objects.create(request=request, event="failed")
+    owner, _ = get_user_model().objects.get_or_create(username="hook-owner")
+    Token.objects.get_or_create(user=owner)  # every user has one: the tokens' list counts as many rows
+    for i in range(WebhookEndpoint.objects.count(), count):
+        WebhookEndpoint.objects.create(owner=owner, url=f"https://hooks.example.org/{i}", events=["failed"])
+    endpoints = list(WebhookEndpoint.objects.all())
+    for i, notification in enumerate(
+        Notification.objects.all()[: max(0, count - WebhookDelivery.objects.count())]
+    ):
+        WebhookDelivery.objects.create(endpoint=endpoints[i % len(endpoints)], notification=notification)
     for i in range(PollerLease.objects.count(), count):
         PollerLease.objects.create(name=f"lease-{i}", holder=f"host-{i}")
     permissions = list(Permission.objects.all()[:3])

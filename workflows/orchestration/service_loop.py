@@ -1,5 +1,5 @@
-"""What `serve_flows` runs beside the served deployments: the trigger dispatcher and the notifications; the poller
-and the sweep."""
+"""What `serve_flows` runs beside the served deployments: the trigger dispatcher and the notifications (mail,
+webhooks); the poller and the sweep."""
 
 import logging
 import threading
@@ -14,6 +14,7 @@ from workflows.orchestration.recovery import carry_out_pending_cancellations, sw
 from workflows.outbox.dispatch import dispatch_pending_triggers
 from workflows.outbox.notify import send_due_notifications
 from workflows.outbox.wakeup import WakeUps
+from workflows.outbox.webhooks import deliver_due_webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def _dispatch_loop(stop: threading.Event) -> None:
         close_old_connections()  # a restarted PostgreSQL leaves broken connections: drop them each round
         _guarded(dispatch_pending_triggers)
         _guarded(send_due_notifications)
+        _guarded(deliver_due_webhooks)
         wakeups.wait(settings.WORKFLOWS_DISPATCH_INTERVAL_SECONDS)
 
 
