@@ -27,9 +27,13 @@ from analyses.models import (
 from analyses.selectors import active_request, analyses_by_pipeline
 from analyses.services import (
     MAX_CANCEL_REASON,
+    MAX_REVIEW_REASON,
+    NotAwaitingApproval,
     RequestAlreadyFinished,
     cancel_assembly_analysis_request,
     create_assembly_analysis_request,
+    may_approve,
+    review_assembly_analysis_request,
 )
 
 # What ModelAdmin.get_fields returns (django-stubs' _FieldGroups, a list): field names, or names sharing a line.
@@ -188,7 +192,7 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
     list_filter = ["status", "created"]
     search_fields = ["study_accession", "requester__username", "study__accession"]
     list_select_related = ["requester", "study"]
-    actions = ["cancel_requests"]
+    actions = ["cancel_requests", "approve_requests", "reject_requests"]
 
     def get_fields(self, request: HttpRequest, obj: AssemblyAnalysisRequest | None = None) -> FieldNames:
         if obj is None:
@@ -202,6 +206,9 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
             "analyses",
             "flow_run_id",
             "request_metadata",
+            "estimated_cpu_hours",
+            "reviewed_at",
+            "reviewed_by",
             "cancelled_at",
             "cancelled_by",
             "created",
@@ -310,6 +317,62 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
                 self.message_user(request, str(exc), messages.WARNING)
         if cancelled:
             self.message_user(request, f"Cancelled {cancelled} request(s).", messages.SUCCESS)
+        return None
+
+    def has_approve_permission(self, request: HttpRequest) -> bool:
+        """The API's approve and reject ask the same (analyses.services.may_approve)."""
+        return may_approve(request.user)
+
+    @admin.action(description="Approve selected requests…", permissions=["approve"])
+    def approve_requests(
+        self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest]
+    ) -> TemplateResponse | None:
+        return self._review(request, queryset, approve=True)
+
+    @admin.action(description="Reject selected requests…", permissions=["approve"])
+    def reject_requests(
+        self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest]
+    ) -> TemplateResponse | None:
+        return self._review(request, queryset, approve=False)
+
+    def _review(
+        self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest], *, approve: bool
+    ) -> TemplateResponse | None:
+        """Asks first, showing each request's estimate and why it waits, with a reason to give (needed to reject)."""
+        reason = request.POST.get("reason", "").strip()
+        error = ""
+        if len(reason) > MAX_REVIEW_REASON:
+            error = f"The reason has {len(reason)} characters; at most {MAX_REVIEW_REASON} are kept."
+        elif not approve and request.POST.get("confirmed") == "yes" and not reason:
+            error = "A rejection needs a reason: the requester is told it."
+        if request.POST.get("confirmed") != "yes" or error:
+            verb = "Approve" if approve else "Reject"
+            context = {
+                **self.admin_site.each_context(request),
+                "title": f"{verb} these requests?",
+                "verb": verb,
+                "action": "approve_requests" if approve else "reject_requests",
+                "reason_required": not approve,
+                "opts": self.model._meta,
+                "targets": list(queryset),
+                "from_change_page": request.POST.get("_from_change_page", ""),
+                "max_reason": MAX_REVIEW_REASON,
+                "reason": reason,
+                "error": error,
+            }
+            return TemplateResponse(
+                request, "admin/analyses/assemblyanalysisrequest/review_confirmation.html", context
+            )
+        done = 0
+        for obj in queryset:
+            try:
+                review_assembly_analysis_request(obj, approve=approve, by=request.user, reason=reason)
+                done += 1
+            except NotAwaitingApproval as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        if done:
+            verdict = "Approved" if approve else "Rejected"
+            self.message_user(request, f"{verdict} {done} request(s).", messages.SUCCESS)
         return None
 
 

@@ -310,15 +310,19 @@ class StudyResult(TimestampedModel):
 
 class RequestStatus(models.TextChoices):
     PENDING = "pending"
+    # Its plan costs more than the site lets a request spend unasked (workflows/orchestration/approval.py): no job
+    # is submitted until a holder of the approve permission approves it (then running) or rejects it.
+    AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    REJECTED = "rejected"
 
 
 # The one definition of which statuses are over and which are not; every filter and check derives from it.
 TERMINAL_REQUEST_STATUSES = frozenset(
-    {RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED}
+    {RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED, RequestStatus.REJECTED}
 )
 ACTIVE_REQUEST_STATUSES = tuple(status for status in RequestStatus if status not in TERMINAL_REQUEST_STATUSES)
 
@@ -345,7 +349,7 @@ class AssemblyAnalysisRequest(TimestampedModel):
     study = models.ForeignKey(
         Study, null=True, blank=True, on_delete=models.SET_NULL, related_name="assembly_analysis_requests"
     )
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
     status_detail = models.TextField(
         blank=True,
         help_text="What its last change of status said: why it failed or was cancelled, or what came of it.",
@@ -359,9 +363,26 @@ class AssemblyAnalysisRequest(TimestampedModel):
         default=False,
         help_text="Asked for while another request of the same requester for the study was active.",
     )
+    estimated_cpu_hours = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Its frozen plan's cost: each step's CPUs times time limit, summed (an upper bound).",
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True, help_text="When its approval was decided.")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who approved or rejected it.",
+    )
 
     class Meta:
         ordering = ["-created"]
+        permissions = [
+            ("approve_assemblyanalysisrequest", "Can approve or reject costly assembly-analysis requests")
+        ]
         indexes = [
             models.Index(fields=["requester", "status"]),
             # The API's list: a requester's requests newest first (staff: everyone's, the created index).
@@ -426,11 +447,14 @@ class Notification(models.Model):
     ends twice, in a sweep's race, writes one), and sent by the service loop, never in the web request."""
 
     class Event(models.TextChoices):
-        # A request's terminal statuses (RequestStatus), and stuck (recovered 3 times in a row).
+        # A request's terminal statuses (RequestStatus), stuck (recovered 3 times in a row), and its approval.
         COMPLETED = "completed"
         FAILED = "failed"
         CANCELLED = "cancelled"
+        REJECTED = "rejected"
         STUCK = "stuck"
+        AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+        APPROVED = "approved"
 
     class Delivery(models.TextChoices):
         PENDING = "pending"

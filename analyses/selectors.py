@@ -6,15 +6,21 @@ from django.db.models import Count, QuerySet
 from analyses.models import Analysis, AssemblyAnalysisRequest, Study
 
 CHANGE_PERMISSION = "analyses.change_assemblyanalysisrequest"
+APPROVE_PERMISSION = "analyses.approve_assemblyanalysisrequest"
 
 
 def requests_visible_to(
-    user: User | AnonymousUser, *, changing: bool = False
+    user: User | AnonymousUser, *, changing: bool = False, reviewing: bool = False
 ) -> QuerySet[AssemblyAnalysisRequest]:
     """Reads: one's own, or all for staff. Changes: all for a holder of the change permission too, so that a
-    non-staff operator can cancel what they may not list; another's request is otherwise a 404, not a 403."""
+    non-staff operator can cancel what they may not list; approvals: all for a holder of the approve permission.
+    Another's request is otherwise a 404, not a 403."""
     queryset = AssemblyAnalysisRequest.objects.select_related("study", "requester")
-    if user.is_staff or (changing and user.has_perm(CHANGE_PERMISSION)):
+    if (
+        user.is_staff
+        or (changing and user.has_perm(CHANGE_PERMISSION))
+        or (reviewing and user.has_perm(APPROVE_PERMISSION))
+    ):
         return queryset
     if not user.is_authenticated:  # has no requests (the views let no anonymous user this far)
         return queryset.none()

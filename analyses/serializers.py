@@ -26,8 +26,9 @@ from analyses.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from analyses.resources import resources_errors
 from analyses.selectors import analyses_by_pipeline
-from analyses.services import MAX_CANCEL_REASON
+from analyses.services import MAX_CANCEL_REASON, MAX_REVIEW_REASON
 
 
 class DefaultZoneDateTimeField(serializers.DateTimeField):
@@ -264,6 +265,13 @@ class RunRouteSerializer(serializers.Serializer):
     )
 
 
+class RequestResourcesField(serializers.JSONField):
+    """What the request asked for per step: sent as a field, kept in its metadata (where planning reads it)."""
+
+    def get_attribute(self, instance: AssemblyAnalysisRequest) -> dict[str, Any]:
+        return (instance.request_metadata or {}).get("resources") or {}
+
+
 class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, ApiModelSerializer):
     flow_run_id = serializers.SerializerMethodField()
     study = serializers.CharField(source="study.accession", default=None, read_only=True)
@@ -274,6 +282,14 @@ class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, ApiModelSerial
         default=False,
         help_text="Start another request even though one for this study is pending or running.",
     )
+    resources = RequestResourcesField(
+        required=False,
+        help_text=(
+            'Per step, CPUs, memory and time limit over the pipeline\'s, e.g. {"assembly": {"memory_mb": 16000}}. '
+            "Over the site's caps, the request waits for approval; over the cluster's ceilings, a 400."
+        ),
+    )
+    reviewed_by = serializers.CharField(source="reviewed_by.username", default=None, read_only=True)
     succeeded_runs = serializers.SerializerMethodField()
     failed_runs = serializers.SerializerMethodField()
     rejected_runs = serializers.SerializerMethodField()
@@ -299,11 +315,27 @@ class AssemblyAnalysisRequestSerializer(RejectUnknownFieldsMixin, ApiModelSerial
             "jobs",
             "force",
             "forced",
+            "resources",
+            "estimated_cpu_hours",
+            "reviewed_at",
+            "reviewed_by",
             "created",
             "updated",
             "cancelled_at",
         ]
-        read_only_fields = ["status", "status_detail", "cancelled_at", "forced"]
+        read_only_fields = [
+            "status",
+            "status_detail",
+            "cancelled_at",
+            "forced",
+            "estimated_cpu_hours",
+            "reviewed_at",
+        ]
+
+    def validate_resources(self, value: Any) -> dict[str, dict[str, int]]:
+        if errors := resources_errors(value):
+            raise serializers.ValidationError(errors)
+        return value
 
     @extend_schema_field(serializers.UUIDField(allow_null=True))
     def get_flow_run_id(self, obj: AssemblyAnalysisRequest) -> str | None:
@@ -365,6 +397,15 @@ class CancelSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         required=False,
         allow_blank=True,
         help_text="Why; shown as the request's status detail.",
+    )
+
+
+class ReviewSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    reason = StrictCharField(
+        max_length=MAX_REVIEW_REASON,
+        required=False,
+        allow_blank=True,
+        help_text="Why; shown as the request's status detail and told to its requester (a rejection needs one).",
     )
 
 

@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from analyses import webhooks
-from analyses.errors import Conflict, ExistingRequestError, Unprocessable
+from analyses.errors import Conflict, ExistingRequestError, ServiceError, Unprocessable
 from analyses.models import (
     AssemblyAnalysisRequest,
     IdempotencyKey,
@@ -19,8 +19,8 @@ from analyses.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from analyses.selectors import CHANGE_PERMISSION, active_request
-from analyses.signals import request_cancelled
+from analyses.selectors import APPROVE_PERMISSION, CHANGE_PERMISSION, active_request
+from analyses.signals import request_cancelled, request_reviewed
 
 
 class RequestAlreadyFinished(Conflict):
@@ -30,6 +30,18 @@ class RequestAlreadyFinished(Conflict):
 
     def __init__(self, request: AssemblyAnalysisRequest) -> None:
         super().__init__(f"Request {request.pk} is already {request.status}.", status=request.status)
+
+
+class NotAwaitingApproval(Conflict):
+    """Only a request awaiting approval can be approved or rejected."""
+
+    code = "not_awaiting_approval"
+
+    def __init__(self, request: AssemblyAnalysisRequest) -> None:
+        super().__init__(
+            f"Request {request.pk} is {request.status}, not awaiting approval: there is nothing to decide.",
+            status=request.status,
+        )
 
 
 class ActiveRequestExists(ExistingRequestError, Conflict):
@@ -190,7 +202,9 @@ def record_request_state(
             changed.append("request_metadata")
         if changed:
             request.save(update_fields=[*changed, "updated"])
-        if "status" in changed and request.is_terminal:
+        if "status" in changed and (
+            request.is_terminal or request.status == AssemblyAnalysisRequest.Status.AWAITING_APPROVAL
+        ):
             _notify(request, request.status)
         return bool(changed)
 
@@ -240,6 +254,40 @@ def cancel_assembly_analysis_request(
         locked.save(update_fields=["status", "cancelled_at", "cancelled_by", "status_detail", "updated"])
         _notify(locked, Notification.Event.CANCELLED)
         request_cancelled.send(sender=AssemblyAnalysisRequest, request=locked)
+    return locked
+
+
+# The longest reason an approval or rejection takes (the API's and the admin's forms say so).
+MAX_REVIEW_REASON = 500
+
+
+def may_approve(user: User | AnonymousUser | None) -> bool:
+    """Approve or reject a request awaiting approval: whoever holds the approve permission (its requester
+    too, only if they hold it)."""
+    return user is not None and user.is_authenticated and user.has_perm(APPROVE_PERMISSION)
+
+
+def review_assembly_analysis_request(
+    request: AssemblyAnalysisRequest, *, approve: bool, by: User | AnonymousUser, reason: str = ""
+) -> AssemblyAnalysisRequest:
+    """Approve (it runs: its suspended flow run is resumed by the service loop) or reject (it ends, with the
+    reason) a request awaiting approval; its requester is told either way. A rejection needs a reason."""
+    if not approve and not reason.strip():
+        raise ServiceError("A rejection needs a reason: the requester is told it.", field="reason")
+    with transaction.atomic():
+        locked = AssemblyAnalysisRequest.objects.select_for_update().get(pk=request.pk)
+        if locked.status != AssemblyAnalysisRequest.Status.AWAITING_APPROVAL:
+            raise NotAwaitingApproval(locked)
+        verdict = "Approved" if approve else "Rejected"
+        locked.status = (
+            AssemblyAnalysisRequest.Status.RUNNING if approve else AssemblyAnalysisRequest.Status.REJECTED
+        )
+        locked.status_detail = f"{verdict} by {by}" + (f": {reason.strip()}" if reason.strip() else ".")
+        locked.reviewed_at = timezone.now()
+        locked.reviewed_by = by if by.is_authenticated else None
+        locked.save(update_fields=["status", "status_detail", "reviewed_at", "reviewed_by", "updated"])
+        _notify(locked, Notification.Event.APPROVED if approve else Notification.Event.REJECTED)
+        request_reviewed.send(sender=AssemblyAnalysisRequest, request=locked)
     return locked
 
 

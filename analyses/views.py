@@ -28,6 +28,7 @@ from analyses.serializers import (
     AnalysisSummarySerializer,
     AssemblyAnalysisRequestSerializer,
     CancelSerializer,
+    ReviewSerializer,
     RunSummarySerializer,
     StudyDetailSerializer,
     StudySerializer,
@@ -36,8 +37,11 @@ from analyses.serializers import (
     WebhookSecretSerializer,
 )
 from analyses.services import (
+    APPROVE_PERMISSION,
     cancel_assembly_analysis_request,
+    may_approve,
     may_change_request,
+    review_assembly_analysis_request,
     rotate_webhook_secret,
     submit_assembly_analysis_request,
 )
@@ -57,6 +61,9 @@ class CanAddRequests(BasePermission):
         return view.action != "create" or request.user.has_perm("analyses.add_assemblyanalysisrequest")
 
 
+REVIEW_ACTIONS = frozenset({"approve", "reject"})
+
+
 class IsRequesterOrMayChange(BasePermission):
     """Cancel, retry: the request's requester, or a holder of the model's change permission (staff or not)."""
 
@@ -66,7 +73,19 @@ class IsRequesterOrMayChange(BasePermission):
     refuses_methods = frozenset({"POST", "PUT", "PATCH", "DELETE"})  # for the OpenAPI schema's 403
 
     def has_object_permission(self, request: Request, view, obj: AssemblyAnalysisRequest) -> bool:
+        if getattr(view, "action", None) in REVIEW_ACTIONS:
+            return True  # MayApprove decides: a requester may not approve their own request without it
         return request.method in SAFE_METHODS or may_change_request(request.user, obj)
+
+
+class MayApprove(BasePermission):
+    """Approve, reject: a holder of the approve permission only (the admin's buttons ask the same)."""
+
+    message = f"Approving or rejecting a request needs the '{APPROVE_PERMISSION}' permission."
+    refuses_actions = REVIEW_ACTIONS  # for the OpenAPI schema's 403 (emgapi.openapi)
+
+    def has_permission(self, request: Request, view) -> bool:
+        return view.action not in REVIEW_ACTIONS or may_approve(request.user)
 
 
 REQUEST_NOT_FOUND = OpenApiResponse(description="No such request of yours (staff see all).")
@@ -218,7 +237,7 @@ class AssemblyAnalysisRequestViewSet(
     mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
     serializer_class = AssemblyAnalysisRequestSerializer
-    permission_classes = [IsAuthenticated, CanAddRequests, IsRequesterOrMayChange]
+    permission_classes = [IsAuthenticated, CanAddRequests, MayApprove, IsRequesterOrMayChange]
     throttle_scope = "request-create"
     filterset_fields = ["status", "study_accession"]
     ordering_fields = ["created", "updated", "status"]
@@ -230,7 +249,9 @@ class AssemblyAnalysisRequestViewSet(
         if getattr(self, "swagger_fake_view", False):
             return AssemblyAnalysisRequest.objects.none()
         # Other users' requests are invisible (404), not forbidden: their existence is not ours to reveal.
-        requests = requests_visible_to(self.request.user, changing=self.action == "cancel")
+        requests = requests_visible_to(
+            self.request.user, changing=self.action == "cancel", reviewing=self.action in REVIEW_ACTIONS
+        )
         if self.action in ("list", "retrieve"):
             # What the serializer shows of the study and the requester, not their whole rows (a user's
             # password hash, a study's description) 25 times a page.
@@ -256,6 +277,7 @@ class AssemblyAnalysisRequestViewSet(
             requester=request.user,
             force=serializer.validated_data.get("force", False),
             idempotency_key=self._idempotency_key(),
+            resources=serializer.validated_data.get("resources"),
         )
         data = self.get_serializer(submission.request).data
         if submission.replayed:
@@ -280,6 +302,40 @@ class AssemblyAnalysisRequestViewSet(
         instance = cancel_assembly_analysis_request(
             instance, by=request.user, reason=body.validated_data.get("reason", "")
         )
+        return Response(self.get_serializer(instance).data)
+
+    @extend_schema(
+        summary="Approve a request awaiting approval (it runs)",
+        request=ReviewSerializer,
+        responses={
+            200: AssemblyAnalysisRequestSerializer,
+            409: OpenApiResponse(description="The request is not awaiting approval."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def approve(self, request: Request, pk: str | None = None) -> Response:
+        return self._review(request, approve=True)
+
+    @extend_schema(
+        summary="Reject a request awaiting approval (it ends, with the reason)",
+        request=ReviewSerializer,
+        responses={
+            200: AssemblyAnalysisRequestSerializer,
+            409: OpenApiResponse(description="The request is not awaiting approval."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def reject(self, request: Request, pk: str | None = None) -> Response:
+        return self._review(request, approve=False)
+
+    def _review(self, request: Request, *, approve: bool) -> Response:
+        instance = self.get_object()
+        body = ReviewSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        reason = body.validated_data.get("reason", "")
+        if not approve and not reason.strip():
+            raise ValidationError({"reason": ["A rejection needs a reason: the requester is told it."]})
+        instance = review_assembly_analysis_request(instance, approve=approve, by=request.user, reason=reason)
         return Response(self.get_serializer(instance).data)
 
 

@@ -252,6 +252,14 @@ WORKFLOWS_DISPATCH_INTERVAL_SECONDS = float(os.environ.get("WORKFLOWS_DISPATCH_I
 # {"memory_mb": 64000}}, "assembly_analysis": {"hmm_library": "/data/pfam/Pfam-A.hmm"}} (see
 # workflows.pipelines.engine.PipelineConfig.with_settings).
 PIPELINE_CONFIG = json.loads(os.environ.get("PIPELINE_CONFIG", "{}"))
+# A request whose frozen plan is estimated over this many CPU-hours (each step's CPUs times time limit), or that asks
+# for resources over REQUEST_RESOURCE_CAPS, waits for a holder of analyses.approve_assemblyanalysisrequest
+# (workflows/orchestration/approval.py). Empty: no threshold.
+_approval_threshold = os.environ.get("APPROVAL_THRESHOLD_CPU_HOURS", "1000")
+APPROVAL_THRESHOLD_CPU_HOURS = float(_approval_threshold) if _approval_threshold else None
+REQUEST_RESOURCE_CAPS = json.loads(
+    os.environ.get("REQUEST_RESOURCE_CAPS", '{"cpus": 16, "memory_mb": 32000, "time_limit_minutes": 2880}')
+)
 # Folders of a site's own pipelines (colon-separated), each holding <name>/spec.yaml beside this package's.
 PIPELINE_DIRS = [Path(p) for p in os.environ.get("PIPELINE_DIRS", "").split(":") if p]
 # The PATH of every pipeline job (colon-separated), where the tools are not on the Slurm nodes' default PATH.

@@ -106,6 +106,21 @@ def operator(db):
 
 
 @pytest.fixture
+def approver(db):
+    """Not staff: holds the approve permission only (approves or rejects costly requests, anyone's)."""
+    from django.contrib.auth.models import Permission
+
+    erin = get_user_model().objects.create_user("erin", password="erin-password")
+    erin.user_permissions.add(Permission.objects.get(codename="approve_assemblyanalysisrequest"))
+    return erin
+
+
+@pytest.fixture
+def approver_client(approver) -> APIClient:
+    return token_client(approver)
+
+
+@pytest.fixture
 def staff_user(db):
     return get_user_model().objects.create_user("curator", password="curator-password", is_staff=True)
 

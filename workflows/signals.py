@@ -4,7 +4,7 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from analyses.models import AssemblyAnalysisRequest, Study
-from analyses.signals import request_cancelled
+from analyses.signals import request_cancelled, request_reviewed
 from workflows.outbox import deployments
 from workflows.outbox.dispatch import enqueue_trigger
 from workflows.outbox.wakeup import wake_service_loops
@@ -39,4 +39,10 @@ def study_created(sender, instance: Study, created: bool, raw: bool = False, **k
 def request_was_cancelled(sender, request: AssemblyAnalysisRequest, **kwargs) -> None:
     # The cancelled status is the durable intent. A woken service loop carries it out at once, and the sweep
     # retries it until Slurm confirms every job over; the request thread never waits on Slurm or Prefect.
+    wake_service_loops()
+
+
+@receiver(request_reviewed, dispatch_uid="workflows.request_reviewed")
+def request_was_reviewed(sender, request: AssemblyAnalysisRequest, **kwargs) -> None:
+    # The decision is recorded; a woken service loop resumes the suspended flow run (the sweep, if that is lost).
     wake_service_loops()

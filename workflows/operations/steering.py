@@ -82,6 +82,8 @@ def redispatch(requests: Iterable[AssemblyAnalysisRequest]) -> list[tuple[bool, 
 def page_actions(request: AssemblyAnalysisRequest, trigger: Trigger | None) -> list[tuple[str, str]]:
     """The admin actions that would do something to this request now, as (action name, button label)."""
     actions = []
+    if request.status == AssemblyAnalysisRequest.Status.AWAITING_APPROVAL:
+        actions += [("approve_requests", "Approve"), ("reject_requests", "Reject")]
     if not request.is_terminal:
         actions.append(("cancel_requests", "Cancel"))
     if request.status in (

@@ -28,6 +28,7 @@ from prefect_utils.policy import ResubmitPolicy, describe_failure
 from prefect_utils.states import TERMINAL_STATES, JobState
 from prefect_utils.submission import SlurmJobs
 from workflows.models import ClusterJob, Plan, PlanStep, RequestProgress, StepOutcome
+from workflows.orchestration.approval import hold_reason
 from workflows.orchestration.batches import RequestBatches, with_member_histories
 from workflows.orchestration.capacity import claim_slots
 from workflows.orchestration.plans import COMPLETED, SKIPPED, STUDY_RUN, Pipeline, PlanningFailed, freeze_plan
@@ -41,7 +42,9 @@ Status = AssemblyAnalysisRequest.Status
 class PassResult:
     request_id: int
     status: str  # the request's status after the pass
-    waiting: bool  # jobs are pending or running (or steps wait for cluster capacity)
+    waiting: (
+        bool  # jobs are pending or running (or steps wait for cluster capacity, or the request for approval)
+    )
     read_at: datetime
     submitted: list[str] = field(default_factory=list)  # submission keys
     ingested: list[str] = field(default_factory=list)  # run accessions
@@ -50,6 +53,8 @@ class PassResult:
 
     @property
     def summary(self) -> str:
+        if self.status == Status.AWAITING_APPROVAL:
+            return "awaiting approval: no job submitted"
         if not self.waiting:
             return f"{self.status}: {len(self.succeeded)} run(s) succeeded, {len(self.failed)} failed"
         return (
@@ -156,7 +161,8 @@ def linger(
     result = pass_once()
     last_pass_ended = clock()
     next_pass_at = last_pass_ended + PASS_PACING * (last_pass_ended - started)
-    while result.waiting:
+    # A request awaiting approval waits for a person, not for a job: no news a linger could catch.
+    while result.waiting and result.status != Status.AWAITING_APPROVAL:
         now = clock()
         if now - last_pass_ended >= linger_seconds or now - started >= linger_max_seconds:
             break
@@ -218,6 +224,14 @@ def _pass(
     request = AssemblyAnalysisRequest.objects.get(pk=request_id)
     if request.is_terminal:
         return _stopped(request_id, request.status, read_at)
+    if (
+        request.status == Status.AWAITING_APPROVAL
+    ):  # still undecided: a rerun, or a resume that found no decision
+        if flow_run_id:
+            record_request_state(
+                request_id, metadata={"flow_run_id": flow_run_id}, from_statuses=[request.status]
+            )
+        return PassResult(request_id, Status.AWAITING_APPROVAL, waiting=True, read_at=read_at)
     _mark_running(request_id, flow_run_id)
     try:
         plan: Plan | None = freeze_plan(request, pipeline)
@@ -231,6 +245,14 @@ def _pass(
     status = AssemblyAnalysisRequest.objects.values_list("status", flat=True).get(pk=request_id)
     if plan is None or status not in AssemblyAnalysisRequest.ACTIVE_STATUSES:
         return _stopped(request_id, status, read_at)
+    if (hold := hold_reason(request, plan)) is not None:
+        record_request_state(
+            request_id,
+            status=Status.AWAITING_APPROVAL,
+            detail=hold,
+            from_statuses=[Status.PENDING, Status.RUNNING],
+        )
+        return PassResult(request_id, Status.AWAITING_APPROVAL, waiting=True, read_at=read_at)
 
     labels = {"request_id": request_id, **({"flow_run_id": flow_run_id} if flow_run_id else {})}
     steps = plan_steps(plan)
@@ -594,7 +616,8 @@ def _mark_running(request_id: int, flow_run_id: str) -> None:
         request_id,
         status=Status.RUNNING,
         metadata={"flow_run_id": flow_run_id} if flow_run_id else None,
-        from_statuses=AssemblyAnalysisRequest.ACTIVE_STATUSES,
+        # Not over awaiting approval: only a decision moves a request on from there.
+        from_statuses=[Status.PENDING, Status.RUNNING],
     )
 
 

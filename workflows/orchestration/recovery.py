@@ -34,6 +34,7 @@ from prefect_utils.errors import SchedulerError
 from prefect_utils.flow_processes import flow_runs_with_local_process
 from prefect_utils.states import TERMINAL_STATES
 from workflows.models import ClusterJob, RequestProgress, Trigger
+from workflows.orchestration.approval import reviewed_since_last_pass
 from workflows.orchestration.batches import with_member_histories
 from workflows.orchestration.capacity import (
     grant_free_slots,
@@ -124,6 +125,16 @@ def resume_requests(request_ids: set[int]) -> list[int]:
     return resumed
 
 
+def resume_reviewed_requests() -> list[int]:
+    """Resume the flow run of each request approved or rejected since it last passed: an approved one goes on, a
+    rejected one ends. Run when a decision wakes the service loop, and by each sweep (a resume that came before
+    the run had suspended, or was lost, is made again until a pass has read the decision)."""
+    reviewed = AssemblyAnalysisRequest.objects.filter(pk__in=reviewed_since_last_pass())
+    return [
+        request.pk for request in reviewed if request.flow_run_id and _resume(request.pk, request.flow_run_id)
+    ]
+
+
 def wake_requests(ended: set[int]) -> list[int]:
     """After a poll: resume the requests whose jobs ended, and those granted the slots their jobs freed.
 
@@ -170,6 +181,7 @@ class _Unfinished(NamedTuple):
     """What the sweep reads of an unfinished request (the progress figures are None when it has no progress row)."""
 
     pk: int
+    status: str
     run_id: str  # its flow run's id
     progress_row: int | None
     last_read_at: datetime | None
@@ -202,6 +214,7 @@ def _sweep(now: datetime | None) -> SweepReport:
     report = SweepReport(cancelled=carry_out_pending_cancellations(), cleaned=clean_work_directories(now))
     # Free slots go to the requests waiting longest for one; only those are resumed (see capacity.py).
     report.resumed = resume_requests(set(grant_free_slots(build_jobs_service(), now)))
+    report.resumed += resume_reviewed_requests()
 
     active = AssemblyAnalysisRequest.objects.filter(status__in=AssemblyAnalysisRequest.ACTIVE_STATUSES)
     # Tuples of what is read below, the flow run id taken out of the metadata by PostgreSQL: at 10,000 unfinished
@@ -221,6 +234,7 @@ def _sweep(now: datetime | None) -> SweepReport:
         .filter(run_id__gt="")
         .values_list(
             "pk",
+            "status",
             "run_id",
             "progress_row",
             "last_read_at",
@@ -282,7 +296,9 @@ def _sweep(now: datetime | None) -> SweepReport:
             waiting_for_a_process.add(request.pk)
         if state == StateType.PAUSED:
             if request.pk in report.resumed:
-                continue  # granted a slot above, and resumed then
+                continue  # granted a slot or reviewed above, and resumed then
+            if request.status == Status.AWAITING_APPROVAL:
+                continue  # a decision resumes it (above, or when it wakes the service loop)
             if queued_without_grant(request, now):
                 continue  # its grant resumes it (above, or after a poll), and that pass reads its ended jobs
             if request.capacity_wanted:

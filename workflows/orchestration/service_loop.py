@@ -10,7 +10,12 @@ from django.db import close_old_connections
 
 from prefect_utils.poller import Poller
 from workflows.orchestration.cluster import build_jobs_service
-from workflows.orchestration.recovery import carry_out_pending_cancellations, sweep, wake_requests
+from workflows.orchestration.recovery import (
+    carry_out_pending_cancellations,
+    resume_reviewed_requests,
+    sweep,
+    wake_requests,
+)
 from workflows.outbox.dispatch import dispatch_pending_triggers
 from workflows.outbox.notify import send_due_notifications
 from workflows.outbox.wakeup import WakeUps
@@ -62,6 +67,7 @@ def _cluster_loop(stop: threading.Event) -> None:
             now = time.monotonic()
             if woken:
                 _guarded(carry_out_pending_cancellations)
+                _guarded(resume_reviewed_requests)
             if _guarded(poller.due):
                 changed = _guarded(poller.tick)
                 ended = {r.labels.get("request_id") for r in changed or () if r.is_terminal} - {None}

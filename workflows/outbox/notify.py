@@ -31,6 +31,9 @@ _SUBJECTS: dict[str, str] = {
     Notification.Event.FAILED: "failed",
     Notification.Event.CANCELLED: "was cancelled",
     Notification.Event.STUCK: "is stuck",
+    Notification.Event.REJECTED: "was rejected",
+    Notification.Event.AWAITING_APPROVAL: "awaits approval",
+    Notification.Event.APPROVED: "was approved",
 }
 _WHY_STUCK = "Its flow run keeps being recovered (three times in a row or more): an operator should look."
 

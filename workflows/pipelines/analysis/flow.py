@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.runtime import flow_run as current_flow_run
-from prefect.states import Cancelled, Failed
+from prefect.states import Cancelled, Completed, Failed
 
 from analyses.models import AssemblyAnalysisRequest
 from emgapi.log_format import request_context
@@ -141,6 +141,8 @@ def _percent_done(request_id: int, result: PassResult) -> float:
 
 # The name of the state a failed request's flow run ends in (a Failed state: the UI shows it red, with why).
 REQUEST_FAILED = "Request failed"
+# A rejected request's flow run ends Completed under this name: nothing went wrong, someone said no.
+REQUEST_REJECTED = "Rejected"
 
 
 @flow(
@@ -191,7 +193,14 @@ def _one_pass(request_id: int) -> dict[str, Any] | State:
             description=f"Slurm jobs of assembly-analysis request {request_id}",
         )
         post_progress(request_id, _percent_done(request_id, result))
-        if result.waiting:
+        if result.status == AssemblyAnalysisRequest.Status.AWAITING_APPROVAL:
+            logger.warning(
+                "Request %s: %s Suspending until someone approves or rejects it.",
+                request_id,
+                _detail(request_id),
+            )
+            suspend_while_jobs_run()
+        elif result.waiting:
             logger.info("Request %s: suspending until one of its Slurm jobs ends", request_id)
             suspend_while_jobs_run()
     if result.status == AssemblyAnalysisRequest.Status.CANCELLED:
@@ -207,7 +216,15 @@ def _one_pass(request_id: int) -> dict[str, Any] | State:
         if status == AssemblyAnalysisRequest.Status.FAILED:
             logger.warning("Request %s failed: %s", request_id, detail)
             return Failed(name=REQUEST_FAILED, message=f"Request {request_id} failed: {detail}")
+    if result.status == AssemblyAnalysisRequest.Status.REJECTED:
+        detail = _detail(request_id)
+        logger.warning("Request %s: %s", request_id, detail)
+        return Completed(name=REQUEST_REJECTED, message=f"Request {request_id}: {detail}")
     return {"status": result.status, "succeeded": result.succeeded, "failed": result.failed}
+
+
+def _detail(request_id: int) -> str:
+    return AssemblyAnalysisRequest.objects.values_list("status_detail", flat=True).get(pk=request_id)
 
 
 def _cancelled(request_id: int) -> bool:
