@@ -190,6 +190,8 @@ def flows_server_env(request, transactional_db, gated_stub, tmp_path) -> dict[st
         "SLURM_POLL_MAX_SECONDS": "2",
         # One retry: an outage reaches the poller in seconds, not the production ~45 s (tests/chaos wait for it).
         "SLURM_COMMAND_RETRIES": "1",
+        # A test's own settings for the flow server, e.g. `flows_env(APPROVAL_THRESHOLD_CPU_HOURS="1")`.
+        **(flows_env.kwargs if (flows_env := request.node.get_closest_marker("flows_env")) else {}),
     }
 
 

@@ -6,10 +6,11 @@ from collections.abc import Callable
 import pytest
 from playwright.sync_api import Page, expect
 
-from analyses.models import AssemblyAnalysisRequest
+from analyses.models import AssemblyAnalysisRequest, Notification
 from tests.browser.admin_pages import REQUESTS, field, log_in
 from tests.slurm_support import poll_until
-from workflows.models import ClusterJob
+from tests.stack import flow_run_of, post_request, request_status, suspended
+from workflows.models import ClusterJob, RequestProgress
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.linger]
 
@@ -154,3 +155,63 @@ def test_a_running_request_is_cancelled_from_the_admin(page: Page, superuser, fl
     request.refresh_from_db()
     assert request.status == "cancelled" and request.cancelled_by == superuser
     assert set(ClusterJob.objects.filter(request=request).values_list("state", flat=True)) == {"CANCELLED"}
+
+
+@pytest.mark.flows_env(APPROVAL_THRESHOLD_CPU_HOURS="1")
+def test_costly_requests_wait_suspended_until_approved_or_rejected_in_the_admin(
+    page: Page, superuser, flows_server, user_client
+):
+    approved = post_request(user_client, "PRJEB00001")
+    rejected = post_request(user_client, "PRJEB00002")
+    for request in (approved, rejected):
+        # Held before its first job, its flow run suspended: no process waits for the decision.
+        poll_until(
+            lambda request=request: request_status(request) == "awaiting_approval" and suspended(request),
+            timeout=120,
+            what=f"request {request.pk} to wait for approval, suspended",
+        )
+        assert not ClusterJob.objects.filter(request=request).exists()
+    log_in(page)
+
+    page.goto(f"{REQUESTS}{rejected.pk}/change/")
+    expect(field(page, "status_detail")).to_contain_text("a request may spend unasked")
+    # The sweeps since (one a second here) left both suspended: only a decision resumes them.
+    assert RequestProgress.objects.filter(request__in=[approved, rejected], resumes__gt=0).count() == 0
+    page.get_by_role("button", name="Reject").click()
+    expect(page.locator(".emgapi-review-targets")).to_contain_text("estimated")
+    page.fill("#id_reason", "Ask for the runs you need, not the study.")
+    page.get_by_role("button", name="Yes, reject 1 request").click()
+    expect(page.locator(".messagelist .success")).to_have_text("Rejected 1 request(s).")
+    expect(field(page, "status")).to_have_text("Rejected")
+
+    page.goto(f"{REQUESTS}{approved.pk}/change/")
+    page.get_by_role("button", name="Approve").click()
+    page.get_by_role("button", name="Yes, approve 1 request").click()
+    expect(page.locator(".messagelist .success")).to_have_text("Approved 1 request(s).")
+    reload_until(
+        page,
+        lambda: field(page, "status").inner_text() in ("Completed", "Failed"),
+        timeout=400,
+        what="the approved request to run and finish",
+    )
+    expect(field(page, "status")).to_have_text("Completed")
+    expect(field(page, "reviewed_by")).to_have_text("admin")
+
+    # The rejected one's flow run was resumed to end, and says so in the dashboard; it never had a job.
+    poll_until(
+        lambda: flow_run_of(rejected).state.name == "Rejected",
+        timeout=60,
+        what="the rejected request's flow run to end",
+    )
+    assert flow_run_of(rejected).state.type.value == "COMPLETED"
+    assert not ClusterJob.objects.filter(request=rejected).exists()
+    told = {
+        request.pk: list(
+            Notification.objects.filter(request=request).order_by("created").values_list("event", flat=True)
+        )
+        for request in (approved, rejected)
+    }
+    assert told == {
+        approved.pk: ["awaiting_approval", "approved", "completed"],
+        rejected.pk: ["awaiting_approval", "rejected"],
+    }

@@ -168,3 +168,43 @@ def test_every_action_needs_the_change_permission(case: Case, role: str):
         assert after != before, f"{case.action} did nothing for {role}"
     else:
         assert after == before, f"{case.action} changed the row for {role}"
+
+
+def awaiting_request() -> AssemblyAnalysisRequest:
+    request = AssemblyAnalysisRequest.objects.create(study_accession="PRJEB00003")
+    AssemblyAnalysisRequest.objects.filter(pk=request.pk).update(
+        status=AssemblyAnalysisRequest.Status.AWAITING_APPROVAL, status_detail="Awaiting approval: costly."
+    )
+    return request
+
+
+@pytest.mark.parametrize(
+    "codenames, allowed",
+    [(["view", "change"], False), (["view", "approve"], True)],
+    ids=["change permission", "approve permission"],
+)
+@pytest.mark.parametrize("action, status", [("approve_requests", "running"), ("reject_requests", "rejected")])
+def test_approving_and_rejecting_need_the_approve_permission(codenames, allowed, action, status):
+    # The API's approve and reject ask for the same permission (tests/workflows/test_approval.py).
+    client = _staff("reviewer", "analyses/assemblyanalysisrequest", codenames)
+    request = awaiting_request()
+    changelist = "/admin/analyses/assemblyanalysisrequest/"
+    offered = [name for name, _ in client.get(changelist).context["action_form"].fields["action"].choices]
+    assert (action in offered) is allowed, offered
+    buttons = [name for name, _ in client.get(f"{changelist}{request.pk}/change/").context["steering_actions"]]
+    assert (action in buttons) is allowed, buttons
+
+    chosen = {"action": action, "_selected_action": [request.pk], "confirmed": "yes", "reason": "seen"}
+    assert client.post(changelist, chosen, follow=True).status_code == 200
+    request.refresh_from_db()
+    assert request.status == (status if allowed else "awaiting_approval")
+
+
+def test_a_rejection_in_the_admin_asks_for_its_reason_again_without_one():
+    client = _staff("reviewer", "analyses/assemblyanalysisrequest", ["view", "approve"])
+    request = awaiting_request()
+    chosen = {"action": "reject_requests", "_selected_action": [request.pk], "confirmed": "yes", "reason": " "}
+    page = client.post("/admin/analyses/assemblyanalysisrequest/", chosen)
+    assert b"A rejection needs a reason" in page.content
+    request.refresh_from_db()
+    assert request.status == "awaiting_approval"

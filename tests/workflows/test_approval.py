@@ -29,7 +29,9 @@ def a_pass(request: AssemblyAnalysisRequest, jobs):
 
 
 def events(request: AssemblyAnalysisRequest) -> list[str]:
-    return list(Notification.objects.filter(request=request).order_by("created").values_list("event", flat=True))
+    return list(
+        Notification.objects.filter(request=request).order_by("created").values_list("event", flat=True)
+    )
 
 
 def test_a_request_over_the_threshold_waits_for_approval_then_runs(
@@ -48,7 +50,10 @@ def test_a_request_over_the_threshold_waits_for_approval_then_runs(
     assert reviewed_since_last_pass() == []
 
     shown = user_client.get(f"{URL}{request.pk}/").json()
-    assert (shown["status"], shown["estimated_cpu_hours"]) == ("awaiting_approval", request.estimated_cpu_hours)
+    assert (shown["status"], shown["estimated_cpu_hours"]) == (
+        "awaiting_approval",
+        request.estimated_cpu_hours,
+    )
     # The requester may not approve their own request; the approver sees it although it is not theirs.
     assert user_client.post(f"{URL}{request.pk}/approve/", {}, format="json").status_code == 403
     answer = approver_client.post(f"{URL}{request.pk}/approve/", {"reason": "budget agreed"}, format="json")
@@ -69,7 +74,9 @@ def test_a_request_over_the_threshold_waits_for_approval_then_runs(
         carry_out_cancellation(request.pk)
 
 
-def test_a_rejected_request_ends_with_the_reason_and_no_job(pipeline_world, jobs, user_client, approver_client):
+def test_a_rejected_request_ends_with_the_reason_and_no_job(
+    pipeline_world, jobs, user_client, approver_client
+):
     pipeline_world.APPROVAL_THRESHOLD_CPU_HOURS = 1
     request = post(user_client)
     a_pass(request, jobs)
@@ -77,7 +84,9 @@ def test_a_rejected_request_ends_with_the_reason_and_no_job(pipeline_world, jobs
 
     answer = approver_client.post(f"{URL}{request.pk}/reject/", {}, format="json")
     assert answer.status_code == 400 and "reason" in answer.json()
-    answer = approver_client.post(f"{URL}{request.pk}/reject/", {"reason": "5,000 runs: ask for a subset"}, format="json")
+    answer = approver_client.post(
+        f"{URL}{request.pk}/reject/", {"reason": "5,000 runs: ask for a subset"}, format="json"
+    )
     assert answer.status_code == 200 and answer.json()["status"] == "rejected"
     assert reviewed_since_last_pass() == [request.pk]  # resumed, its flow run ends
 
@@ -94,7 +103,9 @@ def test_a_rejected_request_ends_with_the_reason_and_no_job(pipeline_world, jobs
 def test_resources_over_the_sites_caps_wait_for_approval(pipeline_world, jobs, user_client):
     pipeline_world.REQUEST_RESOURCE_CAPS = {"cpus": 4, "memory_mb": 2048, "time_limit_minutes": 600}
     request = post(user_client, resources={"assembly": {"cpus": 8, "memory_mb": 2048}})
-    assert user_client.get(f"{URL}{request.pk}/").json()["resources"] == {"assembly": {"cpus": 8, "memory_mb": 2048}}
+    assert user_client.get(f"{URL}{request.pk}/").json()["resources"] == {
+        "assembly": {"cpus": 8, "memory_mb": 2048}
+    }
     a_pass(request, jobs)
     assert request.status == AWAITING
     assert "resources over the site's caps (assembly.cpus 8 > 4)" in request.status_detail
@@ -105,7 +116,10 @@ def test_a_request_under_the_threshold_and_caps_runs_unasked(pipeline_world, job
     result = a_pass(request, jobs)
     try:
         assert request.status == "running" and result.submitted
-        assert request.estimated_cpu_hours and request.estimated_cpu_hours < pipeline_world.APPROVAL_THRESHOLD_CPU_HOURS
+        assert (
+            request.estimated_cpu_hours
+            and request.estimated_cpu_hours < pipeline_world.APPROVAL_THRESHOLD_CPU_HOURS
+        )
         assert events(request) == []
     finally:
         carry_out_cancellation(request.pk)
