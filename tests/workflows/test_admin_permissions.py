@@ -191,7 +191,9 @@ def test_approving_and_rejecting_need_the_approve_permission(codenames, allowed,
     changelist = "/admin/analyses/assemblyanalysisrequest/"
     offered = [name for name, _ in client.get(changelist).context["action_form"].fields["action"].choices]
     assert (action in offered) is allowed, offered
-    buttons = [name for name, _ in client.get(f"{changelist}{request.pk}/change/").context["steering_actions"]]
+    buttons = [
+        name for name, _ in client.get(f"{changelist}{request.pk}/change/").context["steering_actions"]
+    ]
     assert (action in buttons) is allowed, buttons
 
     chosen = {"action": action, "_selected_action": [request.pk], "confirmed": "yes", "reason": "seen"}
@@ -203,7 +205,12 @@ def test_approving_and_rejecting_need_the_approve_permission(codenames, allowed,
 def test_a_rejection_in_the_admin_asks_for_its_reason_again_without_one():
     client = _staff("reviewer", "analyses/assemblyanalysisrequest", ["view", "approve"])
     request = awaiting_request()
-    chosen = {"action": "reject_requests", "_selected_action": [request.pk], "confirmed": "yes", "reason": " "}
+    chosen = {
+        "action": "reject_requests",
+        "_selected_action": [request.pk],
+        "confirmed": "yes",
+        "reason": " ",
+    }
     page = client.post("/admin/analyses/assemblyanalysisrequest/", chosen)
     assert b"A rejection needs a reason" in page.content
     request.refresh_from_db()
