@@ -2,6 +2,7 @@
 
 import re
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -163,12 +164,14 @@ def test_costly_requests_wait_suspended_until_approved_or_rejected_in_the_admin(
 ):
     approved = post_request(user_client, "PRJEB00001")
     rejected = post_request(user_client, "PRJEB00002")
+
+    def held(request: AssemblyAnalysisRequest) -> bool:
+        return request_status(request) == "awaiting_approval" and suspended(request)
+
     for request in (approved, rejected):
         # Held before its first job, its flow run suspended: no process waits for the decision.
         poll_until(
-            lambda request=request: request_status(request) == "awaiting_approval" and suspended(request),
-            timeout=120,
-            what=f"request {request.pk} to wait for approval, suspended",
+            partial(held, request), timeout=120, what=f"request {request.pk} to wait for approval, suspended"
         )
         assert not ClusterJob.objects.filter(request=request).exists()
     log_in(page)
