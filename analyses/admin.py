@@ -20,6 +20,7 @@ from analyses.models import (
     Run,
     Sample,
     Study,
+    StudyChange,
     StudyResult,
     WebhookDelivery,
     WebhookEndpoint,
@@ -28,6 +29,7 @@ from analyses.selectors import active_request, analyses_by_pipeline
 from analyses.services import (
     MAX_CANCEL_REASON,
     MAX_REVIEW_REASON,
+    REJECTION_NEEDS_REASON,
     NotAwaitingApproval,
     RequestAlreadyFinished,
     cancel_assembly_analysis_request,
@@ -48,8 +50,16 @@ class BiomeAdmin(admin.ModelAdmin):
 
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
-    list_display = ["accession", "ena_accession", "title", "biome", "last_synced_with_ena", "created"]
-    list_filter = ["biome", "created"]
+    list_display = [
+        "accession",
+        "ena_accession",
+        "title",
+        "biome",
+        "watched_by",
+        "last_synced_with_ena",
+        "created",
+    ]
+    list_filter = ["biome", "created", ("watched_by", admin.EmptyFieldListFilter)]
     search_fields = ["accession", "ena_accession", "secondary_ena_accession", "title"]
     readonly_fields = [
         "accession",
@@ -58,11 +68,15 @@ class StudyAdmin(admin.ModelAdmin):
         "analyses_by_pipeline",
         "requests",
         "last_synced_with_ena",
+        "change_log",
         "created",
         "updated",
     ]
     autocomplete_fields = ["biome"]
-    list_select_related = ["biome"]
+    raw_id_fields = ["watched_by"]
+    list_select_related = ["biome", "watched_by"]
+    # The newest change log entries shown on a study's page; the rest are a link away.
+    CHANGES_SHOWN = 20
     # What a sync writes from ENA: once synced, ENA is where they change (a hand edit would be overwritten).
     SYNCED_FROM_ENA = ["ena_accession", "secondary_ena_accession", "title", "description"]
 
@@ -103,6 +117,33 @@ class StudyAdmin(admin.ModelAdmin):
             ((url, study.pk, pipeline, pipeline, count) for pipeline, count in groups),
         )
 
+    @admin.display(description="change log")
+    def change_log(self, study: Study) -> SafeString | str:
+        """What the syncs with ENA found changed, newest first: runs added, withdrawn, checksums, metadata."""
+        changes = list(study.changes.all()[: self.CHANGES_SHOWN]) if study.pk is not None else []
+        if not changes:
+            return "—"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            (
+                (
+                    f"{change.synced_at:%Y-%m-%d %H:%M}",
+                    change.get_kind_display(),
+                    change.run_accession,
+                    change.detail or "",
+                )
+                for change in changes
+            ),
+        )
+        everything = reverse("admin:analyses_studychange_changelist") + f"?study__id__exact={study.pk}"
+        return format_html(
+            '<table class="emgapi-changes"><tr><th>synced</th><th>change</th><th>run</th><th>what</th></tr>{}</table>'
+            '<a href="{}">the whole change log</a>',
+            rows,
+            everything,
+        )
+
     @admin.display(description="at ENA")
     def at_ena(self, study: Study) -> SafeString | str:
         if not study.ena_accession:
@@ -112,6 +153,23 @@ class StudyAdmin(admin.ModelAdmin):
             study.ena_accession,
             study.ena_accession,
         )
+
+
+@admin.register(StudyChange)
+class StudyChangeAdmin(admin.ModelAdmin):
+    """Every study's change log (written by syncs with ENA, never edited)."""
+
+    list_display = ["synced_at", "study", "kind", "run_accession", "detail"]
+    list_filter = ["kind", "synced_at"]
+    search_fields = ["study__accession", "study__ena_accession", "run_accession"]
+    list_select_related = ["study"]
+    raw_id_fields = ["study"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: StudyChange | None = None) -> bool:
+        return False
 
 
 @admin.register(Sample)
@@ -131,9 +189,16 @@ class RunAdmin(admin.ModelAdmin):
         "library_strategy",
         "library_layout",
         "qa_status",
+        "withdrawn_at",
         "created",
     ]
-    list_filter = ["qa_status", "library_strategy", "library_layout", "instrument_platform"]
+    list_filter = [
+        "qa_status",
+        ("withdrawn_at", admin.EmptyFieldListFilter),
+        "library_strategy",
+        "library_layout",
+        "instrument_platform",
+    ]
     search_fields = ["accession", "sample__accession", "study__accession", "study__ena_accession"]
     list_select_related = ["study", "sample"]
     raw_id_fields = ["study", "sample"]
@@ -344,7 +409,7 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
         if len(reason) > MAX_REVIEW_REASON:
             error = f"The reason has {len(reason)} characters; at most {MAX_REVIEW_REASON} are kept."
         elif not approve and request.POST.get("confirmed") == "yes" and not reason:
-            error = "A rejection needs a reason: the requester is told it."
+            error = REJECTION_NEEDS_REASON
         if request.POST.get("confirmed") != "yes" or error:
             verb = "Approve" if approve else "Reject"
             context = {

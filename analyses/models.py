@@ -94,6 +94,14 @@ class Study(TimestampedModel):
     description = models.TextField(blank=True)
     biome = models.ForeignKey(Biome, null=True, blank=True, on_delete=models.PROTECT, related_name="studies")
     last_synced_with_ena = models.DateTimeField(null=True, blank=True)
+    watched_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="watched_studies",
+        help_text="New runs a sync finds start an incremental request of this user's, of those runs only.",
+    )
 
     class Meta:
         ordering = ["-created"]
@@ -160,12 +168,44 @@ class Run(TimestampedModel):
         max_length=10, choices=QaStatus.choices, default=QaStatus.PENDING, db_index=True
     )
     qa_reason = models.TextField(blank=True, help_text="Why the run was not usable, when QA failed.")
+    withdrawn_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When a sync no longer found it in ENA (withdrawn or suppressed): never planned again; its "
+        "analyses stay.",
+    )
 
     class Meta:
         ordering = ["accession"]
 
     def __str__(self) -> str:
         return self.accession
+
+
+class StudyChange(models.Model):
+    """What a sync with ENA found changed in a study since the last one: its change log (nothing is deleted)."""
+
+    class Kind(models.TextChoices):
+        RUN_ADDED = "run_added", "Run added"
+        RUN_WITHDRAWN = "run_withdrawn", "Run withdrawn or suppressed"
+        RUN_RESTORED = "run_restored", "Run listed again"
+        CHECKSUMS_CHANGED = "checksums_changed", "Checksums changed"
+        METADATA_CHANGED = "metadata_changed", "Metadata changed"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="changes")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    run_accession = models.CharField(max_length=20, blank=True, help_text="Empty: the study's own metadata.")
+    detail = models.JSONField(
+        default=dict, blank=True, help_text="What changed: each field with its value before and after."
+    )
+    synced_at = models.DateTimeField(help_text="The sync that found it (its changes share this time).")
+
+    class Meta:
+        ordering = ["-synced_at", "-id"]
+        indexes = [models.Index(fields=["study", "-synced_at"], name="study_change_newest")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.run_accession}".strip()
 
 
 class ProcessingStatus(models.TextChoices):

@@ -22,6 +22,7 @@ from analyses.models import (
     Notification,
     Run,
     Study,
+    StudyChange,
     StudyResult,
     WebhookDelivery,
     WebhookEndpoint,
@@ -129,6 +130,7 @@ class RunSummarySerializer(ApiModelSerializer):
             "library_layout",
             "read_count",
             "qa_status",
+            "withdrawn_at",
             "qa_reason",
         ]
 
@@ -162,6 +164,12 @@ class StudySerializer(ApiModelSerializer):
         ]
 
 
+class StudyChangeSerializer(ApiModelSerializer):
+    class Meta:
+        model = StudyChange
+        fields = ["kind", "run_accession", "detail", "synced_at"]
+
+
 class PipelineAnalysesSerializer(serializers.Serializer):
     pipeline = serializers.CharField()
     analyses = serializers.IntegerField()
@@ -191,6 +199,8 @@ class StudyDetailSerializer(StudySerializer):
     analyses = serializers.SerializerMethodField()
     analyses_by_pipeline = serializers.SerializerMethodField()
     results = StudyResultSerializer(many=True, read_only=True)
+    watched_by = serializers.CharField(source="watched_by.username", default=None, read_only=True)
+    changes = serializers.SerializerMethodField()
 
     class Meta(StudySerializer.Meta):
         fields = [
@@ -200,7 +210,14 @@ class StudyDetailSerializer(StudySerializer):
             "analyses",
             "analyses_by_pipeline",
             "results",
+            "watched_by",
+            "changes",
         ]
+
+    @extend_schema_field(serializers.URLField())
+    def get_changes(self, obj: Study) -> str:
+        """Its change log: what each sync with ENA found changed (runs added, withdrawn, checksums, metadata)."""
+        return reverse("study-changes", args=[obj.accession], request=self.context.get("request"))
 
     @extend_schema_field(PipelineAnalysesSerializer(many=True))
     def get_analyses_by_pipeline(self, obj: Study) -> list[dict[str, Any]]:

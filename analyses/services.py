@@ -2,7 +2,7 @@
 
 import hashlib
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from analyses.models import (
     AssemblyAnalysisRequest,
     IdempotencyKey,
     Notification,
+    Study,
     WebhookDelivery,
     WebhookEndpoint,
 )
@@ -97,6 +98,7 @@ def create_assembly_analysis_request(
     requester: User | AnonymousUser | None,
     force: bool = False,
     resources: Mapping[str, Mapping[str, int]] | None = None,
+    runs: Sequence[str] | None = None,
 ) -> AssemblyAnalysisRequest:
     """Create the request (and, through the workflow layer's post_save, its trigger) in one transaction.
 
@@ -104,9 +106,10 @@ def create_assembly_analysis_request(
     cannot both create one; the loser gets ActiveRequestExists naming the winner. `force` starts another anyway.
     `resources` overrides the pipeline's per-step resources for this request only, e.g.
     ``{"assembly": {"memory_mb": 256000}}``; a mistake in it fails the request's planning, naming the step.
+    `runs` restricts it to those runs of the study (an incremental request, started by a sync of a watched study).
     """
     return submit_assembly_analysis_request(
-        study_accession=study_accession, requester=requester, force=force, resources=resources
+        study_accession=study_accession, requester=requester, force=force, resources=resources, runs=runs
     ).request
 
 
@@ -126,6 +129,7 @@ def submit_assembly_analysis_request(
     force: bool = False,
     idempotency_key: str | None = None,
     resources: Mapping[str, Mapping[str, int]] | None = None,
+    runs: Sequence[str] | None = None,
 ) -> Submission:
     """create_assembly_analysis_request, plus an optional Idempotency-Key (the requester's, for this body).
 
@@ -138,6 +142,8 @@ def submit_assembly_analysis_request(
     body: dict[str, Any] = {"study_accession": study_accession, "force": force}
     if resources:
         body["resources"] = {step: dict(values) for step, values in resources.items()}
+    if runs is not None:
+        body["runs"] = sorted(runs)
     digest = body_hash(body)
     if idempotency_key is not None and (seen := _seen_key(requester, idempotency_key, digest)):
         return seen
@@ -145,7 +151,7 @@ def submit_assembly_analysis_request(
         study_accession=study_accession,
         requester=requester,
         forced=force,
-        request_metadata={"resources": body["resources"]} if resources else {},
+        request_metadata={key: body[key] for key in ("resources", "runs") if key in body},
     )
     # The constraints are checked below, by the database, where a concurrent insert cannot slip past them.
     request.full_clean(validate_constraints=False)
@@ -259,6 +265,7 @@ def cancel_assembly_analysis_request(
 
 # The longest reason an approval or rejection takes (the API's and the admin's forms say so).
 MAX_REVIEW_REASON = 500
+REJECTION_NEEDS_REASON = "A rejection needs a reason: the requester is told it."
 
 
 def may_approve(user: User | AnonymousUser | None) -> bool:
@@ -273,7 +280,7 @@ def review_assembly_analysis_request(
     """Approve (it runs: its suspended flow run is resumed by the service loop) or reject (it ends, with the
     reason) a request awaiting approval; its requester is told either way. A rejection needs a reason."""
     if not approve and not reason.strip():
-        raise ServiceError("A rejection needs a reason: the requester is told it.", field="reason")
+        raise ServiceError(REJECTION_NEEDS_REASON, field="reason")
     with transaction.atomic():
         locked = AssemblyAnalysisRequest.objects.select_for_update().get(pk=request.pk)
         if locked.status != AssemblyAnalysisRequest.Status.AWAITING_APPROVAL:
@@ -288,6 +295,40 @@ def review_assembly_analysis_request(
         locked.save(update_fields=["status", "status_detail", "reviewed_at", "reviewed_by", "updated"])
         _notify(locked, Notification.Event.APPROVED if approve else Notification.Event.REJECTED)
         request_reviewed.send(sender=AssemblyAnalysisRequest, request=locked)
+    return locked
+
+
+class WatchedByAnother(Conflict):
+    """A study has one watcher: the requester of its incremental requests."""
+
+    code = "watched_by_another"
+
+    def __init__(self, study: Study) -> None:
+        super().__init__(
+            f"Study {study.accession} is watched by {study.watched_by}: they must stop watching it first.",
+            watched_by=str(study.watched_by),
+        )
+
+
+def watch_study(study: Study, user: User | AnonymousUser) -> Study:
+    """From the next sync on, new runs of `study` start an incremental request of `user`'s, of those runs only."""
+    with transaction.atomic():
+        locked = Study.objects.select_for_update(of=("self",)).select_related("watched_by").get(pk=study.pk)
+        if locked.watched_by_id not in (None, user.pk):
+            raise WatchedByAnother(locked)
+        locked.watched_by = user if user.is_authenticated else None
+        locked.save(update_fields=["watched_by", "updated"])
+    return locked
+
+
+def unwatch_study(study: Study, user: User | AnonymousUser) -> Study:
+    """Stop watching `study`: its watcher, or a holder of the study's change permission (staff, say)."""
+    with transaction.atomic():
+        locked = Study.objects.select_for_update(of=("self",)).select_related("watched_by").get(pk=study.pk)
+        if locked.watched_by_id not in (None, user.pk) and not user.has_perm("analyses.change_study"):
+            raise WatchedByAnother(locked)
+        locked.watched_by = None
+        locked.save(update_fields=["watched_by", "updated"])
     return locked
 
 

@@ -20,7 +20,7 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import ScopedRateThrottle
 
 from analyses.filters import AnalysisFilter, RejectUnknownQueryParameters, StudyFilter
-from analyses.models import Analysis, AssemblyAnalysisRequest, Run, Study, WebhookEndpoint
+from analyses.models import Analysis, AssemblyAnalysisRequest, Run, Study, StudyChange, WebhookEndpoint
 from analyses.pagination import AnalysesByAccession, RunsByAccession
 from analyses.selectors import CHANGE_PERMISSION, requests_visible_to
 from analyses.serializers import (
@@ -30,6 +30,7 @@ from analyses.serializers import (
     CancelSerializer,
     ReviewSerializer,
     RunSummarySerializer,
+    StudyChangeSerializer,
     StudyDetailSerializer,
     StudySerializer,
     WebhookDeliverySerializer,
@@ -38,12 +39,15 @@ from analyses.serializers import (
 )
 from analyses.services import (
     APPROVE_PERMISSION,
+    REJECTION_NEEDS_REASON,
     cancel_assembly_analysis_request,
     may_approve,
     may_change_request,
     review_assembly_analysis_request,
     rotate_webhook_secret,
     submit_assembly_analysis_request,
+    unwatch_study,
+    watch_study,
 )
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -62,6 +66,15 @@ class CanAddRequests(BasePermission):
 
 
 REVIEW_ACTIONS = frozenset({"approve", "reject"})
+
+
+class StartsRequests(BasePermission):
+    """Watching a study starts requests in the watcher's name: the permission to create them, as for a POST."""
+
+    message = CanAddRequests.message
+
+    def has_permission(self, request: Request, view) -> bool:
+        return request.user.has_perm("analyses.add_assemblyanalysisrequest")
 
 
 class IsRequesterOrMayChange(BasePermission):
@@ -168,6 +181,43 @@ class StudyAnalysesView(StudyChildren):
         if getattr(self, "swagger_fake_view", False):
             return Analysis.objects.none()
         return Analysis.objects.filter(study_id=self.study_id()).select_related("run")
+
+
+@extend_schema(
+    summary="A study's change log: what each sync with ENA found changed, newest first",
+    parameters=[OpenApiParameter("accession", str, "path")],
+)
+class StudyChangesView(StudyChildren):
+    serializer_class = StudyChangeSerializer
+
+    def get_queryset(self) -> QuerySet[StudyChange]:
+        if getattr(self, "swagger_fake_view", False):
+            return StudyChange.objects.none()
+        return StudyChange.objects.filter(study_id=self.study_id()).order_by("-synced_at", "-id")
+
+
+class StudyWatchView(generics.GenericAPIView):
+    """Watch a study (POST): new runs its syncs find start an incremental request of yours; DELETE stops it."""
+
+    serializer_class = StudyDetailSerializer
+    permission_classes = [IsAuthenticated, StartsRequests]
+
+    def get_object(self) -> Study:
+        return get_object_or_404(StudyViewSet().get_queryset(), accession=self.kwargs["accession"])
+
+    @extend_schema(
+        summary="Watch a study", request=None, parameters=[OpenApiParameter("accession", str, "path")]
+    )
+    def post(self, request: Request, accession: str) -> Response:
+        watch_study(self.get_object(), request.user)
+        return Response(self.get_serializer(self.get_object()).data)
+
+    @extend_schema(
+        summary="Stop watching a study", request=None, parameters=[OpenApiParameter("accession", str, "path")]
+    )
+    def delete(self, request: Request, accession: str) -> Response:
+        unwatch_study(self.get_object(), request.user)
+        return Response(self.get_serializer(self.get_object()).data)
 
 
 @extend_schema_view(
@@ -334,7 +384,7 @@ class AssemblyAnalysisRequestViewSet(
         body.is_valid(raise_exception=True)
         reason = body.validated_data.get("reason", "")
         if not approve and not reason.strip():
-            raise ValidationError({"reason": ["A rejection needs a reason: the requester is told it."]})
+            raise ValidationError({"reason": [REJECTION_NEEDS_REASON]})
         instance = review_assembly_analysis_request(instance, approve=approve, by=request.user, reason=reason)
         return Response(self.get_serializer(instance).data)
 

@@ -12,3 +12,6 @@ os.environ.setdefault("SECRET_KEY", f"dev-and-test-only-secret-key-{socket.getho
 os.environ.setdefault("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/emgapi")
 os.environ.setdefault("PREFECT_API_URL", "http://127.0.0.1:4200/api")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The suite's flow servers register no re-sync schedule: each test database's deployment would leave scheduled runs
+# on the shared Prefect server (tests/workflows/test_resync.py checks the schedule the deployment is given).
+os.environ.setdefault("ENA_RESYNC_CRON", "")

@@ -101,7 +101,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# The site's time zone: the admin's times, and the scheduled ENA re-sync's cron.
+TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 
@@ -211,6 +212,12 @@ EMGAPI_ENVIRONMENT = os.environ.get("EMGAPI_ENVIRONMENT", "")
 # A hanging Prefect must not hold up the service loop for long: Prefect down means "retry later".
 PREFECT_DISPATCH_TIMEOUT_SECONDS = float(os.environ.get("PREFECT_DISPATCH_TIMEOUT_SECONDS", "3"))
 ENA_PORTAL_API_URL = os.environ.get("ENA_PORTAL_API_URL", "https://www.ebi.ac.uk/ena/portal/api")
+# The study-sync deployment's schedule (cron, in TIME_ZONE; empty: none): each run re-syncs a batch of the studies
+# last synced over ENA_RESYNC_MIN_AGE_HOURS ago, oldest first, ENA_RESYNC_PAUSE_SECONDS apart (workflows/ena/resync.py).
+ENA_RESYNC_CRON = os.environ.get("ENA_RESYNC_CRON", "0 2 * * *")
+ENA_RESYNC_MIN_AGE_HOURS = float(os.environ.get("ENA_RESYNC_MIN_AGE_HOURS", "20"))
+ENA_RESYNC_BATCH = int(os.environ.get("ENA_RESYNC_BATCH", "2000"))
+ENA_RESYNC_PAUSE_SECONDS = float(os.environ.get("ENA_RESYNC_PAUSE_SECONDS", "0.5"))
 JOBS_ROOT = Path(os.environ.get("JOBS_ROOT", BASE_DIR / "var" / "jobs"))
 # The archive's store: each analysis's results are moved to RESULTS_ROOT/<MGYS>/<MGYA>/ by a job on the data
 # movers' partition, with a manifest.

@@ -7,8 +7,10 @@ from analyses.views import (
     AnalysisViewSet,
     AssemblyAnalysisRequestViewSet,
     StudyAnalysesView,
+    StudyChangesView,
     StudyRunsView,
     StudyViewSet,
+    StudyWatchView,
     WebhookEndpointViewSet,
 )
 from emgapi.health import healthz, readyz
@@ -34,6 +36,8 @@ urlpatterns = [
     path("api/auth/", include("rest_framework.urls")),
     path("api/studies/<str:accession>/runs/", StudyRunsView.as_view(), name="study-runs"),
     path("api/studies/<str:accession>/analyses/", StudyAnalysesView.as_view(), name="study-analyses"),
+    path("api/studies/<str:accession>/changes/", StudyChangesView.as_view(), name="study-changes"),
+    path("api/studies/<str:accession>/watch/", StudyWatchView.as_view(), name="study-watch"),
     path(
         "api/assembly-analysis-requests/<int:pk>/jobs/",
         RequestJobsView.as_view(),

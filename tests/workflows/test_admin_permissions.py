@@ -71,7 +71,7 @@ class Case:
     app_model: str
     make: Callable[[], object]
     state: Callable[[object], object]
-    on_request_page: bool = False
+    on_request_page: bool = False  # also a button on the object's page
 
 
 def _request_state(request: object) -> object:
@@ -110,7 +110,7 @@ CASES = [
     Case("cancel_requests", "analyses/assemblyanalysisrequest", pending_request, _request_state, True),
     Case("retry_failed_runs", "analyses/assemblyanalysisrequest", failed_request, _request_state, True),
     Case("redispatch", "analyses/assemblyanalysisrequest", pending_request, _request_state, True),
-    Case("sync_with_ena", "analyses/study", _new_study, _study_state),
+    Case("sync_with_ena", "analyses/study", _new_study, _study_state, True),
     Case("dispatch_now", "workflows/trigger", _failing_trigger, _trigger_state),
 ]
 

@@ -7,9 +7,17 @@ from django.contrib.auth.models import Group, Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from analyses.models import AssemblyAnalysisRequest, Notification, WebhookDelivery, WebhookEndpoint
+from analyses.models import (
+    AssemblyAnalysisRequest,
+    Notification,
+    Study,
+    StudyChange,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from tests.builders import failed_request, populate
 from workflows.models import ClusterJob, PollerLease, StepBatch
 
@@ -45,6 +53,11 @@ def make_rows(count: int) -> None:
         Notification.objects.all()[: max(0, count - WebhookDelivery.objects.count())]
     ):
         WebhookDelivery.objects.create(endpoint=endpoints[i % len(endpoints)], notification=notification)
+    study = Study.objects.order_by("pk")[0]
+    for i in range(StudyChange.objects.count(), count):
+        StudyChange.objects.create(
+            study=study, kind="run_added", run_accession=f"ERR{i}", synced_at=timezone.now()
+        )
     for i in range(PollerLease.objects.count(), count):
         PollerLease.objects.create(name=f"lease-{i}", holder=f"host-{i}")
     permissions = list(Permission.objects.all()[:3])

@@ -5,6 +5,7 @@ workflow layer knows (jobs, trigger, flow run), so the domain never imports the 
 """
 
 import json
+from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
@@ -261,14 +262,55 @@ class StepBatchAdmin(ReadOnlyAdmin):
     ]
 
 
+class SteeringButtons(admin.ModelAdmin):
+    """Actions as buttons on an object's page: each posts the changelist's action for this one object (one code
+    path, one message), and brings the curator back to the page, where the action's message shows. The buttons
+    follow the actions' permissions: an action this user is not offered in the list is not a button either."""
+
+    change_form_template = "admin/steering_change_form.html"
+
+    def page_actions(self, obj: Any) -> list[tuple[str, str]]:
+        """(action name, button label) of the actions that would do something to `obj` now."""
+        return []
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        obj = self.get_object(request, object_id)
+        offered = self.get_actions(request)
+        extra_context = {
+            **(extra_context or {}),
+            "steering_actions": [
+                (action, label) for action, label in self.page_actions(obj) if action in offered
+            ]
+            if obj
+            else [],
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    # django-stubs 6.1 describes Django 6.0, whose response_action also takes `action_location`; 5.2's does not.
+    def response_action(  # type: ignore[override]
+        self, request: HttpRequest, queryset: QuerySet
+    ) -> HttpResponse | None:
+        response = super().response_action(request, queryset)
+        back = request.POST.get("_from_change_page", "")
+        if back.isdigit() and isinstance(response, HttpResponseRedirect):
+            opts = self.model._meta
+            return redirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[int(back)]))
+        return response
+
+
 admin.site.unregister(Study)
 
 
 @admin.register(Study)
-class StudyWorkAdmin(StudyAdmin):
-    """The domain's study admin, with the sync the workflow layer runs."""
+class StudyWorkAdmin(SteeringButtons, StudyAdmin):
+    """The domain's study admin, with the sync the workflow layer runs ("Sync now" on a study's page)."""
 
     actions = ["sync_with_ena"]
+
+    def page_actions(self, obj: Study) -> list[tuple[str, str]]:
+        return [("sync_with_ena", "Sync now")] if obj.ena_accession else []
 
     @admin.action(description="Sync selected studies with ENA", permissions=["change"])
     def sync_with_ena(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
@@ -282,46 +324,21 @@ admin.site.unregister(AssemblyAnalysisRequest)
 
 
 @admin.register(AssemblyAnalysisRequest)
-class AssemblyAnalysisRequestWorkAdmin(AssemblyAnalysisRequestAdmin):
+class AssemblyAnalysisRequestWorkAdmin(SteeringButtons, AssemblyAnalysisRequestAdmin):
     """The domain's request admin, with its flow run, trigger, outcomes and Slurm jobs."""
 
     actions = [*AssemblyAnalysisRequestAdmin.actions, "retry_failed_runs", "redispatch", "delete_selected"]
     WORK_FIELDS = ["flow_run", "dispatch", "outcomes", "jobs"]
-    # Its buttons post the changelist's actions for this one request (one code path, one message).
-    change_form_template = "admin/analyses/assemblyanalysisrequest/work_change_form.html"
+
+    def page_actions(self, obj: AssemblyAnalysisRequest) -> list[tuple[str, str]]:
+        return steering.page_actions(obj, latest_trigger(obj))
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
     ) -> HttpResponse:
-        obj = self.get_object(request, object_id)
-        extra_context = {
-            **(extra_context or {}),
-            # Every field of a saved request is read-only: a Save button would promise an edit it cannot make.
-            "show_save": False,
-            "show_save_and_continue": False,
-            "show_save_and_add_another": False,
-            # The buttons post the changelist's actions, so they follow the same permissions: an action this user
-            # is not offered in the list is not a button either.
-            "steering_actions": [
-                (action, label)
-                for action, label in steering.page_actions(obj, latest_trigger(obj))
-                if action in self.get_actions(request)
-            ]
-            if obj
-            else [],
-        }
-        return super().change_view(request, object_id, form_url, extra_context)
-
-    # django-stubs 6.1 describes Django 6.0, whose response_action also takes `action_location`; 5.2's does not.
-    def response_action(  # type: ignore[override]
-        self, request: HttpRequest, queryset: QuerySet[AssemblyAnalysisRequest]
-    ) -> HttpResponse | None:
-        response = super().response_action(request, queryset)
-        back = request.POST.get("_from_change_page", "")
-        # A button on a request's page brings the curator back to that page, where the action's message shows.
-        if back.isdigit() and isinstance(response, HttpResponseRedirect):
-            return redirect(reverse("admin:analyses_assemblyanalysisrequest_change", args=[int(back)]))
-        return response
+        # Every field of a saved request is read-only: a Save button would promise an edit it cannot make.
+        no_save = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **no_save})
 
     def get_fields(self, request: HttpRequest, obj: AssemblyAnalysisRequest | None = None) -> FieldNames:
         fields = super().get_fields(request, obj)

@@ -42,9 +42,8 @@ Status = AssemblyAnalysisRequest.Status
 class PassResult:
     request_id: int
     status: str  # the request's status after the pass
-    waiting: (
-        bool  # jobs are pending or running (or steps wait for cluster capacity, or the request for approval)
-    )
+    # Jobs are pending or running, or steps wait for cluster capacity, or the request waits for approval.
+    waiting: bool
     read_at: datetime
     submitted: list[str] = field(default_factory=list)  # submission keys
     ingested: list[str] = field(default_factory=list)  # run accessions
@@ -224,9 +223,8 @@ def _pass(
     request = AssemblyAnalysisRequest.objects.get(pk=request_id)
     if request.is_terminal:
         return _stopped(request_id, request.status, read_at)
-    if (
-        request.status == Status.AWAITING_APPROVAL
-    ):  # still undecided: a rerun, or a resume that found no decision
+    if request.status == Status.AWAITING_APPROVAL:
+        # Still undecided (a rerun, or a resume that came before the decision): suspend again, with this run's id.
         if flow_run_id:
             record_request_state(
                 request_id, metadata={"flow_run_id": flow_run_id}, from_statuses=[request.status]

@@ -6,6 +6,7 @@ from typing import Any, cast
 from django.conf import settings
 from prefect import Flow
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.schedules import Cron, Schedule
 
 from workflows.django_env import ensure_django
 
@@ -48,8 +49,24 @@ def runner_deployments(*, work_pool: str | None = None) -> list[RunnerDeployment
                 # to workers, or back) is the same record but for its work pool, and in-flight runs follow it.
                 entrypoint_type=EntrypointType.MODULE_PATH,
                 concurrency_limit=settings.WORKFLOWS_CONCURRENCY_LIMITS.get(full_name),
+                schedules=schedules(full_name),
                 **pool,
             ),
         )
         for full_name, (flow, deployment_name) in FLOWS.items()
+    ]
+
+
+def schedules(full_name: str) -> list[Schedule]:
+    """The study sync's daily re-sync of the studies due (ENA_RESYNC_CRON, in the site's time zone); none else."""
+    if full_name != deployments.STUDY_SYNC or not settings.ENA_RESYNC_CRON:
+        return []
+    return [
+        Cron(
+            settings.ENA_RESYNC_CRON,
+            timezone=settings.TIME_ZONE,
+            # No study: the due ones. Its environment, as the dispatcher gives every run of ours.
+            parameters={"environment": deployments.environment()},
+            slug="ena-resync",
+        )
     ]

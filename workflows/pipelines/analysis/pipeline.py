@@ -157,9 +157,12 @@ class StudyAnalysis:
         steps: list[PlannedStep] = []
         rejected = dict(sync.rejected)
         routes: dict[int, list[RouteLeg]] = {}
-        runs = list(
-            Run.objects.filter(pk__in=sync.usable_run_ids).select_related("study").order_by("accession")
-        )
+        usable = Run.objects.filter(pk__in=sync.usable_run_ids)
+        if (only := (request.request_metadata or {}).get("runs")) is not None:
+            # An incremental request (a watched study's new runs): those runs only, the others are done.
+            usable = usable.filter(accession__in=only)
+            rejected = {accession: why for accession, why in rejected.items() if accession in only}
+        runs = list(usable.select_related("study").order_by("accession"))
         for run in runs:
             entry, refusal = pipelines.route_of(
                 run.library_strategy, run.library_source, run.instrument_platform
