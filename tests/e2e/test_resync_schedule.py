@@ -2,10 +2,12 @@
 it as the schedule makes one (no study) re-syncs the studies due and logs what changed in ENA."""
 
 from datetime import timedelta
+from typing import cast
 
 import pytest
 from django.utils import timezone
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from analyses.models import Run, Study, StudyChange
@@ -42,7 +44,8 @@ def test_the_study_sync_deployment_runs_on_its_schedule_over_the_studies_due(flo
     ]
 
     # What the schedule starts: a run with the schedule's parameters (the environment, no study).
-    run = run_deployment(name, parameters=dict(schedule.parameters), timeout=120)
+    # Called outside an event loop, run_deployment returns the flow run (its type says "or a coroutine").
+    run = cast(FlowRun, run_deployment(name, parameters=dict(schedule.parameters), timeout=120))
     assert run.state and run.state.is_completed(), run.state
     study.refresh_from_db()
     assert study.last_synced_with_ena and study.last_synced_with_ena > timezone.now() - timedelta(minutes=5)
