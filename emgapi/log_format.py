@@ -81,5 +81,7 @@ def logging_config(log_format: str, level: str, httpx_level: str) -> dict[str, A
             # the service says.
             "httpx": {"level": httpx_level},
             "httpcore": {"level": "WARNING"},
+            # runserver's request lines: Django gives them a handler and format of their own; ours instead.
+            "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
         },
     }

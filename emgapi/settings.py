@@ -64,7 +64,8 @@ ROOT_URLCONF = "emgapi.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # Before the apps' (the admin's own): emgapi/templates/admin/base_site.html adds the service's styles.
+        "DIRS": [BASE_DIR / "emgapi" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

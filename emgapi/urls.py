@@ -19,6 +19,9 @@ from workflows.operations.views import ClusterJobViewSet, RequestJobsView, Retry
 # The admin's "View site" link: this service's site is its API (the root has no page).
 admin.site.site_url = "/api/"
 admin.site.site_header = "emgapi administration"
+# The app list is the index page's; as a left column on every page it took 300 of a 1400-pixel window's width
+# from the lists (tests/browser/test_admin_widths.py).
+admin.site.enable_nav_sidebar = False
 
 router = DefaultRouter()
 router.register("studies", StudyViewSet, basename="study")

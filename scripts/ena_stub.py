@@ -313,7 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also serve a generated study of RUNS runs sharing one pair of FASTQ files (repeatable)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # The service's line format (emgapi/log_format.py, TEXT_FORMAT), which this script cannot import.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     server = make_server(
         args.data_dir,
@@ -331,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.port_file:
             _write_port_file(args.port_file, server.server_address[1])
-        print(server.api_url, flush=True)
+        logger.info("Serving the portal API at %s", server.api_url)
         server.serve_forever()
     except KeyboardInterrupt:
         pass

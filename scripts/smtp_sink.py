@@ -9,6 +9,7 @@ The notifications of `make run`'s requests (workflows/outbox/notify.py) are mail
 from __future__ import annotations
 
 import argparse
+import logging
 import mailbox
 import signal
 import threading
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+
+logger = logging.getLogger("smtp_sink")
 
 
 class MboxHandler:
@@ -37,7 +40,7 @@ class MboxHandler:
             finally:
                 box.unlock()
                 box.close()
-        print(f"smtp_sink: {message['Subject']!r} to {', '.join(envelope.rcpt_tos)}", flush=True)
+        logger.info("%r to %s", message["Subject"], ", ".join(envelope.rcpt_tos))
         return "250 OK"
 
 
@@ -49,10 +52,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8025)
     parser.add_argument("--mbox", type=Path, default=Path("var/mail/inbox.mbox"))
     args = parser.parse_args()
+    # The service's line format (emgapi/log_format.py, TEXT_FORMAT), which this script cannot import.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     args.mbox.parent.mkdir(parents=True, exist_ok=True)
     controller = Controller(MboxHandler(args.mbox), hostname=args.host, port=args.port)
     controller.start()
-    print(f"smtp_sink: listening on {args.host}:{args.port}, keeping mail in {args.mbox}", flush=True)
+    logger.info("Listening on %s:%s, keeping mail in %s", args.host, args.port, args.mbox)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.signal(signal.SIGINT, lambda *_: stopped.set())

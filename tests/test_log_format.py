@@ -61,3 +61,24 @@ def test_httpx_says_nothing_at_info():
     from django.conf import settings
 
     assert settings.LOGGING["loggers"]["httpx"]["level"] == "WARNING"
+
+
+def test_runservers_request_lines_take_the_services_format():
+    # Django gives `django.server` a handler and format of its own ("[04/Dec/2026 12:43:47] "POST …" 201 523");
+    # configured after Django's defaults, as Django applies LOGGING, the project's console handler replaces it.
+    from django.utils.log import DEFAULT_LOGGING
+
+    stream = io.StringIO()
+    config = logging_config("text", level="INFO", httpx_level="WARNING")
+    config["handlers"]["console"]["stream"] = stream
+    config["root"] = {"level": "WARNING"}
+    try:
+        logging.config.dictConfig(DEFAULT_LOGGING)
+        logging.config.dictConfig(config)
+        logging.getLogger("django.server").info('"POST /api/ HTTP/1.1" 201 523')
+    finally:
+        from django.conf import settings
+
+        logging.config.dictConfig(settings.LOGGING)
+    [line] = stream.getvalue().splitlines()
+    assert line[:4].isdigit() and line.endswith(' INFO    django.server: "POST /api/ HTTP/1.1" 201 523')

@@ -1,3 +1,4 @@
+import logging
 import threading
 
 from django.conf import settings
@@ -5,6 +6,8 @@ from django.core.management.base import BaseCommand
 
 from workflows.orchestration.service_loop import run_service_loop
 from workflows.outbox import deployments
+
+logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -32,9 +35,10 @@ class Command(BaseCommand):
         loop = threading.Thread(target=run_service_loop, args=(stop,), name="service-loop", daemon=True)
         if not no_service_loop:
             loop.start()
-        self.stdout.write(
-            f"Serving {', '.join(deployments.in_this_environment(name) for name in FLOWS)} "
-            f"(environment {deployments.environment()!r})"
+        logger.info(
+            "Serving %s (environment %r)",
+            ", ".join(deployments.in_this_environment(name) for name in FLOWS),
+            deployments.environment(),
         )
         try:
             serve_deployments(served, limit=limit or settings.WORKFLOWS_MAX_FLOW_PROCESSES)

@@ -1,9 +1,12 @@
+import logging
 import signal
 import threading
 
 from django.core.management.base import BaseCommand
 
 from workflows.orchestration.service_loop import run_service_loop
+
+logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -15,7 +18,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        self.stdout.write("Service loop running; SIGTERM or Ctrl-C stops it")
+        logger.info("Service loop running; SIGTERM or Ctrl-C stops it")
         try:
             run_service_loop(stop)
         except KeyboardInterrupt:
