@@ -42,6 +42,17 @@ from analyses.services import (
 FieldNames = list[str | list[str] | tuple[str, ...]]
 
 
+class WrittenByTheService(admin.ModelAdmin):
+    """A log the service writes (notifications, deliveries, changes): read here, never added or edited by hand.
+    Its rows go with what they belong to (a request or a study deleted)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Biome)
 class BiomeAdmin(admin.ModelAdmin):
     list_display = ["lineage", "name"]
@@ -156,7 +167,7 @@ class StudyAdmin(admin.ModelAdmin):
 
 
 @admin.register(StudyChange)
-class StudyChangeAdmin(admin.ModelAdmin):
+class StudyChangeAdmin(WrittenByTheService):
     """Every study's change log (written by syncs with ENA, never edited)."""
 
     list_display = ["synced_at", "study", "kind", "run_accession", "detail"]
@@ -164,12 +175,6 @@ class StudyChangeAdmin(admin.ModelAdmin):
     search_fields = ["study__accession", "study__ena_accession", "run_accession"]
     list_select_related = ["study"]
     raw_id_fields = ["study"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: StudyChange | None = None) -> bool:
-        return False
 
 
 @admin.register(Sample)
@@ -358,18 +363,17 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
         if len(reason) > MAX_CANCEL_REASON:
             error = f"The reason has {len(reason)} characters; at most {MAX_CANCEL_REASON} are kept."
         if request.POST.get("confirmed") != "yes" or error:
-            context = {
-                **self.admin_site.each_context(request),
-                "title": "Cancel these requests?",
-                "opts": self.model._meta,
-                "targets": list(queryset),
-                "from_change_page": request.POST.get("_from_change_page", ""),
-                "max_reason": MAX_CANCEL_REASON,
-                "reason": reason,
-                "error": error,
-            }
-            return TemplateResponse(
-                request, "admin/analyses/assemblyanalysisrequest/cancel_confirmation.html", context
+            return self._confirmation(
+                request,
+                queryset,
+                verb="Cancel",
+                action="cancel_requests",
+                intro="Cancelling stops each request's flow run and its Slurm jobs; their work so far is kept, and "
+                "the request cannot be resumed (a new request starts again, reusing nothing). The reason is shown "
+                "on the request and in the API.",
+                reason=reason,
+                error=error,
+                max_reason=MAX_CANCEL_REASON,
             )
         cancelled = 0
         for obj in queryset:
@@ -383,6 +387,38 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
         if cancelled:
             self.message_user(request, f"Cancelled {cancelled} request(s).", messages.SUCCESS)
         return None
+
+    def _confirmation(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[AssemblyAnalysisRequest],
+        *,
+        verb: str,
+        action: str,
+        intro: str,
+        reason: str,
+        error: str,
+        max_reason: int,
+        reason_required: bool = False,
+    ) -> TemplateResponse:
+        """The page that asks first (as Django's own delete action does), with a reason to give."""
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{verb} these requests?",
+            "verb": verb,
+            "action": action,
+            "intro": intro,
+            "reason_required": reason_required,
+            "opts": self.model._meta,
+            "targets": list(queryset),
+            "from_change_page": request.POST.get("_from_change_page", ""),
+            "max_reason": max_reason,
+            "reason": reason,
+            "error": error,
+        }
+        return TemplateResponse(
+            request, "admin/analyses/assemblyanalysisrequest/action_confirmation.html", context
+        )
 
     def has_approve_permission(self, request: HttpRequest) -> bool:
         """The API's approve and reject ask the same (analyses.services.may_approve)."""
@@ -411,22 +447,18 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
         elif not approve and request.POST.get("confirmed") == "yes" and not reason:
             error = REJECTION_NEEDS_REASON
         if request.POST.get("confirmed") != "yes" or error:
-            verb = "Approve" if approve else "Reject"
-            context = {
-                **self.admin_site.each_context(request),
-                "title": f"{verb} these requests?",
-                "verb": verb,
-                "action": "approve_requests" if approve else "reject_requests",
-                "reason_required": not approve,
-                "opts": self.model._meta,
-                "targets": list(queryset),
-                "from_change_page": request.POST.get("_from_change_page", ""),
-                "max_reason": MAX_REVIEW_REASON,
-                "reason": reason,
-                "error": error,
-            }
-            return TemplateResponse(
-                request, "admin/analyses/assemblyanalysisrequest/review_confirmation.html", context
+            return self._confirmation(
+                request,
+                queryset,
+                verb="Approve" if approve else "Reject",
+                action="approve_requests" if approve else "reject_requests",
+                intro="Approving lets each request submit its jobs at once; its requester is told."
+                if approve
+                else "Rejecting ends each request: no job of it runs. Its requester is told, with the reason.",
+                reason=reason,
+                error=error,
+                max_reason=MAX_REVIEW_REASON,
+                reason_required=not approve,
             )
         done = 0
         for obj in queryset:
@@ -442,7 +474,7 @@ class AssemblyAnalysisRequestAdmin(admin.ModelAdmin):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(WrittenByTheService):
     """What each requester was told, and whether the mail went out (sent by the service loop, never edited)."""
 
     list_display = ["id", "request", "event", "round", "email", "attempts", "sent_at", "created"]
@@ -450,12 +482,6 @@ class NotificationAdmin(admin.ModelAdmin):
     search_fields = ["request__study_accession", "request__requester__username"]
     list_select_related = ["request"]
     raw_id_fields = ["request"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Notification | None = None) -> bool:
-        return False
 
 
 @admin.register(WebhookEndpoint)
@@ -480,7 +506,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(WrittenByTheService):
     """The delivery log: each notification to each endpoint, its attempts and the last answer (sent by the service
     loop, never edited)."""
 
@@ -509,9 +535,3 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     def request(self, obj: WebhookDelivery) -> SafeString:
         url = reverse("admin:analyses_assemblyanalysisrequest_change", args=[obj.notification.request_id])
         return format_html('<a href="{}">{}</a>', url, obj.notification.request_id)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: WebhookDelivery | None = None) -> bool:
-        return False

@@ -66,6 +66,10 @@ class CanAddRequests(BasePermission):
 
 
 REVIEW_ACTIONS = frozenset({"approve", "reject"})
+REVIEWED = {
+    200: AssemblyAnalysisRequestSerializer,
+    409: OpenApiResponse(description="The request is not awaiting approval."),
+}
 
 
 class StartsRequests(BasePermission):
@@ -355,12 +359,7 @@ class AssemblyAnalysisRequestViewSet(
         return Response(self.get_serializer(instance).data)
 
     @extend_schema(
-        summary="Approve a request awaiting approval (it runs)",
-        request=ReviewSerializer,
-        responses={
-            200: AssemblyAnalysisRequestSerializer,
-            409: OpenApiResponse(description="The request is not awaiting approval."),
-        },
+        summary="Approve a request awaiting approval (it runs)", request=ReviewSerializer, responses=REVIEWED
     )
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str | None = None) -> Response:
@@ -369,10 +368,7 @@ class AssemblyAnalysisRequestViewSet(
     @extend_schema(
         summary="Reject a request awaiting approval (it ends, with the reason)",
         request=ReviewSerializer,
-        responses={
-            200: AssemblyAnalysisRequestSerializer,
-            409: OpenApiResponse(description="The request is not awaiting approval."),
-        },
+        responses=REVIEWED,
     )
     @action(detail=True, methods=["post"])
     def reject(self, request: Request, pk: str | None = None) -> Response:

@@ -181,7 +181,7 @@ def test_costly_requests_wait_suspended_until_approved_or_rejected_in_the_admin(
     # The sweeps since (one a second here) left both suspended: only a decision resumes them.
     assert RequestProgress.objects.filter(request__in=[approved, rejected], resumes__gt=0).count() == 0
     page.get_by_role("button", name="Reject").click()
-    expect(page.locator(".emgapi-review-targets")).to_contain_text("estimated")
+    expect(page.locator(".emgapi-action-targets")).to_contain_text("estimated")
     page.fill("#id_reason", "Ask for the runs you need, not the study.")
     page.get_by_role("button", name="Yes, reject 1 request").click()
     expect(page.locator(".messagelist .success")).to_have_text("Rejected 1 request(s).")

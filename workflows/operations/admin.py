@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from analyses.admin import AssemblyAnalysisRequestAdmin, FieldNames, StudyAdmin
+from analyses.admin import AssemblyAnalysisRequestAdmin, FieldNames, StudyAdmin, WrittenByTheService
 from analyses.models import AssemblyAnalysisRequest, Study
 from analyses.pagination import BoundedCountPaginator
 from workflows.models import ClusterJob, PollerLease, StepBatch, Trigger
@@ -26,14 +26,8 @@ from workflows.pipelines.analysis.pipeline import all_step_names
 from workflows.selectors import current_plan, latest_trigger
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(WrittenByTheService):
     """Written by the service only: an edit by hand would desynchronise it from Slurm or Prefect."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
