@@ -142,3 +142,22 @@ def test_a_stuck_request_is_told_once_and_a_retried_one_again_when_it_ends(inbox
     assert subjects == ["completed", "failed", "is stuck"]
     stuck = next(mail for mail in received.messages if mail["Subject"].endswith("is stuck"))
     assert "keeps being recovered" in stuck.get_payload()
+
+
+def test_a_request_awaiting_approval_is_mailed_to_its_requester_and_whoever_may_approve_it(
+    inbox, request_of, approver, superuser
+):
+    received, _ = inbox
+    approver.email = "erin@example.org"
+    approver.save()  # the superuser (admin@example.org) may approve too
+    record_request_state(
+        request_of.pk,
+        status="awaiting_approval",
+        detail="Awaiting approval: 5,000 CPU-hours.",
+        from_statuses=ACTIVE,
+    )
+    assert send_due_notifications() == 1
+    [mail] = received.messages
+    assert received.recipients == [["alice@example.org", "admin@example.org", "erin@example.org"]]
+    assert mail["Subject"] == f"emgapi: request {request_of.pk} for PRJEB00001 awaits approval"
+    assert "5,000 CPU-hours" in mail.get_payload()

@@ -3,13 +3,15 @@
 A row is written once per event in the transaction that records it (analyses.services); here each due row is
 sent under its row lock (`SKIP LOCKED`: two service loops never send one twice), with Django's mail framework and
 the standard `EMAIL_*` settings, at least once: an SMTP server that is down is tried again with backoff, and the
-mail goes out once it is back. A requester without an email address is skipped, and says so.
+mail goes out once it is back. A request awaiting approval is also mailed to whoever may approve it. A
+notification with no one to mail (a requester without an email address) is skipped, and says so.
 """
 
 import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.mail import EmailMessage
 from django.db import transaction
 from django.db.models import Q
@@ -17,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from analyses.models import Notification
+from analyses.selectors import APPROVE_PERMISSION
 from workflows.outbox.dispatch import backoff
 
 logger = logging.getLogger(__name__)
@@ -66,8 +69,8 @@ def _send_one(pk: int) -> int:
         )
         if row is None:
             return 0
-        requester = row.request.requester
-        if requester is None or not requester.email:
+        to = recipients(row)
+        if not to:
             row.email = Notification.Delivery.SKIPPED
             row.save(update_fields=["email"])
             return 0
@@ -78,7 +81,7 @@ def _send_one(pk: int) -> int:
             return 0
         row.attempts += 1
         try:
-            message(row).send()
+            message(row, to).send()
         except Exception as exc:  # SMTP down, refused, timed out: all tried again later
             row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
             row.next_attempt_at = timezone.now() + backoff(row.attempts)
@@ -89,11 +92,23 @@ def _send_one(pk: int) -> int:
         row.sent_at = timezone.now()
         row.last_error = ""
         row.save(update_fields=["attempts", "email", "sent_at", "last_error"])
-    logger.info("Notification %s sent to %s", row, requester.email)
+    logger.info("Notification %s sent to %s", row, ", ".join(to))
     return 1
 
 
-def message(row: Notification) -> EmailMessage:
+def recipients(row: Notification) -> list[str]:
+    """The requester; for a request awaiting approval, also whoever may approve it (they decide)."""
+    requester = row.request.requester
+    to = [requester.email] if requester is not None and requester.email else []
+    if row.event == Notification.Event.AWAITING_APPROVAL:
+        approvers = (
+            get_user_model().objects.with_perm(APPROVE_PERMISSION).filter(is_active=True).exclude(email="")
+        )
+        to += sorted(set(approvers.values_list("email", flat=True)) - set(to))
+    return to
+
+
+def message(row: Notification, to: list[str] | None = None) -> EmailMessage:
     """The email of a notification: what happened to which request, why, and where to read more."""
     request = row.request
     site = settings.SITE_URL.rstrip("/")
@@ -112,4 +127,4 @@ def message(row: Notification) -> EmailMessage:
             f"Its jobs:      {site}{jobs}",
         ]
     )
-    return EmailMessage(subject, body, to=[request.requester.email] if request.requester else [])
+    return EmailMessage(subject, body, to=to if to is not None else recipients(row))
