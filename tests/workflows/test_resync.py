@@ -118,10 +118,17 @@ def test_a_watched_studys_new_runs_start_a_request_of_them_only(ena, user, user_
     )
     assert user_client.get(f"/api/assembly-analysis-requests/{request.pk}/").json()["status"] == "pending"
 
+    # Before its first pass, ENA lists one more: its planning's sync finds it, and no other request would take it.
+    data.runs["PRJEB00001"].append(
+        copy.deepcopy(data.runs["PRJEB00001"][-1]) | {"run_accession": "ERR9000004"}
+    )
     try:  # pipeline_world's ENA is this stub, changed as above
         reconcile_once(request.pk, pipeline=STUDY_ANALYSIS, jobs=jobs)
         planned = set(Plan.objects.get(request=request).steps.values_list("run_accession", flat=True))
-        assert planned == {"ERR9000003"}  # ERR9000002 was analysed before, ERR9000001 is withdrawn
+        assert planned == {
+            "ERR9000003",
+            "ERR9000004",
+        }  # ERR9000002 was analysed before, ERR9000001 is withdrawn
     finally:
         carry_out_cancellation(request.pk)
 

@@ -158,8 +158,10 @@ class StudyAnalysis:
         rejected = dict(sync.rejected)
         routes: dict[int, list[RouteLeg]] = {}
         usable = Run.objects.filter(pk__in=sync.usable_run_ids)
-        if (only := (request.request_metadata or {}).get("runs")) is not None:
-            # An incremental request (a watched study's new runs): those runs only, the others are done.
+        if (incremental := (request.request_metadata or {}).get("runs")) is not None:
+            # An incremental request (a watched study's new runs): those runs only, the others are done; and any
+            # newer still that this sync found (no other request would take them up for the watcher).
+            only = {*incremental, *sync.added}
             usable = usable.filter(accession__in=only)
             rejected = {accession: why for accession, why in rejected.items() if accession in only}
         runs = list(usable.select_related("study").order_by("accession"))
