@@ -45,11 +45,17 @@ def over_caps(resources: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
 
 
 def hold_reason(request: AssemblyAnalysisRequest, plan: Plan) -> str | None:
-    """Why the request must wait for approval before its first job, or None if it may run (records the estimate)."""
-    if request.reviewed_at is not None or ClusterJob.objects.filter(request=request).exists():
+    """Why the request must wait for approval before its first job, or None if it may run (records the estimate).
+
+    Decided once: a recorded estimate means an earlier pass decided (a request held since is awaiting approval,
+    or reviewed), so the passes after it cost no query here.
+    """
+    if request.reviewed_at is not None or request.estimated_cpu_hours is not None:
         return None
     estimate = estimated_cpu_hours(plan)
     AssemblyAnalysisRequest.objects.filter(pk=request.pk).update(estimated_cpu_hours=estimate)
+    if ClusterJob.objects.filter(request=request).exists():
+        return None  # planned and submitting before this rule: never held
     reasons = []
     threshold = settings.APPROVAL_THRESHOLD_CPU_HOURS
     if threshold is not None and estimate > threshold:
